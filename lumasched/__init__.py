@@ -1,0 +1,60 @@
+"""lumasched: an asyncio-first client and concurrency-aware job scheduler for the
+Luma Dream Machine API, with a built-in emulator."""
+
+from lumasched.errors import (
+    AmbiguousCreateError,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    ConnectError,
+    DependencyFailed,
+    DownloadError,
+    FailureCategory,
+    GenerationFailed,
+    InternalServerError,
+    JournalError,
+    LumaError,
+    NotFoundError,
+    PermissionDeniedError,
+    Problem,
+    RateLimitError,
+    TimeoutError,
+    TransportError,
+    UnprocessableEntityError,
+    ValidationError,
+)
+from lumasched.limits import BUILD_TIER, Family, FamilyLimits, Limiter, Limits
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BUILD_TIER",
+    "APIStatusError",
+    "AmbiguousCreateError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConflictError",
+    "ConnectError",
+    "DependencyFailed",
+    "DownloadError",
+    "FailureCategory",
+    "Family",
+    "FamilyLimits",
+    "GenerationFailed",
+    "InternalServerError",
+    "JournalError",
+    "Limiter",
+    "Limits",
+    "LumaError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Problem",
+    "RateLimitError",
+    "TimeoutError",
+    "TransportError",
+    "UnprocessableEntityError",
+    "ValidationError",
+]

@@ -1,0 +1,3 @@
+from lumasched.cli import main
+
+raise SystemExit(main())

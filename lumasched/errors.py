@@ -1,0 +1,306 @@
+"""Every exception lumasched raises, in one tree.
+
+::
+
+    LumaError
+    ├── ConfigurationError          bad settings, limits file or missing API key
+    ├── ValidationError             a request (or manifest item) is invalid; nothing was sent
+    ├── TransportError              the request did not complete at the HTTP level
+    │   ├── ConnectError            could not connect: the server surely did not act
+    │   └── TimeoutError            connect/read timed out (may have reached the server)
+    ├── APIStatusError              the server answered with an error status
+    │   ├── BadRequestError         400 (``detail`` holds the server's message)
+    │   ├── AuthenticationError     401
+    │   ├── PermissionDeniedError   403
+    │   ├── NotFoundError           404
+    │   ├── ConflictError           409
+    │   ├── UnprocessableEntityError 422
+    │   ├── RateLimitError          429 (``retry_after`` in seconds, when the server said)
+    │   └── InternalServerError     5xx
+    ├── AmbiguousCreateError        a create may or may not have reached the server;
+    │                               reconcile before retrying (never blindly re-POST)
+    ├── GenerationFailed            a generation ended ``failed`` (``failure_reason``, ``category``)
+    ├── DependencyFailed            a job waited on another job that failed or was cancelled
+    ├── DownloadError               an asset could not be fetched or verified
+    └── JournalError                the journal is unreadable or belongs to another batch
+
+Status class names follow the official ``lumaai`` SDK so its users feel at home.
+Errors carry data as attributes and compute ``__str__``; none of them ever holds
+the API key.
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+from typing import Any
+
+__all__ = [
+    "APIStatusError",
+    "AmbiguousCreateError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConflictError",
+    "ConnectError",
+    "DependencyFailed",
+    "DownloadError",
+    "FailureCategory",
+    "GenerationFailed",
+    "InternalServerError",
+    "JournalError",
+    "LumaError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Problem",
+    "RateLimitError",
+    "TimeoutError",
+    "TransportError",
+    "UnprocessableEntityError",
+    "ValidationError",
+    "status_error_for",
+]
+
+
+class LumaError(Exception):
+    """Root of every error lumasched raises."""
+
+
+class ConfigurationError(LumaError):
+    """Settings, a limits file or the environment are unusable (e.g. no API key)."""
+
+
+class Problem:
+    """One validation problem: where (a dotted field path) and what."""
+
+    __slots__ = ("message", "path")
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Problem(path={self.path!r}, message={self.message!r})"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Problem):
+            return NotImplemented
+        return (self.path, self.message) == (other.path, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.message))
+
+
+class ValidationError(LumaError, ValueError):
+    """A request is invalid. ``problems`` lists every issue, each with its field path."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [str(p) for p in self.problems]
+        if len(lines) == 1:
+            return f"invalid request: {lines[0]}"
+        return "invalid request:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+class TransportError(LumaError):
+    """The HTTP exchange did not complete (``method`` and ``url`` say which)."""
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        self.method = method
+        self.url = url
+        super().__init__(message)
+
+
+class ConnectError(TransportError):
+    """No connection could be made: the server surely did not see the request."""
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """A timeout: the request may have reached the server."""
+
+
+class APIStatusError(LumaError):
+    """The server answered with an error status."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        body: Any = None,
+        method: str = "",
+        url: str = "",
+    ) -> None:
+        self.status = status
+        self.detail = detail
+        self.body = body
+        self.method = method
+        self.url = url
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f" ({self.method} {self.url})" if self.method else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return f"HTTP {self.status}{detail}{where}"
+
+
+class BadRequestError(APIStatusError):
+    """400: the server rejected the request (see ``detail``)."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: missing or invalid API key."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown generation id or path."""
+
+
+class ConflictError(APIStatusError):
+    """409."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422."""
+
+
+class RateLimitError(APIStatusError):
+    """429: over the account's concurrency cap or create rate."""
+
+    def __init__(
+        self,
+        status: int = 429,
+        detail: str | None = None,
+        *,
+        retry_after: float | None = None,
+        body: Any = None,
+        method: str = "",
+        url: str = "",
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(status, detail, body=body, method=method, url=url)
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if self.retry_after is not None:
+            return f"{base} (retry after {self.retry_after:g}s)"
+        return base
+
+
+class InternalServerError(APIStatusError):
+    """5xx."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_for(status: int) -> type[APIStatusError]:
+    """The exception class for an HTTP error status."""
+    if status >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status, APIStatusError)
+
+
+class AmbiguousCreateError(LumaError):
+    """A create request may have reached the server, but no answer came back.
+
+    Retrying blindly could start (and bill) a duplicate generation, so the
+    scheduler reconciles against the list endpoint first. ``sent_at`` is the
+    UTC time the request left, ``body`` the JSON that was sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        body: dict[str, Any],
+        sent_at: float,
+        cause: BaseException | None = None,
+    ) -> None:
+        self.path = path
+        self.body = body
+        self.sent_at = sent_at
+        self.cause = cause
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"create outcome unknown ({self.path}): {self.args[0]}"
+
+
+class FailureCategory(enum.StrEnum):
+    """Broad classes of ``failure_reason``, from the documented failure messages."""
+
+    MODERATION = "moderation"
+    INPUT_FRAMES = "input_frames"
+    PROMPT = "prompt"
+    JOB = "job"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def of(cls, reason: str | None) -> FailureCategory:
+        text = (reason or "").lower()
+        if "moderat" in text or "blacklist" in text:
+            return cls.MODERATION
+        if "input frames" in text or "keyframe" in text:
+            return cls.INPUT_FRAMES
+        if "prompt" in text:
+            return cls.PROMPT
+        if "job" in text or "callback" in text or "dispatch" in text:
+            return cls.JOB
+        return cls.UNKNOWN
+
+
+class GenerationFailed(LumaError):
+    """A generation reached the ``failed`` state."""
+
+    def __init__(self, generation_id: str | None, failure_reason: str | None) -> None:
+        self.generation_id = generation_id
+        self.failure_reason = failure_reason
+        self.category = FailureCategory.of(failure_reason)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return (
+            f"generation {self.generation_id} failed ({self.category}): "
+            f"{self.failure_reason or 'no reason given'}"
+        )
+
+
+class DependencyFailed(LumaError):
+    """A job depended on another job that failed or was cancelled."""
+
+    def __init__(self, job_key: str, dependency_key: str, reason: str) -> None:
+        self.job_key = job_key
+        self.dependency_key = dependency_key
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"job {self.job_key!r} depends on {self.dependency_key!r}, which {self.reason}"
+
+
+class DownloadError(LumaError):
+    """An asset could not be downloaded or did not verify."""
+
+
+class JournalError(LumaError):
+    """The journal cannot be used (corrupt, newer schema, or another batch's)."""
