@@ -1,0 +1,251 @@
+"""Client-side checks that mirror the API's documented "before submission" errors.
+
+Messages are the server's own where the docs give one ("Prompt is required",
+"Loop is not supported for extend reverse", ...), so a user sees the same words
+whether lumasched or Luma caught the mistake. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from lumasched.api._models import (
+    ASPECT_RATIOS,
+    IMAGE_FORMATS,
+    IMAGE_MODELS,
+    MODIFY_MODES,
+    RAY_MODELS,
+    RESOLUTIONS,
+    VIDEO_MODELS,
+    AudioRequest,
+    CharacterRef,
+    CreateRequest,
+    GenerationKeyframe,
+    ImageKeyframe,
+    ImageRef,
+    ImageRequest,
+    Keyframe,
+    Keyframes,
+    Media,
+    ModifyVideoRequest,
+    ReframeImageRequest,
+    ReframeVideoRequest,
+    UpscaleRequest,
+    VideoRequest,
+)
+from lumasched.errors import Problem, ValidationError
+
+__all__ = ["problems_of", "raise_for_problems"]
+
+PROMPT_MIN = 3
+PROMPT_MAX = 5000
+MAX_REF_IMAGES = 4
+_DURATION = re.compile(r"[1-9][0-9]*s")
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def one_of(self, path: str, value: Any, allowed: Sequence[str], *, optional: bool) -> None:
+        if value is None and optional:
+            return
+        if value not in allowed:
+            self.add(path, f"must be one of {', '.join(allowed)} (got {value!r})")
+
+    def prompt(self, path: str, value: Any, *, required: bool, min_len: int = PROMPT_MIN) -> None:
+        if value is None:
+            if required:
+                self.add(path, "Prompt is required")
+            return
+        if not isinstance(value, str):
+            self.add(path, "expected a string")
+        elif len(value) < min_len:
+            self.add(path, f"Prompt is too short, minimum length is {min_len} characters")
+        elif len(value) > PROMPT_MAX:
+            self.add(path, f"Prompt is too long, maximum length is {PROMPT_MAX} characters")
+
+    def text(self, path: str, value: Any) -> None:
+        if not isinstance(value, str) or not value.strip():
+            self.add(path, "must be a non-empty string")
+
+    def callback(self, value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, str) or not re.match(r"https?://[^/\s]+", value):
+            self.add("callback_url", "must be an http:// or https:// URL")
+
+    def weight(self, path: str, ref: ImageRef) -> None:
+        self.text(f"{path}.url", ref.url)
+        w = ref.weight
+        if w is None:
+            return
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
+            self.add(f"{path}.weight", "must be a number between 0 and 1")
+        elif not 0 <= w <= 1:
+            self.add(f"{path}.weight", f"must be between 0 and 1 (got {w!r})")
+
+    def refs(self, path: str, refs: Sequence[ImageRef] | None) -> None:
+        if refs is None:
+            return
+        if len(refs) > MAX_REF_IMAGES:
+            self.add(path, f"at most {MAX_REF_IMAGES} images (got {len(refs)})")
+        for i, ref in enumerate(refs):
+            self.weight(f"{path}[{i}]", ref)
+
+    def character(self, ref: CharacterRef | None) -> None:
+        if ref is None:
+            return
+        path = "character_ref.identity0.images"
+        images = ref.identity0.images
+        if not 1 <= len(images) <= MAX_REF_IMAGES:
+            self.add(path, f"needs 1 to {MAX_REF_IMAGES} images (got {len(images)})")
+        for i, url in enumerate(images):
+            self.text(f"{path}[{i}]", url)
+
+    def media(self, path: str, media: Media | None) -> None:
+        if media is not None:
+            self.text(f"{path}.url", media.url)
+
+    def non_negative(self, request: ReframeImageRequest | ReframeVideoRequest) -> None:
+        names = ("grid_position_x", "grid_position_y", "x_start", "x_end", "y_start", "y_end")
+        for name in (*names, "resized_width", "resized_height"):
+            value = getattr(request, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.add(name, "expected an integer")
+            elif value < 0 or (value == 0 and name.startswith("resized")):
+                self.add(name, "must be positive" if name.startswith("resized") else "must be >= 0")
+        for lo, hi in (("x_start", "x_end"), ("y_start", "y_end")):
+            a, b = getattr(request, lo), getattr(request, hi)
+            if isinstance(a, int) and isinstance(b, int) and a >= b:
+                self.add(hi, f"must be greater than {lo}")
+
+
+def _keyframe(c: _Checker, path: str, frame: Keyframe | None) -> None:
+    if isinstance(frame, ImageKeyframe):
+        c.text(f"{path}.url", frame.url)
+    elif isinstance(frame, GenerationKeyframe):
+        c.text(f"{path}.id", frame.id)
+
+
+def _loop_problem(keyframes: Keyframes) -> str | None:
+    """The server's message for a loop it will refuse with these keyframes, if any."""
+    f0, f1 = keyframes.frame0, keyframes.frame1
+    gen0, gen1 = isinstance(f0, GenerationKeyframe), isinstance(f1, GenerationKeyframe)
+    if f0 is not None and f1 is not None:
+        if gen0 and gen1:
+            return "Loop is not supported for interpolate between two videos"
+        if gen0:
+            return "Loop is not supported for interpolate video to image"
+        if gen1:
+            return "Loop is not supported for interpolate image to video"
+        return "Loop is not supported for keyframes"
+    if gen1:
+        return "Loop is not supported for extend reverse"
+    return None
+
+
+def _video(c: _Checker, r: VideoRequest) -> None:
+    c.one_of("model", r.model, VIDEO_MODELS, optional=False)
+    has_frames = r.keyframes is not None and (
+        r.keyframes.frame0 is not None or r.keyframes.frame1 is not None
+    )
+    c.prompt("prompt", r.prompt, required=not has_frames)
+    c.one_of("aspect_ratio", r.aspect_ratio, ASPECT_RATIOS, optional=True)
+    c.one_of("resolution", r.resolution, RESOLUTIONS, optional=True)
+    if r.duration is not None and not (
+        isinstance(r.duration, str) and _DURATION.fullmatch(r.duration)
+    ):
+        c.add("duration", f"must be a number of seconds like '5s' or '9s' (got {r.duration!r})")
+    if r.keyframes is not None:
+        if not has_frames:
+            c.add("keyframes", "No keyframes provided")
+        _keyframe(c, "keyframes.frame0", r.keyframes.frame0)
+        _keyframe(c, "keyframes.frame1", r.keyframes.frame1)
+        message = _loop_problem(r.keyframes) if r.loop else None
+        if message is not None:
+            c.add("loop", message)
+    for i, concept in enumerate(r.concepts or ()):
+        c.text(f"concepts[{i}].key", concept.key)
+    c.one_of("generation_type", r.generation_type, ("video",), optional=True)
+    c.callback(r.callback_url)
+
+
+def _image(c: _Checker, r: ImageRequest) -> None:
+    c.one_of("model", r.model, IMAGE_MODELS, optional=False)
+    c.prompt("prompt", r.prompt, required=True)
+    c.one_of("aspect_ratio", r.aspect_ratio, ASPECT_RATIOS, optional=True)
+    c.one_of("format", r.format, IMAGE_FORMATS, optional=True)
+    c.refs("image_ref", r.image_ref)
+    c.refs("style_ref", r.style_ref)
+    c.character(r.character_ref)
+    if r.modify_image_ref is not None:
+        c.weight("modify_image_ref", r.modify_image_ref)
+    if r.sync_timeout is not None and not (
+        isinstance(r.sync_timeout, int | float)
+        and not isinstance(r.sync_timeout, bool)
+        and 0 < r.sync_timeout < math.inf
+    ):
+        c.add("sync_timeout", "must be a positive number of seconds")
+    c.one_of("generation_type", r.generation_type, ("image",), optional=True)
+    c.callback(r.callback_url)
+
+
+def _reframe(c: _Checker, r: ReframeImageRequest | ReframeVideoRequest) -> None:
+    models = IMAGE_MODELS if isinstance(r, ReframeImageRequest) else RAY_MODELS
+    c.one_of("model", r.model, models, optional=False)
+    c.media("media", r.media)
+    c.one_of("aspect_ratio", r.aspect_ratio, ASPECT_RATIOS, optional=False)
+    c.prompt("prompt", r.prompt, required=False, min_len=0)
+    if isinstance(r, ReframeImageRequest):
+        c.one_of("format", r.format, IMAGE_FORMATS, optional=True)
+    else:
+        c.media("first_frame", r.first_frame)
+    c.non_negative(r)
+    c.callback(r.callback_url)
+
+
+def _modify(c: _Checker, r: ModifyVideoRequest) -> None:
+    c.one_of("model", r.model, RAY_MODELS, optional=False)
+    c.media("media", r.media)
+    c.one_of("mode", r.mode, MODIFY_MODES, optional=False)
+    c.media("first_frame", r.first_frame)
+    c.prompt("prompt", r.prompt, required=False, min_len=0)
+    c.callback(r.callback_url)
+
+
+def problems_of(request: CreateRequest) -> list[Problem]:
+    """Every problem with ``request``, in field order; empty when it is valid."""
+    c = _Checker()
+    if isinstance(request, VideoRequest):
+        _video(c, request)
+    elif isinstance(request, ImageRequest):
+        _image(c, request)
+    elif isinstance(request, ReframeImageRequest | ReframeVideoRequest):
+        _reframe(c, request)
+    elif isinstance(request, ModifyVideoRequest):
+        _modify(c, request)
+    elif isinstance(request, UpscaleRequest):
+        c.text("generation_id", request.generation_id)
+        c.one_of("resolution", request.resolution, RESOLUTIONS, optional=True)
+        c.callback(request.callback_url)
+    elif isinstance(request, AudioRequest):
+        c.text("generation_id", request.generation_id)
+        c.prompt("prompt", request.prompt, required=False)
+        c.prompt("negative_prompt", request.negative_prompt, required=False, min_len=0)
+        c.callback(request.callback_url)
+    return c.problems
+
+
+def raise_for_problems(request: CreateRequest) -> None:
+    problems = problems_of(request)
+    if problems:
+        raise ValidationError(problems)
