@@ -1,0 +1,32 @@
+"""An offline emulator of the Luma Dream Machine API (aiohttp.web).
+
+It serves every endpoint of the real API at ``http://HOST:PORT/dream-machine/v1``
+with the same shapes and status codes, runs jobs through queued -> dreaming ->
+completed | failed on a latency model, enforces the account's limits with 429s,
+charges and refunds credits, sends callbacks, serves real image and video files,
+injects faults on request, and records what clients did (``Emulator.inspect``,
+``GET /_emulator/stats``). See docs/emulator.md.
+"""
+
+from __future__ import annotations
+
+from lumasched.emulator._app import API_PREFIX, CAMERA_MOTIONS
+from lumasched.emulator._cli import main
+from lumasched.emulator._config import DEFAULT_BLACKLIST, ROUTES, EmulatorConfig, Faults
+from lumasched.emulator._emulator import Emulator
+from lumasched.emulator._stats import FamilyStats, Inspector
+from lumasched.emulator._validate import CONCEPTS
+
+__all__ = [
+    "API_PREFIX",
+    "CAMERA_MOTIONS",
+    "CONCEPTS",
+    "DEFAULT_BLACKLIST",
+    "ROUTES",
+    "Emulator",
+    "EmulatorConfig",
+    "FamilyStats",
+    "Faults",
+    "Inspector",
+    "main",
+]

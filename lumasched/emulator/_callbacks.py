@@ -1,0 +1,93 @@
+"""Callback delivery: POST the generation JSON when it is dreaming, completed, failed.
+
+As documented: a non-200 answer (or no answer) is retried up to 3 times, 100 ms
+apart, each POST with a 5 s timeout. One task per generation with a
+``callback_url`` sleeps until each of its state changes; ``close()`` cancels and
+awaits them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from lumasched.emulator._config import EmulatorConfig
+from lumasched.emulator._state import Record
+from lumasched.emulator._stats import Inspector
+
+__all__ = ["CallbackSender"]
+
+log = logging.getLogger("lumasched.emulator")
+
+Render = Callable[[Record, float], dict[str, Any]]
+
+
+class CallbackSender:
+    def __init__(self, config: EmulatorConfig, render: Render, inspect: Callable[[], Inspector]):
+        self._config = config
+        self._render = render
+        self._inspect = inspect
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._config.callback_timeout)
+        )
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    def schedule(self, record: Record) -> None:
+        """Announce ``record``'s coming state changes to its ``callback_url``."""
+        url = record.callback_url
+        if url is None or self._session is None:
+            return
+        task = asyncio.create_task(self._lifecycle(record, record.version, url))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lifecycle(self, record: Record, version: int, url: str) -> None:
+        for at, _state in record.timeline.events:
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            if record.deleted or record.version != version:
+                return
+            await self._deliver(url, self._render(record, at))
+
+    async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
+        assert self._session is not None
+        attempts = self._config.callback_attempts
+        for attempt in range(attempts):
+            inspect = self._inspect()
+            inspect.callbacks_sent += 1
+            if attempt:
+                inspect.callbacks_retried += 1
+            try:
+                async with self._session.post(url, json=payload) as response:
+                    await response.read()
+                    if response.status == 200:
+                        self._inspect().callbacks_delivered += 1
+                        return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.debug("callback to %s failed: %s", url, exc)
+            if attempt + 1 < attempts:
+                await asyncio.sleep(self._config.callback_retry_delay)
+        self._inspect().callbacks_failed += 1

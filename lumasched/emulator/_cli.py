@@ -1,0 +1,169 @@
+"""``lumasched emulator``: serve the emulator until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from lumasched.emulator._config import DEFAULT_BLACKLIST, EmulatorConfig, Faults
+from lumasched.emulator._emulator import Emulator
+from lumasched.errors import ConfigurationError
+from lumasched.limits import Limits
+from lumasched.pricing import PriceTable
+
+__all__ = ["build_parser", "config_from_args", "main"]
+
+
+def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve an offline Dream Machine API at http://HOST:PORT/dream-machine/v1 "
+        "(the base URL is printed as the first line on stdout).",
+    )
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="interface to bind (default %(default)s)")
+    add("--port", type=int, default=8000, help="port, 0 for any free one (default %(default)s)")
+    add("--api-key", help="require this bearer token (default: no authentication)")
+    add("--limits", metavar="FILE", help="limits TOML file (default: the Build tier)")
+    add("--speed", type=float, default=1.0, help="divide every modelled latency by X")
+    add(
+        "--fixed-latency",
+        type=float,
+        metavar="SECONDS",
+        help="every job takes exactly this long (not scaled by --speed)",
+    )
+    add("--jitter", type=float, default=0.2, help="latency jitter fraction (default %(default)s)")
+    add(
+        "--failure-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help='fraction of jobs that end failed with "Job failed"',
+    )
+    add("--seed", type=int, help="seed for every random choice")
+    add(
+        "--credits",
+        type=float,
+        default=500_000.0,
+        metavar="CENTS",
+        help="starting credit balance in USD cents (default %(default)s)",
+    )
+    add("--prices", metavar="FILE", help="price table override (.toml or .json)")
+    add(
+        "--blacklist",
+        metavar="WORDS",
+        help=f"comma-separated moderation words (default {','.join(DEFAULT_BLACKLIST)})",
+    )
+    add(
+        "--video-padding",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="bytes appended to every video file",
+    )
+    add("--image-scale", type=float, default=0.125, help="image size factor (default 1/8)")
+    add("--asset-url-ttl", type=float, metavar="SECONDS", help="asset URLs expire after this")
+    add(
+        "--same-id-derived",
+        action="store_true",
+        help="upscale/audio restart the source generation instead of creating a new one",
+    )
+    add("--public-url", help="origin written into asset URLs (default http://HOST:PORT)")
+    add("--fault-5xx", type=float, default=0.0, metavar="P", help="5xx answers on any route")
+    add("--fault-429", type=float, default=0.0, metavar="P", help="429 answers on any route")
+    add(
+        "--fault-drop-create",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="drop the connection after accepting a create",
+    )
+    add("--fault-cut-download", type=float, default=0.0, metavar="P", help="cut downloads half way")
+    add("--fault-slow-download", type=float, metavar="BYTES_PER_S", help="throttle downloads")
+    add("-v", "--verbose", action="store_true", help="log every request")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    limits = Limits.from_toml(args.limits) if args.limits else Limits()
+    prices = PriceTable.from_file(args.prices) if args.prices else PriceTable()
+    blacklist = (
+        tuple(w.strip() for w in args.blacklist.split(",") if w.strip())
+        if args.blacklist is not None
+        else DEFAULT_BLACKLIST
+    )
+    try:
+        faults = Faults(
+            server_errors=args.fault_5xx,
+            rate_limits=args.fault_429,
+            drop_after_create=args.fault_drop_create,
+            cut_downloads=args.fault_cut_download,
+            download_bytes_per_second=args.fault_slow_download,
+        )
+        return EmulatorConfig(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            limits=limits,
+            speed=args.speed,
+            fixed_latency=args.fixed_latency,
+            jitter=args.jitter,
+            failure_rate=args.failure_rate,
+            blacklist=blacklist,
+            seed=args.seed,
+            credit_balance_cents=args.credits,
+            prices=prices,
+            image_scale=args.image_scale,
+            video_padding_bytes=args.video_padding,
+            asset_url_ttl=args.asset_url_ttl,
+            faults=faults,
+            derived_new_id=not args.same_id_derived,
+            public_url=args.public_url,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
+async def _serve(config: EmulatorConfig) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with Emulator(config) as emu:
+            print(emu.base_url, flush=True)
+            print(f"stats: {emu.stats_url}", file=sys.stderr, flush=True)
+            await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lumasched emulator`` with ``argv`` (the arguments after ``emulator``)."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        config = config_from_args(args)
+    except ConfigurationError as exc:
+        print(f"lumasched emulator: {exc}", file=sys.stderr)
+        return 2
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        asyncio.run(_serve(config))
+    except OSError as exc:
+        print(
+            f"lumasched emulator: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover - signal arrived before the handler
+        pass
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    return 0

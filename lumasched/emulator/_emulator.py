@@ -1,0 +1,209 @@
+"""``Emulator``: the Dream Machine API on a local socket, as an async context manager."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any, Self
+
+import attrs
+from aiohttp import web
+
+from lumasched.emulator._app import API_PREFIX, build_app
+from lumasched.emulator._assets import AssetSigner
+from lumasched.emulator._callbacks import CallbackSender
+from lumasched.emulator._config import EmulatorConfig, Faults
+from lumasched.emulator._faults import FaultInjector
+from lumasched.emulator._state import Record, Store
+from lumasched.emulator._stats import Inspector
+from lumasched.limits import Family
+
+__all__ = ["Emulator"]
+
+
+class Emulator:
+    """An offline Dream Machine API. ::
+
+        async with Emulator(speed=100, api_key="test") as emu:
+            client = AsyncLumaAI(auth_token="test", base_url=emu.base_url)
+            ...
+            assert emu.inspect.rate_limited_total == 0
+
+    Keyword arguments override fields of ``config`` (an ``EmulatorConfig``);
+    ``faults`` may be given as a ``Faults`` or a mapping.
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None, **overrides: Any):
+        config = config or EmulatorConfig()
+        faults = overrides.get("faults")
+        if isinstance(faults, Mapping):
+            overrides["faults"] = Faults.from_mapping(faults)
+        self.config: EmulatorConfig = attrs.evolve(config, **overrides) if overrides else config
+        rng = random.Random(self.config.seed)
+        self._rng = rng
+        self.inspect: Inspector = self._new_inspector()
+        """Live counters of what clients did (see ``Inspector``)."""
+        self.store = Store(self.config, random.Random(rng.getrandbits(64)), self.inspect)
+        self.faults = FaultInjector(
+            self.config.faults, random.Random(rng.getrandbits(64)), self.inspect
+        )
+        self.signer = AssetSigner(rng.getrandbits(256).to_bytes(32, "big"))
+        app, routes = build_app(self)
+        self._app = app
+        self._routes = routes
+        self.callbacks = CallbackSender(self.config, routes.render, lambda: self.inspect)
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._state = "new"
+
+    def _new_inspector(self) -> Inspector:
+        return Inspector.for_windows({f: self.config.limits[f].per_seconds for f in Family})
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._port is not None else "not started"
+        return f"<Emulator {where} ({self._state})>"
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Bind the socket and serve. An emulator starts once."""
+        if self._state != "new":
+            raise RuntimeError(f"an emulator cannot be started when {self._state}")
+        self._state = "starting"
+        config = self.config
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((config.host, config.port))
+        except OSError:
+            sock.close()
+            self._state = "closed"
+            raise
+        self._port = sock.getsockname()[1]
+        runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=1.0)
+        self._runner = runner
+        try:
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+            await self.callbacks.start()
+        except BaseException:
+            sock.close()
+            await self.close()
+            raise
+        self._state = "running"
+
+    async def close(self) -> None:
+        """Stop serving, cancel pending callbacks. Safe to call twice."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        await self.callbacks.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def serve_forever(self) -> None:
+        """Start (if needed) and run until cancelled."""
+        if self._state == "new":
+            await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
+
+    # -- addresses ---------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the emulator is not started")
+        return self._port
+
+    @property
+    def origin(self) -> str:
+        """``http://HOST:PORT`` (or ``config.public_url``): where assets live."""
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        host = self.config.host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT/dream-machine/v1``: give it to a client as its base URL."""
+        return self.origin + API_PREFIX
+
+    @property
+    def stats_url(self) -> str:
+        return self.origin + "/_emulator/stats"
+
+    def asset_url(self, record: Record, name: str) -> str:
+        """A freshly signed URL for one of ``record``'s files."""
+        path = f"/assets/{record.id}/{record.version}/{name}"
+        query = self.signer.query(path, time.time(), self.config.asset_url_ttl)
+        return f"{self.origin}{path}?{query}"
+
+    # -- steering and inspection ---------------------------------------------------
+    @property
+    def credit_balance_cents(self) -> float:
+        self.store.settle(time.monotonic())
+        return self.store.balance_cents
+
+    def set_faults(self, faults: Faults | None = None, **fields: Any) -> Faults:
+        """Replace the fault settings: a ``Faults``, or its fields as keywords
+        (``set_faults()`` turns every fault off)."""
+        new = faults if faults is not None else Faults.from_mapping(fields)
+        self.faults.faults = new
+        return new
+
+    def expire_asset_urls(self) -> None:
+        """Make every asset URL handed out so far answer 403 "expired";
+        URLs handed out later work."""
+        self.faults.faults = attrs.evolve(
+            self.faults.faults, expire_urls_issued_before=time.time() + 0.001
+        )
+        time.sleep(0.002)
+
+    def reset_stats(self, *, generations: bool = False) -> None:
+        """Zero every counter in ``inspect`` (in place). With ``generations``,
+        also forget every generation, free every slot and restore the balance."""
+        if generations:
+            self.store = Store(self.config, random.Random(self._rng.getrandbits(64)), self.inspect)
+        fresh = self._new_inspector()
+        for field in attrs.fields(Inspector):
+            setattr(self.inspect, field.name, getattr(fresh, field.name))
+        self.store.settle(time.monotonic())
+        for family, stats in self.inspect.families.items():
+            stats.peak_concurrency = self.store.in_flight[family]
+
+    def generation_json(self, gen_id: str) -> dict[str, Any] | None:
+        """What ``GET /generations/{id}`` would answer now (None when unknown)."""
+        now = time.monotonic()
+        self.store.settle(now)
+        record = self.store.get(gen_id)
+        return None if record is None else self._routes.render(record, now)
+
+    def stats_json(self) -> dict[str, Any]:
+        """What ``GET /_emulator/stats`` answers."""
+        self.store.settle(time.monotonic())
+        return {
+            **self.inspect.to_json(),
+            "credit_balance_cents": self.store.balance_cents,
+            "generations": sum(1 for r in self.store.records.values() if not r.deleted),
+            "pending_callbacks": self.callbacks.pending,
+            "faults": self.faults.faults.to_json(),
+        }

@@ -1,0 +1,291 @@
+"""Generations, their lifecycle, the account's limits and credits.
+
+No task runs per job: a generation's state is a function of the time (its
+``Timeline``), and the side effects of a job ending (a concurrency slot freed,
+a refund) are applied by ``Store.settle(now)``, which every request calls
+first. Only callbacks need timers (``_callbacks.py``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from lumasched.emulator._config import EmulatorConfig
+from lumasched.emulator._stats import Inspector, _Window
+from lumasched.emulator._validate import GENERATION_TYPES, ApiError, CreateSpec
+from lumasched.limits import Family
+
+__all__ = ["Record", "Store", "Timeline", "format_retry_after"]
+
+# (queued, dreaming) seconds at 720p and 5 s; rough figures for the real service.
+BASE_LATENCY: Mapping[str, tuple[float, float]] = {
+    "ray-2": (8.0, 90.0),
+    "ray-1-6": (8.0, 60.0),
+    "ray-flash-2": (4.0, 30.0),
+    "photon-1": (2.0, 12.0),
+    "photon-flash-1": (1.0, 5.0),
+}
+RESOLUTION_FACTOR: Mapping[str, float] = {"540p": 0.75, "720p": 1.0, "1080p": 1.6, "4k": 3.0}
+UPSCALE_DREAMING = 40.0
+AUDIO_DREAMING = 20.0
+FIXED_QUEUED_SHARE = 0.2
+
+BLACKLISTED = "Contains blacklisted words"
+UNREADABLE_FRAMES = "Failed to read user input frames"
+JOB_FAILED = "Job failed"
+
+
+@attrs.frozen
+class Timeline:
+    """One job's schedule, on the ``time.monotonic`` clock."""
+
+    created: float
+    dreaming_at: float
+    done_at: float
+    failure_reason: str | None
+    """None: ends completed; otherwise ends failed with this reason."""
+
+    def state_at(self, now: float) -> str:
+        if now >= self.done_at:
+            return "failed" if self.failure_reason else "completed"
+        if now >= self.dreaming_at:
+            return "dreaming"
+        return "queued"
+
+    @property
+    def events(self) -> list[tuple[float, str]]:
+        """The states a callback announces, with their times."""
+        final = "failed" if self.failure_reason else "completed"
+        if self.dreaming_at < self.done_at:
+            return [(self.dreaming_at, "dreaming"), (self.done_at, final)]
+        return [(self.done_at, final)]
+
+
+@attrs.define(eq=False)
+class Record:
+    """One generation as the emulator stores it."""
+
+    id: str
+    seq: int
+    kind: str
+    spec: CreateSpec
+    body: dict[str, Any]
+    created_wall: float
+    timeline: Timeline
+    version: int = 0
+    """Bumped when the same-id upscale/audio mode restarts the generation."""
+    deleted: bool = False
+
+    @property
+    def media(self) -> str:
+        return self.spec.media
+
+    @property
+    def aspect_ratio(self) -> str:
+        return self.spec.aspect_ratio
+
+    @property
+    def model(self) -> str:
+        return self.spec.model
+
+    @property
+    def callback_url(self) -> str | None:
+        url = self.body.get("callback_url")
+        return url if isinstance(url, str) else None
+
+    def state_at(self, now: float) -> str:
+        return self.timeline.state_at(now)
+
+    def state_now(self) -> str:
+        return self.timeline.state_at(time.monotonic())
+
+    def created_at_iso(self) -> str:
+        seconds = math.floor(self.created_wall)
+        millis = int((self.created_wall - seconds) * 1000)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        return f"{stamp}.{millis:03d}Z"
+
+    def to_json(
+        self, now: float, assets: Callable[[Record], dict[str, str | None]]
+    ) -> dict[str, Any]:
+        state = self.state_at(now)
+        return {
+            "id": self.id,
+            "generation_type": GENERATION_TYPES[self.kind],
+            "state": state,
+            "failure_reason": self.timeline.failure_reason if state == "failed" else None,
+            "created_at": self.created_at_iso(),
+            "assets": assets(self) if state == "completed" else None,
+            "model": self.model,
+            "request": self.body,
+        }
+
+
+@attrs.frozen(order=True)
+class _Job:
+    """A slot held from create until ``done_at``; heap-ordered by end time."""
+
+    done_at: float
+    seq: int
+    family: Family = attrs.field(order=False)
+    cost_cents: float = attrs.field(order=False)
+    failed: bool = attrs.field(order=False)
+
+
+def format_retry_after(seconds: float) -> dict[str, str]:
+    """``Retry-After`` (whole seconds, or a decimal below 10 s) and ``Retry-After-ms``."""
+    seconds = max(seconds, 0.001)
+    text = str(math.ceil(seconds)) if seconds >= 10 else f"{math.ceil(seconds * 1000) / 1000:.3f}"
+    return {"Retry-After": text, "Retry-After-ms": str(math.ceil(seconds * 1000))}
+
+
+class Store:
+    """All generations plus the account: limits, in-flight jobs, credits."""
+
+    def __init__(self, config: EmulatorConfig, rng: random.Random, inspector: Inspector):
+        self.config = config
+        self.rng = rng
+        self.inspect = inspector
+        self.records: dict[str, Record] = {}
+        self._seq = 0
+        self._jobs: list[_Job] = []
+        self.in_flight: dict[Family, int] = {f: 0 for f in Family}
+        self._windows = {f: _Window(config.limits[f].per_seconds) for f in Family}
+        self.balance_cents = config.credit_balance_cents
+        words = "|".join(re.escape(w) for w in config.blacklist if w)
+        self._blacklist = re.compile(rf"\b(?:{words})\b", re.IGNORECASE) if words else None
+
+    # -- time ------------------------------------------------------------------
+    def settle(self, now: float) -> None:
+        """Apply the effects of every job that ended by ``now``."""
+        while self._jobs and self._jobs[0].done_at <= now:
+            job = heapq.heappop(self._jobs)
+            self.in_flight[job.family] -= 1
+            if job.failed:
+                self.balance_cents += job.cost_cents
+        for family in Family:
+            self.inspect.families[family].in_flight = self.in_flight[family]
+
+    # -- lookups ---------------------------------------------------------------
+    def get(self, gen_id: str) -> Record | None:
+        record = self.records.get(gen_id)
+        return None if record is None or record.deleted else record
+
+    def page(self, limit: int, offset: int) -> tuple[list[Record], bool]:
+        live = [r for r in reversed(self.records.values()) if not r.deleted]
+        return live[offset : offset + limit], offset + limit < len(live)
+
+    def delete(self, gen_id: str) -> bool:
+        """Forget a generation. A running job keeps its slot until it would have
+        ended: whether the real service cancels on delete is unverified."""
+        record = self.get(gen_id)
+        if record is None:
+            return False
+        record.deleted = True
+        return True
+
+    # -- limits ----------------------------------------------------------------
+    def admit(self, family: Family, now: float) -> None:
+        """Count an arriving create; raise a 429 ``ApiError`` when over a limit."""
+        limits = self.config.limits[family]
+        stats = self.inspect.families[family]
+        stats.note_arrival(now)
+        window = self._windows[family]
+        if window.count_at(now) >= limits.requests:
+            stats.note_rate_limited("rate")
+            raise ApiError(
+                429,
+                f"Rate limit exceeded: at most {limits.requests} create requests per "
+                f"{limits.per_seconds:g} seconds for {family.value} generations",
+                format_retry_after(window.times[0] + limits.per_seconds - now),
+            )
+        if self.in_flight[family] >= limits.concurrency:
+            stats.note_rate_limited("concurrency")
+            first_end = min(j.done_at for j in self._jobs if j.family is family)
+            raise ApiError(
+                429,
+                f"Too many concurrent generations: at most {limits.concurrency} "
+                f"{family.value} generations can run at once",
+                format_retry_after(first_end - now),
+            )
+
+    # -- the lifecycle -----------------------------------------------------------
+    def _latency(self, spec: CreateSpec) -> tuple[float, float]:
+        config = self.config
+        if config.fixed_latency is not None:
+            total = config.fixed_latency
+            return total * FIXED_QUEUED_SHARE, total * (1 - FIXED_QUEUED_SHARE)
+        queued, dreaming = BASE_LATENCY.get(spec.model, BASE_LATENCY["ray-2"])
+        if spec.kind == "upscale":
+            dreaming = UPSCALE_DREAMING * RESOLUTION_FACTOR[spec.resolution]
+        elif spec.kind == "audio":
+            dreaming = AUDIO_DREAMING
+        elif spec.media == "video":
+            seconds = float(spec.duration.removesuffix("s"))
+            dreaming *= RESOLUTION_FACTOR[spec.resolution] * seconds / 5.0
+
+        def jittered(seconds: float) -> float:
+            factor = 1.0 + self.rng.uniform(-config.jitter, config.jitter)
+            return seconds * factor / config.speed
+
+        return jittered(queued), jittered(dreaming)
+
+    def _failure(self, spec: CreateSpec) -> tuple[str | None, bool]:
+        """(failure reason or None, whether it fails before dreaming)."""
+        prompts = [spec.prompt]
+        if self._blacklist is not None and any(self._blacklist.search(p) for p in prompts):
+            return BLACKLISTED, True
+        if any("unreachable" in url for url in spec.input_urls):
+            return UNREADABLE_FRAMES, True
+        if self.config.failure_rate and self.rng.random() < self.config.failure_rate:
+            return JOB_FAILED, False
+        return None, False
+
+    def _start(self, spec: CreateSpec, body: Mapping[str, Any], now: float) -> Timeline:
+        queued, dreaming = self._latency(spec)
+        reason, early = self._failure(spec)
+        dreaming_at = now + queued
+        done_at = dreaming_at if early else dreaming_at + dreaming
+        priced = {**body, "model": spec.model} if spec.kind not in ("upscale", "audio") else body
+        cost = self.config.prices.cost_usd(spec.kind, priced) * 100.0
+        self.balance_cents -= cost
+        self._seq += 1
+        heapq.heappush(
+            self._jobs, _Job(done_at, self._seq, spec.family, cost, failed=reason is not None)
+        )
+        self.in_flight[spec.family] += 1
+        self._windows[spec.family].add(now)
+        self.inspect.families[spec.family].note_create(now, self.in_flight[spec.family])
+        return Timeline(now, dreaming_at, done_at, reason)
+
+    def new_id(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def create(self, spec: CreateSpec, body: dict[str, Any], now: float) -> Record:
+        """Start a job for an admitted, valid request; return its generation."""
+        timeline = self._start(spec, body, now)
+        if spec.source_id is not None and not self.config.derived_new_id:
+            record = self.records[spec.source_id]
+            record.timeline = timeline
+            record.version += 1
+            return record
+        record = Record(
+            id=self.new_id(),
+            seq=self._seq,
+            kind=spec.kind,
+            spec=spec,
+            body=body,
+            created_wall=time.time(),
+            timeline=timeline,
+        )
+        self.records[record.id] = record
+        return record

@@ -1,0 +1,436 @@
+"""Create-request validation with the service's documented 400 messages.
+
+The messages listed in the docs' "Errors" section are reproduced verbatim;
+checks the docs do not describe (unknown model, aspect ratio, ...) use messages
+of the same shape and are the emulator's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from lumasched.limits import Family, family_of
+from lumasched.pricing import ASPECT_RATIOS, RESOLUTIONS
+
+__all__ = [
+    "CONCEPTS",
+    "GENERATION_TYPES",
+    "MODES",
+    "ApiError",
+    "CreateSpec",
+    "validate_create",
+]
+
+PROMPT_MIN = 3
+PROMPT_MAX = 5000
+VIDEO_MODELS = ("ray-2", "ray-flash-2", "ray-1-6")
+DERIVED_VIDEO_MODELS = ("ray-2", "ray-flash-2")
+IMAGE_MODELS = ("photon-1", "photon-flash-1")
+DURATIONS = ("5s", "9s")
+FORMATS = ("jpg", "png")
+MODES = tuple(f"{m}_{i}" for m in ("adhere", "flex", "reimagine") for i in (1, 2, 3))
+MAX_REFS = 4
+
+CONCEPTS: tuple[str, ...] = (
+    "aerial",
+    "aerial_drone",
+    "bolt_cam",
+    "crane_down",
+    "crane_up",
+    "dolly_zoom",
+    "handheld",
+    "orbit_left",
+    "orbit_right",
+    "pan_left",
+    "pan_right",
+    "pull_out",
+    "push_in",
+    "static",
+    "tilt_down",
+    "tilt_up",
+    "truck_left",
+    "truck_right",
+    "zoom_in",
+    "zoom_out",
+)
+
+GENERATION_TYPES: Mapping[str, str] = {
+    "video": "video",
+    "image": "image",
+    "reframe_image": "reframe_image",
+    "reframe_video": "reframe_video",
+    "modify_video": "modify_video",
+    "upscale": "upscale_video",
+    "audio": "add_audio",
+}
+"""Request kind -> the ``generation_type`` its body carries and its generation reports."""
+
+
+class ApiError(Exception):
+    """An HTTP error answer ``{"detail": ...}``."""
+
+    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None):
+        super().__init__(status, detail)
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+def bad(detail: str) -> ApiError:
+    return ApiError(400, detail)
+
+
+class SourceGeneration(Protocol):
+    """What validation needs to know about a referenced generation."""
+
+    @property
+    def media(self) -> str: ...
+
+    @property
+    def aspect_ratio(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    def state_now(self) -> str: ...
+
+
+Lookup = Callable[[str], SourceGeneration | None]
+
+
+@attrs.frozen
+class CreateSpec:
+    """A valid create request, digested."""
+
+    kind: str
+    family: Family
+    model: str
+    media: str
+    """``image`` or ``video``: what the finished generation holds."""
+    aspect_ratio: str
+    resolution: str
+    duration: str
+    image_format: str
+    prompt: str
+    source_id: str | None
+    """The generation an upscale/audio request works on."""
+    input_urls: tuple[str, ...]
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _require_url(value: Any, where: str) -> str:
+    if not isinstance(value, Mapping) or not isinstance(value.get("url"), str):
+        raise bad(f"{where}.url is required")
+    url: str = value["url"]
+    if not url.startswith(("http://", "https://")):
+        raise bad(f"{where}.url must be an http(s) URL")
+    return url
+
+
+def _check_choice(body: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = body.get(key)
+    if value is None:
+        return default
+    if value not in allowed:
+        raise bad(f"Invalid {key} {value!r}: expected one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _check_prompt(prompt: Any, *, required: bool) -> str:
+    if prompt is None or prompt == "":
+        if required:
+            raise bad("Prompt is required")
+        return ""
+    if not isinstance(prompt, str):
+        raise bad("Prompt must be a string")
+    if len(prompt) < PROMPT_MIN:
+        raise bad(f"Prompt is too short, minimum length is {PROMPT_MIN} characters")
+    if len(prompt) > PROMPT_MAX:
+        raise bad(f"Prompt is too long, maximum length is {PROMPT_MAX} characters")
+    return prompt
+
+
+def _check_generation_type(body: Mapping[str, Any], kind: str, *, required: bool) -> None:
+    value = body.get("generation_type")
+    if value is None:
+        if required:
+            raise bad("generation_type is required")
+        return
+    if value != GENERATION_TYPES[kind]:
+        raise bad("Unknown request type")
+
+
+def _check_callback(body: Mapping[str, Any]) -> None:
+    url = body.get("callback_url")
+    if url is not None and not (_is_str(url) and url.startswith(("http://", "https://"))):
+        raise bad("callback_url must be an http(s) URL")
+
+
+def _completed_source(lookup: Lookup, gen_id: Any, what: str) -> SourceGeneration:
+    if not isinstance(gen_id, str) or not gen_id:
+        raise bad(f"{what}: a generation id is required")
+    source = lookup(gen_id)
+    if source is None:
+        raise bad(f"{what}: generation {gen_id} not found")
+    if source.state_now() != "completed":
+        raise bad(f"{what}: generation {gen_id} is not completed")
+    if source.media != "video":
+        raise bad(f"{what}: generation {gen_id} is not a video")
+    return source
+
+
+def _check_keyframes(
+    body: Mapping[str, Any], lookup: Lookup
+) -> tuple[dict[str, str], SourceGeneration | None, list[str]]:
+    """Frame name -> ``image`` / ``generation``, the first generation frame, image urls."""
+    keyframes = body.get("keyframes")
+    if keyframes is None:
+        return {}, None, []
+    if not isinstance(keyframes, Mapping):
+        raise bad("keyframes must be an object")
+    frames: dict[str, str] = {}
+    urls: list[str] = []
+    source: SourceGeneration | None = None
+    for name in ("frame0", "frame1"):
+        frame = keyframes.get(name)
+        if frame is None:
+            continue
+        if not isinstance(frame, Mapping):
+            raise bad(f"keyframes.{name} must be an object")
+        kind = frame.get("type")
+        if kind == "image":
+            urls.append(_require_url(frame, f"keyframes.{name}"))
+        elif kind == "generation":
+            found = _completed_source(lookup, frame.get("id"), f"keyframes.{name}")
+            source = source or found
+        else:
+            raise bad("Unknown request type")
+        frames[name] = kind
+    if not frames:
+        raise bad("No keyframes provided")
+    return frames, source, urls
+
+
+def _check_loop(body: Mapping[str, Any], frames: Mapping[str, str]) -> None:
+    loop = body.get("loop")
+    if loop is None:
+        return
+    if not isinstance(loop, bool):
+        raise bad("loop must be a boolean")
+    if not loop or not frames:
+        return
+    first, last = frames.get("frame0"), frames.get("frame1")
+    if first == "image" and last == "image":
+        raise bad("Loop is not supported for keyframes")
+    if first is None and last is not None:
+        raise bad("Loop is not supported for extend reverse")
+    if first == "generation" and last == "image":
+        raise bad("Loop is not supported for interpolate video to image")
+    if first == "image" and last == "generation":
+        raise bad("Loop is not supported for interpolate image to video")
+    if first == "generation" and last == "generation":
+        raise bad("Loop is not supported for interpolate between two videos")
+
+
+def _check_concepts(body: Mapping[str, Any]) -> None:
+    concepts = body.get("concepts")
+    if concepts is None:
+        return
+    if not isinstance(concepts, list):
+        raise bad("concepts must be a list")
+    for i, concept in enumerate(concepts):
+        key = concept.get("key") if isinstance(concept, Mapping) else None
+        if not isinstance(key, str):
+            raise bad(f"concepts[{i}].key is required")
+        if key not in CONCEPTS:
+            raise bad(f"Unknown concept {key!r}")
+
+
+def _video(body: Mapping[str, Any], lookup: Lookup, default_model: str) -> CreateSpec:
+    _check_generation_type(body, "video", required=False)
+    model = _check_choice(body, "model", VIDEO_MODELS, default_model)
+    frames, source, urls = _check_keyframes(body, lookup)
+    _check_prompt(body.get("prompt"), required="image" not in frames.values())
+    _check_loop(body, frames)
+    _check_concepts(body)
+    default_ratio = source.aspect_ratio if source is not None else "16:9"
+    return CreateSpec(
+        kind="video",
+        family=Family.VIDEO,
+        model=model,
+        media="video",
+        aspect_ratio=_check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), default_ratio),
+        resolution=_check_choice(body, "resolution", tuple(RESOLUTIONS), "720p"),
+        duration=_check_choice(body, "duration", DURATIONS, "5s"),
+        image_format="jpg",
+        prompt=body.get("prompt") or "",
+        source_id=None,
+        input_urls=tuple(urls),
+    )
+
+
+def _refs(body: Mapping[str, Any], key: str) -> list[str]:
+    refs = body.get(key)
+    if refs is None:
+        return []
+    if not isinstance(refs, list):
+        raise bad(f"{key} must be a list")
+    if len(refs) > MAX_REFS:
+        raise bad(f"{key}: at most {MAX_REFS} images are supported")
+    urls = []
+    for i, ref in enumerate(refs):
+        urls.append(_require_url(ref, f"{key}[{i}]"))
+        weight = ref.get("weight")
+        if weight is not None and (
+            isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1
+        ):
+            raise bad(f"{key}[{i}].weight must be a number between 0 and 1")
+    return urls
+
+
+def _image(body: Mapping[str, Any]) -> CreateSpec:
+    _check_generation_type(body, "image", required=False)
+    model = _check_choice(body, "model", IMAGE_MODELS, "photon-1")
+    prompt = _check_prompt(body.get("prompt"), required=True)
+    urls = _refs(body, "image_ref") + _refs(body, "style_ref")
+    character = body.get("character_ref")
+    if character is not None:
+        if not isinstance(character, Mapping) or not character:
+            raise bad("character_ref must map identities to {images: [...]}")
+        for name, identity in character.items():
+            images = identity.get("images") if isinstance(identity, Mapping) else None
+            if not isinstance(images, list) or not images or not all(map(_is_str, images)):
+                raise bad(f"character_ref.{name}.images must be a non-empty list of URLs")
+            if len(images) > MAX_REFS:
+                raise bad(f"character_ref.{name}: at most {MAX_REFS} images are supported")
+            urls.extend(images)
+    if body.get("modify_image_ref") is not None:
+        urls.append(_require_url(body["modify_image_ref"], "modify_image_ref"))
+    sync, sync_timeout = body.get("sync"), body.get("sync_timeout")
+    if sync is not None and not isinstance(sync, bool):
+        raise bad("sync must be a boolean")
+    if sync_timeout is not None and (
+        isinstance(sync_timeout, bool)
+        or not isinstance(sync_timeout, int | float)
+        or not sync_timeout > 0
+    ):
+        raise bad("sync_timeout must be a positive number")
+    return CreateSpec(
+        kind="image",
+        family=Family.IMAGE,
+        model=model,
+        media="image",
+        aspect_ratio=_check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), "16:9"),
+        resolution="720p",
+        duration="5s",
+        image_format=_check_choice(body, "format", FORMATS, "jpg"),
+        prompt=prompt,
+        source_id=None,
+        input_urls=tuple(urls),
+    )
+
+
+_REFRAME_INTS = (
+    "grid_position_x",
+    "grid_position_y",
+    "x_start",
+    "x_end",
+    "y_start",
+    "y_end",
+    "resized_width",
+    "resized_height",
+)
+
+
+def _required(body: Mapping[str, Any], *keys: str) -> None:
+    for key in keys:
+        if body.get(key) is None:
+            raise bad(f"{key} is required")
+
+
+def _media_edit(body: Mapping[str, Any], kind: str) -> CreateSpec:
+    _required(body, "generation_type", "media", "model")
+    _check_generation_type(body, kind, required=True)
+    models = IMAGE_MODELS if kind == "reframe_image" else DERIVED_VIDEO_MODELS
+    model = _check_choice(body, "model", models, models[0])
+    urls = [_require_url(body["media"], "media")]
+    if body.get("first_frame") is not None:
+        urls.append(_require_url(body["first_frame"], "first_frame"))
+    prompt = _check_prompt(body.get("prompt"), required=False)
+    aspect_ratio = "16:9"
+    if kind == "modify_video":
+        _required(body, "mode")
+        _check_choice(body, "mode", MODES, MODES[0])
+    else:
+        _required(body, "aspect_ratio")
+        aspect_ratio = _check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), "16:9")
+        for key in _REFRAME_INTS:
+            value = body.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise bad(f"{key} must be an integer")
+    return CreateSpec(
+        kind=kind,
+        family=family_of(kind),
+        model=model,
+        media="image" if kind == "reframe_image" else "video",
+        aspect_ratio=aspect_ratio,
+        resolution="720p",
+        duration="5s",
+        image_format=_check_choice(body, "format", FORMATS, "jpg"),
+        prompt=prompt,
+        source_id=None,
+        input_urls=tuple(urls),
+    )
+
+
+def _derived(body: Mapping[str, Any], kind: str, source_id: str, lookup: Lookup) -> CreateSpec:
+    _check_generation_type(body, kind, required=False)
+    what = "Upscale" if kind == "upscale" else "Audio"
+    source = _completed_source(lookup, source_id, what)
+    resolution = "1080p"
+    prompt = ""
+    if kind == "upscale":
+        resolution = _check_choice(body, "resolution", tuple(RESOLUTIONS), "1080p")
+    else:
+        prompt = _check_prompt(body.get("prompt"), required=False)
+        _check_prompt(body.get("negative_prompt"), required=False)
+    return CreateSpec(
+        kind=kind,
+        family=Family.VIDEO,
+        model=source.model,
+        media="video",
+        aspect_ratio=source.aspect_ratio,
+        resolution=resolution,
+        duration="5s",
+        image_format="jpg",
+        prompt=prompt,
+        source_id=source_id,
+        input_urls=(),
+    )
+
+
+def validate_create(
+    kind: str,
+    body: Mapping[str, Any],
+    lookup: Lookup,
+    *,
+    source_id: str | None = None,
+    default_video_model: str = "ray-2",
+) -> CreateSpec:
+    """Check one create body; raise ``ApiError`` (400) with the service's message."""
+    _check_callback(body)
+    if kind == "video":
+        return _video(body, lookup, default_video_model)
+    if kind == "image":
+        return _image(body)
+    if kind in ("reframe_image", "reframe_video", "modify_video"):
+        return _media_edit(body, kind)
+    if kind in ("upscale", "audio") and source_id is not None:
+        return _derived(body, kind, source_id, lookup)
+    raise bad("Unknown request type")

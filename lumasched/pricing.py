@@ -1,0 +1,230 @@
+"""What a generation costs, in USD cents, from its JSON request body.
+
+Video is priced per pixel, as Luma documents it: ``width * height * 24 fps *
+seconds`` pixels at ``ray-2`` $0.01582 and ``ray-flash-2`` $0.00544 per million
+pixels (so ``ray-2``, 720p, 5 s, 16:9 is 1280 x 720 x 24 x 5 = 110.6 M pixels =
+$1.75). Luma publishes no per-image or upscale/audio figures, so those rows are
+lumasched's own documented assumptions; override any of them with a file::
+
+    # prices.toml
+    [video_usd_per_megapixel]
+    ray-2 = 0.01582
+
+    [image_usd_per_image]
+    photon-1 = 0.015
+
+    upscale_usd_per_megapixel = 0.00544
+
+The same table prices the emulator's credits and ``lumasched run --dry-run``.
+It works on the JSON body (the dict a request serialises to), so it does not
+depend on the client's models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Self
+
+import attrs
+
+from lumasched.errors import ConfigurationError
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "DEFAULT_PRICES",
+    "RESOLUTIONS",
+    "PriceTable",
+    "estimate_cost_cents",
+    "video_dimensions",
+]
+
+RESOLUTIONS: Mapping[str, int] = MappingProxyType(
+    {"540p": 540, "720p": 720, "1080p": 1080, "4k": 2160}
+)
+"""Resolution name -> pixels on the short side of the frame."""
+
+ASPECT_RATIOS: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {
+        "1:1": (1, 1),
+        "16:9": (16, 9),
+        "9:16": (9, 16),
+        "4:3": (4, 3),
+        "3:4": (3, 4),
+        "21:9": (21, 9),
+        "9:21": (9, 21),
+    }
+)
+
+DEFAULT_ASPECT_RATIO = "16:9"
+DEFAULT_RESOLUTION = "720p"
+DEFAULT_DURATION = "5s"
+
+
+def _frozen(mapping: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType(dict(mapping))
+
+
+def video_dimensions(resolution: str, aspect_ratio: str) -> tuple[int, int]:
+    """(width, height) of a video frame: the short side is the resolution's height.
+
+    >>> video_dimensions("720p", "16:9")
+    (1280, 720)
+    """
+    try:
+        short = RESOLUTIONS[resolution]
+        w, h = ASPECT_RATIOS[aspect_ratio]
+    except KeyError as exc:
+        raise ValueError(f"unknown resolution or aspect ratio: {exc.args[0]!r}") from None
+    if w >= h:
+        return 2 * round(short * w / h / 2), short
+    return short, 2 * round(short * h / w / 2)
+
+
+def _duration_seconds(duration: str) -> float:
+    text = duration.strip().removesuffix("s")
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"unknown duration {duration!r}") from None
+    if not seconds > 0 or math.isinf(seconds):
+        raise ValueError(f"unknown duration {duration!r}")
+    return seconds
+
+
+@attrs.frozen
+class PriceTable:
+    """Prices in USD. Every field can be overridden (``PriceTable.from_file``)."""
+
+    video_usd_per_megapixel: Mapping[str, float] = attrs.field(
+        factory=lambda: {"ray-2": 0.01582, "ray-flash-2": 0.00544, "ray-1-6": 0.01582},
+        converter=_frozen,
+    )
+    """Per million output pixels (width x height x fps x seconds). ray-1-6 is
+    unpublished and priced as ray-2."""
+    image_usd_per_image: Mapping[str, float] = attrs.field(
+        factory=lambda: {"photon-1": 0.015, "photon-flash-1": 0.004},
+        converter=_frozen,
+    )
+    """Per image (also reframe image). An assumption: Luma publishes no figure."""
+    upscale_usd_per_megapixel: float = 0.00544
+    """Upscale, per million pixels at the *target* resolution for
+    ``assumed_seconds`` (the body names no source length). An assumption."""
+    audio_usd: float = 0.02
+    """Adding audio, per generation. An assumption."""
+    fps: int = 24
+    assumed_seconds: float = 5.0
+    """Length assumed for bodies that carry none (reframe, modify, upscale)."""
+    assumed_resolution: str = DEFAULT_RESOLUTION
+    """Resolution assumed for reframe and modify video (their bodies carry none)."""
+    default_video_model: str = "ray-2"
+    default_image_model: str = "photon-1"
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "prices") -> Self:
+        """A table from a mapping; fields left out keep their defaults, the two
+        per-model tables are merged into the defaults."""
+        fields = {a.name for a in attrs.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ConfigurationError(f"{source}: unknown price fields: {', '.join(unknown)}")
+        default = cls()
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            if name in ("video_usd_per_megapixel", "image_usd_per_image"):
+                if not isinstance(value, Mapping) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+                    for v in value.values()
+                ):
+                    raise ConfigurationError(
+                        f"{source}: {name}: must map model names to non-negative numbers"
+                    )
+                values[name] = {**getattr(default, name), **value}
+            else:
+                values[name] = value
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Self:
+        """Read a ``.toml`` or ``.json`` price file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except OSError as exc:
+            raise ConfigurationError(f"{path}: cannot read price file: {exc}") from exc
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"{path}: not a valid price file: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"{path}: a price file must hold a table")
+        return cls.from_mapping(data, source=str(path))
+
+    def video_usd(self, model: str, resolution: str, aspect_ratio: str, seconds: float) -> float:
+        try:
+            rate = self.video_usd_per_megapixel[model]
+        except KeyError:
+            raise ValueError(f"no video price for model {model!r}") from None
+        width, height = video_dimensions(resolution, aspect_ratio)
+        return width * height * self.fps * seconds / 1e6 * rate
+
+    def image_usd(self, model: str) -> float:
+        try:
+            return self.image_usd_per_image[model]
+        except KeyError:
+            raise ValueError(f"no image price for model {model!r}") from None
+
+    def cost_usd(self, kind: str, body: Mapping[str, Any]) -> float:
+        """The price in USD of one request of ``kind`` with JSON ``body``."""
+
+        def get(key: str, default: str) -> str:
+            value = body.get(key)
+            return default if value is None else str(value)
+
+        if kind in ("image", "reframe_image"):
+            return self.image_usd(get("model", self.default_image_model))
+        if kind == "video":
+            return self.video_usd(
+                get("model", self.default_video_model),
+                get("resolution", DEFAULT_RESOLUTION),
+                get("aspect_ratio", DEFAULT_ASPECT_RATIO),
+                _duration_seconds(get("duration", DEFAULT_DURATION)),
+            )
+        if kind in ("reframe_video", "modify_video"):
+            return self.video_usd(
+                get("model", self.default_video_model),
+                self.assumed_resolution,
+                get("aspect_ratio", DEFAULT_ASPECT_RATIO),
+                self.assumed_seconds,
+            )
+        if kind == "upscale":
+            width, height = video_dimensions(get("resolution", "1080p"), DEFAULT_ASPECT_RATIO)
+            pixels = width * height * self.fps * self.assumed_seconds
+            return pixels / 1e6 * self.upscale_usd_per_megapixel
+        if kind == "audio":
+            return self.audio_usd
+        raise ValueError(f"unknown request kind {kind!r}")
+
+
+DEFAULT_PRICES = PriceTable()
+
+
+def estimate_cost_cents(
+    kind: str, body: Mapping[str, Any], table: PriceTable | None = None
+) -> float:
+    """Estimated cost in USD cents of one request (``kind`` as in ``family_of``).
+
+    >>> round(estimate_cost_cents("video", {"model": "ray-2", "resolution": "720p",
+    ...                                     "duration": "5s", "aspect_ratio": "16:9"}))
+    175
+
+    Raises ``ValueError`` for a model, resolution, aspect ratio or duration the
+    table cannot price.
+    """
+    return (table or DEFAULT_PRICES).cost_usd(kind, body) * 100.0
