@@ -1,4 +1,5 @@
 """The official ``lumaai`` SDK, unchanged, against the emulator: every endpoint and request kind."""
+# ruff: noqa: F811  (pytest fixtures are imported by name, then requested as arguments)
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import lumaai
 import pytest
 
 from lumasched.emulator import CAMERA_MOTIONS, CONCEPTS
-from tests._emulator_fixtures import (  # noqa: F401
+from tests._emulator_fixtures import (  # noqa: F401 (fixtures)
     check_assets,
     decode_video,
     http,
@@ -23,8 +24,14 @@ from tests._emulator_fixtures import (  # noqa: F401
 
 async def test_text_to_video_lifecycle_and_shape(sdk, luma_emulator, http):
     """A video create answers 201 queued with the request echoed, then completes with a real MP4."""
-    body = {"model": "ray-2", "aspect_ratio": "16:9", "duration": "5s", "loop": False,
-            "prompt": "a teddy bear", "resolution": "720p"}
+    body = {
+        "model": "ray-2",
+        "aspect_ratio": "16:9",
+        "duration": "5s",
+        "loop": False,
+        "prompt": "a teddy bear",
+        "resolution": "720p",
+    }
     raw = await sdk.generations.video.with_raw_response.create(**body)
     assert raw.status_code == 201
     created = await raw.parse()
@@ -91,8 +98,9 @@ async def test_image_sync_mode_returns_completed(sdk, luma_emulator):
 
 async def test_keyframe_video_kinds(sdk, luma_emulator, http):
     """Image-to-video (start, end, both), extend, reverse extend, interpolate and mixed frames."""
-    source = await wait_terminal(sdk, (await sdk.generations.create(
-        model="ray-2", prompt="a tiger", aspect_ratio="9:16")).id)
+    source = await wait_terminal(
+        sdk, (await sdk.generations.create(model="ray-2", prompt="a tiger", aspect_ratio="9:16")).id
+    )
     image = {"type": "image", "url": "https://example.invalid/start.jpg"}
     gen = {"type": "generation", "id": source.id}
     variants = [
@@ -127,8 +135,12 @@ async def test_image_keyframe_without_prompt(sdk, luma_emulator):
 async def test_loop_concepts_callback_fields(sdk, luma_emulator):
     """loop, concepts, callback_url and generation_type are accepted and echoed."""
     generation = await sdk.generations.video.create(
-        model="ray-2", prompt="orbit", loop=True, concepts=[{"key": "dolly_zoom"}],
-        callback_url="http://127.0.0.1:9/cb", generation_type="video",
+        model="ray-2",
+        prompt="orbit",
+        loop=True,
+        concepts=[{"key": "dolly_zoom"}],
+        callback_url="http://127.0.0.1:9/cb",
+        generation_type="video",
     )
     assert generation.request.to_dict()["concepts"] == [{"key": "dolly_zoom"}]
 
@@ -136,23 +148,42 @@ async def test_loop_concepts_callback_fields(sdk, luma_emulator):
 async def test_reframe_and_modify(sdk, luma_emulator, http):
     """Image reframe, video reframe and video modify create and complete with real files."""
     image = await sdk.generations.image.reframe(
-        aspect_ratio="9:16", generation_type="reframe_image",
-        media={"url": "https://example.invalid/img.jpg"}, model="photon-flash-1", format="jpg",
-        grid_position_x=10, grid_position_y=20, prompt="extend sky", resized_height=512,
-        resized_width=512, x_end=1080, x_start=0, y_end=1920, y_start=0,
+        aspect_ratio="9:16",
+        generation_type="reframe_image",
+        media={"url": "https://example.invalid/img.jpg"},
+        model="photon-flash-1",
+        format="jpg",
+        grid_position_x=10,
+        grid_position_y=20,
+        prompt="extend sky",
+        resized_height=512,
+        resized_width=512,
+        x_end=1080,
+        x_start=0,
+        y_end=1920,
+        y_start=0,
     )
     video = await sdk.generations.video.reframe(
-        aspect_ratio="1:1", generation_type="reframe_video",
-        media={"url": "https://example.invalid/clip.mp4"}, model="ray-flash-2",
-        first_frame={"url": "https://example.invalid/first.jpg"}, prompt="wider",
+        aspect_ratio="1:1",
+        generation_type="reframe_video",
+        media={"url": "https://example.invalid/clip.mp4"},
+        model="ray-flash-2",
+        first_frame={"url": "https://example.invalid/first.jpg"},
+        prompt="wider",
     )
     modify = await sdk.generations.video.modify(
-        generation_type="modify_video", media={"url": "https://example.invalid/clip.mp4"},
-        mode="flex_1", model="ray-2", first_frame={"url": "https://example.invalid/first.jpg"},
+        generation_type="modify_video",
+        media={"url": "https://example.invalid/clip.mp4"},
+        mode="flex_1",
+        model="ray-2",
+        first_frame={"url": "https://example.invalid/first.jpg"},
         prompt="make it anime",
     )
     assert (image.generation_type, video.generation_type, modify.generation_type) == (
-        "reframe_image", "reframe_video", "modify_video")
+        "reframe_image",
+        "reframe_video",
+        "modify_video",
+    )
     image_files = await check_assets(http, await wait_terminal(sdk, image.id))
     assert open_image(image_files["image"]).size == (144, 256)
     video_files = await check_assets(http, await wait_terminal(sdk, video.id))
@@ -162,14 +193,17 @@ async def test_reframe_and_modify(sdk, luma_emulator, http):
 
 async def test_upscale_and_audio_answer_200_with_a_new_generation(sdk, luma_emulator, http):
     """Upscale and audio answer 200 and (by default) start a new generation on the source."""
-    source = await wait_terminal(sdk, (await sdk.generations.create(
-        model="ray-2", prompt="a tiger")).id)
+    source = await wait_terminal(
+        sdk, (await sdk.generations.create(model="ray-2", prompt="a tiger")).id
+    )
     raw = await sdk.generations.with_raw_response.upscale(
-        source.id, resolution="4k", generation_type="upscale_video")
+        source.id, resolution="4k", generation_type="upscale_video"
+    )
     assert raw.status_code == 200
     upscaled = await raw.parse()
     audio_raw = await sdk.generations.with_raw_response.audio(
-        source.id, prompt="rain", negative_prompt="music", generation_type="add_audio")
+        source.id, prompt="rain", negative_prompt="music", generation_type="add_audio"
+    )
     assert audio_raw.status_code == 200
     audio = await audio_raw.parse()
     assert upscaled.id != source.id and audio.id != source.id
@@ -193,8 +227,10 @@ async def test_assets_differ_per_generation(sdk, luma_emulator, http):
 
 async def test_list_newest_first_with_paging(sdk, luma_emulator):
     """list is newest first, honours limit/offset, and reports count and has_more."""
-    ids = [(await sdk.generations.image.create(model="photon-1", prompt=f"cat {i}")).id
-           for i in range(5)]
+    ids = [
+        (await sdk.generations.image.create(model="photon-1", prompt=f"cat {i}")).id
+        for i in range(5)
+    ]
     page = await sdk.generations.list(limit=2, offset=1)
     assert [g.id for g in page.generations] == [ids[3], ids[2]]
     assert (page.count, page.has_more, page.limit, page.offset) == (2, True, 2, 1)
@@ -237,14 +273,19 @@ async def test_aiohttp_transport_headers_accepted(luma_emulator, http):
     from tests._emulator_fixtures import API_KEY
 
     headers = {
-        "Accept": "application/json", "User-Agent": "AsyncLumaAI/Python 1.21.0",
-        "x-stainless-lang": "python", "x-stainless-package-version": "1.21.0",
-        "x-stainless-async": "async:asyncio", "x-stainless-retry-count": "0",
-        "x-stainless-read-timeout": "60", "authorization": f"Bearer {API_KEY}",
+        "Accept": "application/json",
+        "User-Agent": "AsyncLumaAI/Python 1.21.0",
+        "x-stainless-lang": "python",
+        "x-stainless-package-version": "1.21.0",
+        "x-stainless-async": "async:asyncio",
+        "x-stainless-retry-count": "0",
+        "x-stainless-read-timeout": "60",
+        "authorization": f"Bearer {API_KEY}",
         "content-type": "application/json",
     }
     url = f"{luma_emulator.base_url}/generations/image"
-    async with http.post(url, data=b'{"model":"photon-1","prompt":"a cat"}',
-                         headers=headers) as response:
+    async with http.post(
+        url, data=b'{"model":"photon-1","prompt":"a cat"}', headers=headers
+    ) as response:
         assert response.status == 201
         assert (await response.json())["state"] == "queued"
