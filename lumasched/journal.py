@@ -1,0 +1,400 @@
+"""The crash-safe record of every job: SQLite (stdlib) in WAL mode.
+
+One row per job, keyed by a stable key (the manifest item id). The order of
+writes is what makes restarts safe:
+
+1. the *intent* (the exact body, the lease id, the wall-clock send time) is
+   committed **before** a create leaves the process;
+2. the generation id is committed as soon as the server returns it;
+3. the final generation and the downloaded file's path and sha256 follow.
+
+A restart therefore finds each job in one of three situations: never sent
+(create it), sent with an id (poll it), or sent without an id (reconcile it
+against the list endpoint before anything else). Commits use
+``synchronous=FULL`` so even a power cut cannot lose an intent; bulk inserts
+of new jobs are batched into one transaction.
+
+All methods are synchronous, short and thread-safe (one connection behind a
+lock): the scheduler runs writes in a worker thread, the CLI's ``status``
+command reads directly.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import attrs
+
+from lumasched.errors import JournalError
+
+__all__ = ["SCHEMA_VERSION", "Journal", "JournalRecord", "NewJob"]
+
+SCHEMA_VERSION = 1
+
+_FINISHED = ("completed", "failed", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    key            TEXT PRIMARY KEY,
+    seq            INTEGER NOT NULL,
+    kind           TEXT NOT NULL,
+    request        TEXT NOT NULL,
+    family         TEXT NOT NULL,
+    priority       INTEGER NOT NULL DEFAULT 0,
+    depends_on     TEXT NOT NULL DEFAULT '[]',
+    state          TEXT NOT NULL,
+    reason         TEXT,
+    error_type     TEXT,
+    generation_id  TEXT,
+    lease_id       TEXT,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    intent_body    TEXT,
+    intent_at      REAL,
+    owner          TEXT,
+    generation     TEXT,
+    path           TEXT,
+    sha256         TEXT,
+    bytes          INTEGER,
+    queued_at      REAL,
+    created_at     REAL,
+    completed_at   REAL,
+    downloaded_at  REAL,
+    updated_at     REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_generation
+    ON jobs (generation_id) WHERE generation_id IS NOT NULL;
+"""
+
+
+@attrs.frozen
+class NewJob:
+    """A job to record before it starts."""
+
+    key: str
+    kind: str
+    request: dict[str, Any]
+    family: str
+    priority: int = 0
+    depends_on: tuple[str, ...] = ()
+    state: str = "pending"
+    queued_at: float | None = None
+
+
+@attrs.frozen
+class JournalRecord:
+    """One row of the journal, as last committed."""
+
+    key: str
+    seq: int
+    kind: str
+    request: dict[str, Any]
+    family: str
+    priority: int
+    depends_on: tuple[str, ...]
+    state: str
+    reason: str | None
+    error_type: str | None
+    generation_id: str | None
+    lease_id: str | None
+    attempts: int
+    intent_body: dict[str, Any] | None
+    intent_at: float | None
+    owner: str | None
+    generation: dict[str, Any] | None
+    path: str | None
+    sha256: str | None
+    bytes: int | None
+    queued_at: float | None
+    created_at: float | None
+    completed_at: float | None
+    downloaded_at: float | None
+    updated_at: float
+
+    @property
+    def finished(self) -> bool:
+        return self.state in _FINISHED
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> JournalRecord:
+        values = dict(row)
+        values["request"] = json.loads(values["request"])
+        values["depends_on"] = tuple(json.loads(values["depends_on"]))
+        for name in ("intent_body", "generation"):
+            if values[name] is not None:
+                values[name] = json.loads(values[name])
+        return cls(**values)
+
+
+_UPDATABLE = frozenset(
+    {
+        "state",
+        "reason",
+        "error_type",
+        "generation_id",
+        "lease_id",
+        "generation",
+        "path",
+        "sha256",
+        "bytes",
+        "queued_at",
+        "created_at",
+        "completed_at",
+        "downloaded_at",
+        "kind",
+        "request",
+        "family",
+        "priority",
+        "depends_on",
+    }
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+class Journal:
+    """A batch's job record in one SQLite file.
+
+    ``batch`` names the batch the file belongs to: opening a journal written for
+    another batch (or by a newer lumasched) raises ``JournalError``. Use it as a
+    context manager or call ``close()``.
+    """
+
+    def __init__(self, path: str | Path, *, batch: str | None = None) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"{self.path}: cannot open journal: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._init_schema(batch)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise JournalError(f"{self.path}: not a usable journal: {exc}") from exc
+        except JournalError:
+            conn.close()
+            raise
+        self._next_seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM jobs") + 1
+
+    def _init_schema(self, batch: str | None) -> None:
+        with self._lock:
+            self._conn.executescript(_SCHEMA)
+        with self._tx() as cur:
+            meta = dict(cur.execute("SELECT name, value FROM meta").fetchall())
+            version = int(meta.get("schema_version", SCHEMA_VERSION))
+            if version != SCHEMA_VERSION:
+                raise JournalError(
+                    f"{self.path}: journal schema {version}, this lumasched reads "
+                    f"{SCHEMA_VERSION}; use the lumasched that wrote it or a new journal"
+                )
+            cur.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            stored = meta.get("batch")
+            if batch is not None and stored is not None and stored != batch:
+                raise JournalError(
+                    f"{self.path}: journal belongs to batch {stored!r}, not {batch!r}; "
+                    "use another --journal path (or --out directory) for a different batch"
+                )
+            if batch is not None and stored is None:
+                cur.execute("INSERT INTO meta VALUES ('batch', ?)", (batch,))
+            self.batch = batch if stored is None else stored
+
+    class _Tx:
+        def __init__(self, journal: Journal) -> None:
+            self.journal = journal
+
+        def __enter__(self) -> sqlite3.Cursor:
+            self.journal._lock.acquire()
+            self.cur = self.journal._conn.cursor()
+            if not self.journal._conn.in_transaction:
+                self.cur.execute("BEGIN IMMEDIATE")
+            return self.cur
+
+        def __exit__(self, exc_type: object, *rest: object) -> None:
+            conn = self.journal._conn
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+            finally:
+                self.cur.close()
+                self.journal._lock.release()
+
+    def _tx(self) -> Journal._Tx:
+        return Journal._Tx(self)
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._lock:
+            row = self._conn.execute(sql, params).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r}, batch={self.batch!r})"
+
+    # -- writes -------------------------------------------------------------
+
+    def add(self, jobs: Iterable[NewJob]) -> int:
+        """Record new jobs in one transaction; keys already present are left alone.
+
+        Returns how many rows were inserted.
+        """
+        now = time.time()
+        inserted = 0
+        with self._tx() as cur:
+            for job in jobs:
+                cur.execute(
+                    "INSERT OR IGNORE INTO jobs (key, seq, kind, request, family, priority,"
+                    " depends_on, state, queued_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        job.key,
+                        self._next_seq,
+                        job.kind,
+                        _dumps(job.request),
+                        job.family,
+                        job.priority,
+                        _dumps(list(job.depends_on)),
+                        job.state,
+                        job.queued_at,
+                        now,
+                    ),
+                )
+                if cur.rowcount:
+                    inserted += 1
+                    self._next_seq += 1
+        return inserted
+
+    def record_intent(
+        self,
+        key: str,
+        *,
+        lease_id: str,
+        body: dict[str, Any],
+        sent_at: float,
+        owner: str | None = None,
+    ) -> None:
+        """Commit the intent to create (call it before the request is sent)."""
+        self._update(
+            key,
+            "attempts = attempts + 1, state = 'creating', reason = NULL, generation_id = NULL,"
+            " lease_id = ?, intent_body = ?, intent_at = ?, owner = ?",
+            (lease_id, _dumps(body), sent_at, owner),
+        )
+
+    def clear_intent(self, key: str, *, state: str = "queued", reason: str | None = None) -> None:
+        """The create surely did not happen (refused, 429, 4xx): forget the intent."""
+        self._update(
+            key,
+            "state = ?, reason = ?, intent_body = NULL, intent_at = NULL, lease_id = NULL",
+            (state, reason),
+        )
+
+    def record_submitted(self, key: str, generation_id: str, *, at: float | None = None) -> None:
+        """The server returned (or reconcile found) the generation id."""
+        self.update(
+            key,
+            state="submitted",
+            reason=None,
+            generation_id=generation_id,
+            created_at=time.time() if at is None else at,
+        )
+
+    def update(self, key: str, **fields: Any) -> None:
+        """Set columns of one job (``generation`` and ``request`` as dicts)."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not journal columns: {sorted(unknown)}")
+        params: list[Any] = []
+        sets: list[str] = []
+        for name, value in fields.items():
+            if name in ("generation", "request") and value is not None:
+                value = _dumps(value)
+            elif name == "depends_on":
+                value = _dumps(list(value))
+            sets.append(f"{name} = ?")
+            params.append(value)
+        self._update(key, ", ".join(sets), tuple(params))
+
+    def _update(self, key: str, assignments: str, params: tuple[Any, ...]) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
+                (*params, time.time(), key),
+            )
+            if cur.rowcount == 0:
+                raise JournalError(f"{self.path}: no job {key!r} in the journal")
+
+    # -- reads --------------------------------------------------------------
+
+    def get(self, key: str) -> JournalRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+        return None if row is None else JournalRecord._from_row(row)
+
+    def owners_of(self, generation_id: str) -> list[str]:
+        """The keys of the jobs that own a generation id (an upscale or audio job may
+        share its source's id, if the server restarts the source generation)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT key FROM jobs WHERE generation_id = ?", (generation_id,)
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def records(
+        self, *, unfinished: bool = False, batch_size: int = 500
+    ) -> Iterator[JournalRecord]:
+        """Every job in submission order (only unfinished ones if asked), read in pages."""
+        sql = "SELECT * FROM jobs WHERE seq > ?"
+        if unfinished:
+            sql += f" AND state NOT IN {_FINISHED!r}"
+        sql += " ORDER BY seq LIMIT ?"
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._conn.execute(sql, (last, batch_size)).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield JournalRecord._from_row(row)
+            last = int(rows[-1]["seq"])
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        with self._lock:
+            rows = self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+
+    def __len__(self) -> int:
+        return self._scalar("SELECT COUNT(*) FROM jobs")
