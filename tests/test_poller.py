@@ -1,0 +1,495 @@
+"""The poll loop on a virtual clock: request budget, detection lag, errors, hints."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+
+from lumasched.errors import InternalServerError, RateLimitError, TransportError
+from lumasched.poller import LatencyEstimator, LatencyKey, Poller, PollerStats, latency_key_for
+from tests._poller_fixtures import (
+    FakeClock,
+    FakeGeneration,
+    FakeStatusClient,
+    best_makespan,
+)
+
+KEY: LatencyKey = ("ray-2", "720p", "5s")
+
+
+@attrs.define
+class Batch:
+    makespan: float
+    requests: int
+    lags: list[float]
+    stats: PollerStats
+    updates: list[tuple[str, str]]
+
+
+async def run_batch(
+    latencies: list[float],
+    concurrency: int,
+    *,
+    keys: list[LatencyKey] | None = None,
+    estimator: LatencyEstimator | None = None,
+    queued_for: float = 0.0,
+    create_gap: float = 0.0,
+    faults: list[Exception] | None = None,
+    **poller_kwargs: Any,
+) -> Batch:
+    """Run ``latencies`` as a concurrency-bound batch through ``Poller.run``.
+
+    A new job is created the moment a terminal state is delivered (as the
+    scheduler does), no sooner than ``create_gap`` after the previous create.
+    """
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    client.faults.extend(faults or [])
+    poller = Poller(client, clock=clock, estimator=estimator, **poller_kwargs)
+    start = clock.now
+    todo = list(enumerate(latencies))
+    todo.reverse()
+    lags: list[float] = []
+    updates: list[tuple[str, str]] = []
+    done = anyio.Event()
+    last = start
+    last_create = -math.inf
+
+    def submit() -> None:
+        nonlocal last_create
+        if not todo:
+            return
+        index, latency = todo.pop()
+        # A rate-bound scheduler cannot create sooner than create_gap after the last one.
+        if clock.now < last_create + create_gap:
+            clock.now = last_create + create_gap
+        last_create = clock.now
+        gid = client.create(latency, queued_for=queued_for)
+
+        async def on_update(g: FakeGeneration) -> None:
+            nonlocal last
+            updates.append((g.id, g.state))
+            if g.is_terminal:
+                job = client.jobs[g.id]
+                lags.append(clock.now - job.created - job.latency)
+                last = clock.now
+                if len(lags) == len(latencies):
+                    done.set()
+                submit()
+
+        key = keys[index] if keys else KEY
+        poller.watch(gid, key=key, on_update=on_update)
+
+    for _ in range(concurrency):
+        submit()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poller.run)
+            await done.wait()
+            tg.cancel_scope.cancel()
+    return Batch(last - start, client.requests, lags, poller.stats(), updates)
+
+
+async def test_concurrency_bound_batch_is_near_best_and_cheap() -> None:
+    """120 jobs of 1 s at concurrency 10 finish within 5% of 12 s at <= 2 requests/job."""
+    batch = await run_batch([1.0] * 120, 10)
+    assert batch.makespan <= 1.05 * best_makespan([1.0] * 120, 10)
+    assert batch.requests / 120 <= 2
+    assert batch.stats.requests == batch.requests
+
+
+async def test_jittered_latencies_stay_within_budget() -> None:
+    """With latencies jittered +-10%, the batch is still within 5% of best at <= 2 requests/job."""
+    rng = random.Random(7)
+    latencies = [rng.uniform(0.9, 1.1) for _ in range(150)]
+    batch = await run_batch(latencies, 10)
+    assert batch.makespan <= 1.05 * best_makespan(latencies, 10)
+    assert batch.requests / len(latencies) <= 2
+
+
+async def test_rate_bound_batch_detects_each_job_quickly() -> None:
+    """Staggered creates (one per 0.1 s) are each noticed within 0.05 s, at <= 2 requests/job."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    poller = Poller(client, clock=clock)
+    lags: list[float] = []
+
+    async def on_update(g: FakeGeneration) -> None:
+        if g.is_terminal:
+            job = client.jobs[g.id]
+            lags.append(clock.now - job.created - job.latency)
+
+    creates = [clock.now + 0.1 * i for i in range(60)]
+    next_poll: float | None = None
+    while creates or next_poll is not None:
+        if creates and (next_poll is None or creates[0] <= next_poll):
+            clock.now = creates.pop(0)
+            poller.watch(client.create(2.0), key=KEY, on_update=on_update)
+            next_poll = await poller.poll_once()
+        else:
+            assert next_poll is not None
+            clock.now = max(clock.now, next_poll)
+            next_poll = await poller.poll_once()
+            if next_poll is not None:
+                next_poll = max(next_poll, clock.now + 0.02)
+    assert len(lags) == 60
+    warm = lags[20:]
+    assert max(warm) <= 0.05
+    assert client.requests / 60 <= 2
+
+
+async def test_estimator_learns_each_key_separately() -> None:
+    """Fast image and slow video jobs in one batch are each checked near their own latency."""
+    keys: list[LatencyKey] = [("photon-1", None, None), ("ray-2", "720p", "5s")] * 40
+    latencies = [0.3 if k[0] == "photon-1" else 3.0 for k in keys]
+    est = LatencyEstimator()
+    batch = await run_batch(latencies, 8, keys=keys, estimator=est)
+    assert est.expected(keys[0]) == pytest.approx(0.3, rel=0.1)
+    assert est.expected(keys[1]) == pytest.approx(3.0, rel=0.1)
+    assert batch.requests / len(keys) <= 2
+    assert batch.makespan <= 1.05 * best_makespan(latencies, 8)
+
+
+async def test_state_changes_are_delivered_once_each_then_forgotten() -> None:
+    """on_update sees each new state once, the terminal one last, then the id is dropped."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    est = LatencyEstimator()
+    est.observe(KEY, 1.0)
+    poller = Poller(client, clock=clock, estimator=est)
+    gid = client.create(3.0, queued_for=0.5)
+    seen: list[str] = []
+
+    async def on_update(g: FakeGeneration) -> None:
+        seen.append(g.state)
+
+    poller.watch(gid, key=KEY, on_update=on_update)
+    clock.now += 0.2
+    poller.hint(gid)
+    for _ in range(200):
+        next_at = await poller.poll_once()
+        if next_at is None:
+            break
+        clock.now = max(next_at, clock.now + 0.05)
+    assert seen == ["queued", "dreaming", "completed"]
+    assert poller.watching == 0
+    assert await poller.poll_once() is None
+
+
+async def test_unknown_states_are_not_terminal() -> None:
+    """A state the API never documented keeps the generation watched until a real terminal one."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    gid = client.create(0.0, states=[(0.0, "pending_new_state"), (1.0, "completed")])
+    poller = Poller(client, clock=clock)
+    seen: list[str] = []
+
+    async def on_update(g: FakeGeneration) -> None:
+        seen.append(g.state)
+
+    poller.watch(gid, key=KEY, on_update=on_update)
+    while (next_at := await poller.poll_once()) is not None:
+        clock.now = max(next_at, clock.now + 0.05)
+    assert seen == ["pending_new_state", "completed"]
+
+
+async def test_failing_status_requests_do_not_stop_the_loop() -> None:
+    """Transport errors and 5xx on get/list are counted and retried; every job still finishes."""
+    faults: list[Exception] = [
+        TransportError("connection reset"),
+        InternalServerError(502),
+        InternalServerError(503),
+        TransportError("timeout"),
+    ]
+    batch = await run_batch([1.0] * 30, 10, faults=faults)
+    assert len(batch.lags) == 30
+    assert batch.stats.errors == 4
+
+
+async def test_rate_limited_status_requests_pause_polling() -> None:
+    """A 429 on a status request pauses the loop for Retry-After before the next request."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    client.faults.append(RateLimitError(retry_after=5.0))
+    poller = Poller(client, clock=clock)
+    gid = client.create(0.1)
+    poller.watch(gid, key=KEY, on_update=_ignore)
+    clock.now += 1.0
+    assert await poller.poll_once() == pytest.approx(clock.now + 5.0)
+    assert client.requests == 1
+    clock.now += 4.0
+    await poller.poll_once()
+    assert client.requests == 1
+    clock.now += 1.0
+    await poller.poll_once()
+    assert client.requests == 2 and poller.watching == 0
+
+
+async def test_hint_pulls_the_check_forward() -> None:
+    """A hint makes a not-yet-due generation be checked (by the API) on the next round."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    est = LatencyEstimator()
+    est.observe(KEY, 10.0)
+    poller = Poller(client, clock=clock, estimator=est)
+    gid = client.create(2.0)
+    seen: list[str] = []
+
+    async def on_update(g: FakeGeneration) -> None:
+        seen.append(g.state)
+
+    poller.watch(gid, key=KEY, on_update=on_update)
+    clock.now += 2.5
+    assert await poller.poll_once() == pytest.approx(clock.now + 7.5)
+    assert client.requests == 0
+    poller.hint(gid)
+    poller.hint("someone-elses-id")
+    clock.now += 0.05
+    await poller.poll_once()
+    assert seen == ["completed"]
+    assert client.gets == 1
+    stats = poller.stats()
+    assert (stats.hints, stats.hints_ignored) == (1, 1)
+
+
+async def test_a_hint_is_verified_not_trusted() -> None:
+    """A hint for a generation still running delivers nothing but the real state."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    est = LatencyEstimator()
+    est.observe(KEY, 10.0)
+    poller = Poller(client, clock=clock, estimator=est)
+    gid = client.create(8.0)
+    seen: list[str] = []
+
+    async def on_update(g: FakeGeneration) -> None:
+        seen.append(g.state)
+
+    poller.watch(gid, key=KEY, on_update=on_update)
+    clock.now += 1.0
+    poller.hint(gid)
+    clock.now += 0.05
+    await poller.poll_once()
+    assert seen == ["dreaming"]
+    assert poller.watching == 1
+
+
+async def test_ids_missing_from_the_list_fall_back_to_get() -> None:
+    """Generations pushed off the first page by newer ones are found with get instead."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    est = LatencyEstimator()
+    est.observe(KEY, 1.0)
+    poller = Poller(client, clock=clock, estimator=est, list_page_size=5, max_list_pages=1)
+    done: list[str] = []
+
+    async def on_update(g: FakeGeneration) -> None:
+        if g.is_terminal:
+            done.append(g.id)
+
+    ours = [client.create(1.0) for _ in range(4)]
+    for gid in ours:
+        poller.watch(gid, key=KEY, on_update=on_update)
+    for _ in range(10):  # someone else's generations, newer than ours
+        client.create(100.0)
+    clock.now += 1.0
+    await poller.poll_once()
+    assert sorted(done) == ours
+    assert (client.lists, client.gets) == (1, 4)
+    assert poller.stats().missed_in_list == 4
+
+
+async def test_list_pages_answer_every_watched_generation_for_free() -> None:
+    """One list call delivers due generations and, early, others already finished on that page."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    est = LatencyEstimator()
+    est.observe(KEY, 1.0)
+    poller = Poller(client, clock=clock, estimator=est)
+    done: list[str] = []
+
+    async def on_update(g: FakeGeneration) -> None:
+        if g.is_terminal:
+            done.append(g.id)
+
+    est.observe(("photon-1", None, None), 5.0)
+    early = client.create(0.2)
+    poller.watch(early, key=("photon-1", None, None), on_update=on_update)
+    due = [client.create(1.0) for _ in range(3)]
+    for gid in due:
+        poller.watch(gid, key=KEY, on_update=on_update)
+    clock.now += 1.0
+    await poller.poll_once()
+    assert sorted(done) == sorted([early, *due])
+    assert client.requests == 1
+    assert poller.stats().early == 1
+
+
+async def test_unwatch_stops_delivery() -> None:
+    """After unwatch, the generation is neither polled nor delivered."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    poller = Poller(client, clock=clock)
+    seen: list[str] = []
+
+    async def on_update(g: FakeGeneration) -> None:
+        seen.append(g.state)
+
+    gid = client.create(0.1)
+    poller.watch(gid, key=KEY, on_update=on_update)
+    poller.unwatch(gid)
+    clock.now += 5
+    assert await poller.poll_once() is None
+    assert seen == [] and client.requests == 0
+
+
+async def test_a_vanished_generation_reports_an_error() -> None:
+    """Repeated 404s call on_error once and forget the id."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    poller = Poller(client, clock=clock, not_found_limit=3)
+    errors: list[BaseException] = []
+
+    async def on_error(exc: BaseException) -> None:
+        errors.append(exc)
+
+    poller.watch("gen-deleted", key=KEY, on_update=_ignore, on_error=on_error)
+    while (next_at := await poller.poll_once()) is not None:
+        clock.now = next_at
+    assert len(errors) == 1 and client.gets == 3
+    assert poller.stats().gone == 1
+
+
+async def test_a_raising_callback_does_not_stop_the_loop(caplog: pytest.LogCaptureFixture) -> None:
+    """An exception in on_update is logged; other generations are still delivered."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    poller = Poller(client, clock=clock)
+    done: list[str] = []
+
+    async def boom(g: FakeGeneration) -> None:
+        raise RuntimeError("bug in the caller")
+
+    async def ok(g: FakeGeneration) -> None:
+        if g.is_terminal:
+            done.append(g.id)
+
+    bad, good = client.create(0.1), client.create(0.1)
+    poller.watch(bad, key=KEY, on_update=boom)
+    poller.watch(good, key=KEY, on_update=ok)
+    while (next_at := await poller.poll_once()) is not None:
+        clock.now = next_at
+    assert done == [good]
+    assert "bug in the caller" in caplog.text
+
+
+async def _ignore(g: Any) -> None:
+    return None
+
+
+async def _run_real_time(poller: Poller, body: Callable[[], Any]) -> None:
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poller.run)
+            await body()
+            tg.cancel_scope.cancel()
+
+
+class RealTimeClient(FakeStatusClient):
+    """The fake API on the real monotonic clock."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeClock())
+        self.clock = _RealNow()  # type: ignore[assignment]
+
+
+class _RealNow(FakeClock):
+    @property  # type: ignore[override]
+    def now(self) -> float:
+        return anyio.current_time()
+
+    @now.setter
+    def now(self, value: float) -> None:
+        pass
+
+
+async def test_watch_and_hint_wake_a_sleeping_loop() -> None:
+    """run() asleep on a long wait wakes for a hint, and for a watch due sooner."""
+    client = RealTimeClient()
+    est = LatencyEstimator()
+    est.observe(KEY, 30.0)
+    est.observe(("photon-1", None, None), 0.05)
+    poller = Poller(client, estimator=est, min_interval=0.01)
+    delivered: dict[str, anyio.Event] = {}
+
+    async def on_update(g: FakeGeneration) -> None:
+        if g.is_terminal:
+            delivered[g.id].set()
+
+    async def body() -> None:
+        slow = client.create(0.0)
+        delivered[slow] = anyio.Event()
+        poller.watch(slow, key=KEY, on_update=on_update)
+        await anyio.sleep(0.05)  # the loop is now asleep until ~30 s
+        poller.hint(slow)
+        with anyio.fail_after(1):
+            await delivered[slow].wait()
+        quick = client.create(0.0)
+        delivered[quick] = anyio.Event()
+        poller.watch(quick, key=("photon-1", None, None), on_update=on_update)
+        with anyio.fail_after(1):
+            await delivered[quick].wait()
+
+    await _run_real_time(poller, body)
+    assert client.requests == 2
+
+
+def test_estimator_borrows_from_other_keys_until_it_has_its_own() -> None:
+    """An unseen key is scaled by what other keys taught; its own data then takes over."""
+    est = LatencyEstimator(alpha=0.5)
+    assert est.expected(("ray-2", "720p", "5s")) == 60.0
+    assert est.expected(("ray-2", "1080p", "9s")) == pytest.approx(60 * 2 * 1.8)
+    est.observe(("ray-2", "720p", "5s"), 0.6)
+    assert est.expected(("photon-1", None, None)) == pytest.approx(0.15)
+    assert est.expected(("ray-2", "1080p", "9s")) == pytest.approx(0.6 * 2 * 1.8)
+    est.observe(("photon-1", None, None), 1.0)
+    est.observe(("photon-1", None, None), 2.0)
+    assert est.expected(("photon-1", None, None)) == pytest.approx(1.5)
+    assert est.samples() == 3 and est.samples(("photon-1", None, None)) == 2
+
+
+def test_estimator_snapshot_round_trips() -> None:
+    """to_dict/from_dict restore what was learnt."""
+    est = LatencyEstimator()
+    est.observe(("ray-2", "720p", "5s"), 12.0)
+    est.observe(("upscale", "4k", None), 7.0)
+    again = LatencyEstimator.from_dict(est.to_dict())
+    for key in [("ray-2", "720p", "5s"), ("upscale", "4k", None), ("photon-1", None, None)]:
+        assert again.expected(key) == est.expected(key)
+
+
+def test_latency_key_uses_model_or_kind() -> None:
+    """The key is (model, resolution, duration); model-less requests use their kind."""
+
+    @attrs.frozen
+    class Video:
+        model: str = "ray-2"
+        resolution: str | None = "1080p"
+        duration: str | None = "9s"
+        kind: str = "video"
+
+    @attrs.frozen
+    class Upscale:
+        generation_id: str = "g"
+        resolution: str | None = "4k"
+        model: None = None
+        kind: str = "upscale"
+
+    assert latency_key_for(Video()) == ("ray-2", "1080p", "9s")
+    assert latency_key_for(Upscale()) == ("upscale", "4k", None)
