@@ -49,8 +49,8 @@ class FamilyStats:
     peak_concurrency: int = 0
     rate_limited: dict[str, int] = attrs.field(factory=dict)
     """429 answers by reason: ``rate``, ``concurrency``, ``fault``."""
-    _arrival_window: _Window = attrs.field(init=False)
-    _create_window: _Window = attrs.field(init=False)
+    _arrival_window: _Window = attrs.field(init=False, repr=False)
+    _create_window: _Window = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._arrival_window = _Window(self.window_seconds)
@@ -128,7 +128,7 @@ class Inspector:
     callbacks_failed: int = 0
     """Callbacks given up on after every attempt failed."""
     faults_injected: dict[str, int] = attrs.field(factory=dict)
-    _bodies: dict[str, int] = attrs.field(factory=dict)
+    _bodies: dict[str, int] = attrs.field(factory=dict, repr=False)
 
     @classmethod
     def for_windows(cls, windows: Mapping[Family, float]) -> Inspector:
