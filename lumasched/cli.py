@@ -1,11 +1,559 @@
-"""The ``lumasched`` command line. The only module that prints."""
+"""The ``lumasched`` command line. The only module that prints (with ``_progress``).
+
+::
+
+    lumasched run MANIFEST --out DIR [--emulator] [--dry-run] [--budget USD] ...
+    lumasched status DIR
+    lumasched get ID | list | delete ID... | download ID | concepts | camera-motions | credits
+    lumasched emulator ...      (lumasched.emulator.main)
+    lumasched limits ...        (lumasched._limits_cli.main)
+
+Exit status: 0 every item completed; 1 some generations failed (or were not
+run: budget reached); 2 usage or manifest error (nothing sent); 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
 import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from lumasched._config import API_KEY_HELP, Settings
+from lumasched.errors import ConfigurationError, JournalError, LumaError, NotFoundError
+from lumasched.limits import Family, Limits
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DEFAULT_EMULATOR_SPEED = 60.0
+JOURNAL_NAME = "journal.sqlite"
+RESULTS_NAME = "results.jsonl"
+
+_DELEGATED = {
+    "emulator": ("lumasched.emulator", "run the built-in Dream Machine API emulator"),
+    "limits": ("lumasched._limits_cli", "show the live state of limits shared through Redis"),
+}
+
+log = logging.getLogger("lumasched")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    print("lumasched: commands arrive with the CLI issue", args, file=sys.stderr)
-    return 2
+def _out(text: str = "", *, file: TextIO | None = None) -> None:
+    print(text, file=file or sys.stdout, flush=True)
+
+
+def _err(text: str) -> None:
+    print(f"lumasched: {text}", file=sys.stderr, flush=True)
+
+
+# -- the parser ---------------------------------------------------------------
+
+
+def _api_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="API base URL (default: $LUMAAI_BASE_URL or the official endpoint)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lumasched",
+        description=(
+            "Batch client and scheduler for the Luma Dream Machine API. "
+            "The API key comes from $LUMAAI_API_KEY."
+        ),
+        epilog="Exit status: 0 all completed, 1 some failed, 2 usage or manifest error, "
+        "130 interrupted.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run a manifest to files on disk",
+        description=(
+            "Validate MANIFEST (JSONL, CSV or YAML) completely, then create every item "
+            "within the account's limits, download the results to DIR and write "
+            "DIR/results.jsonl. Running the same command again resumes from the journal: "
+            "finished items are skipped and nothing is created twice."
+        ),
+        epilog="Exit status: 0 all completed, 1 some failed or not run (budget), "
+        "2 usage or manifest error (nothing was sent), 130 interrupted (rerun resumes).",
+    )
+    run.add_argument("manifest", metavar="MANIFEST", help="a .jsonl, .csv or .yaml manifest")
+    run.add_argument("--out", "-o", metavar="DIR", required=True, type=Path, help="output dir")
+    run.add_argument(
+        "--emulator",
+        action="store_true",
+        help="start the built-in emulator in-process and run against it (no key needed)",
+    )
+    run.add_argument(
+        "--emulator-speed",
+        metavar="X",
+        type=float,
+        default=DEFAULT_EMULATOR_SPEED,
+        help="with --emulator: divide modelled latencies by X "
+        f"(default {DEFAULT_EMULATOR_SPEED:g})",
+    )
+    run.add_argument("--limits", metavar="FILE", help="account limits (TOML)")
+    run.add_argument(
+        "--tier", default="build", help="named limits tier when no --limits (default: build)"
+    )
+    run.add_argument(
+        "--journal", metavar="PATH", type=Path, help=f"journal file (default: DIR/{JOURNAL_NAME})"
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and print the plan (counts, fastest time, cost); send nothing",
+    )
+    run.add_argument(
+        "--budget",
+        metavar="USD",
+        type=float,
+        help="stop creating once the estimated spend would pass USD (the rest stays queued)",
+    )
+    run.add_argument("--prices", metavar="FILE", help="price table override (TOML or JSON)")
+    run.add_argument("--callback-url", metavar="URL", help="callback_url for every create")
+    run.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share the limits with other processes through Redis (default: $LUMASCHED_REDIS_URL)",
+    )
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="plain timestamped log lines instead of the live display",
+    )
+    _api_options(run)
+
+    status = sub.add_parser(
+        "status",
+        help="what a run's journal holds",
+        description="Summarise the journal of an output directory: states, failures, "
+        "what a rerun would still do. Reads only; sends nothing.",
+    )
+    status.add_argument("dir", metavar="DIR", type=Path, help="the --out directory of a run")
+    status.add_argument("--journal", metavar="PATH", type=Path, help="journal file to read")
+    status.add_argument("-v", "--verbose", action="store_true", help="list every item")
+
+    get = sub.add_parser("get", help="show one generation (JSON)")
+    get.add_argument("id", metavar="ID")
+    _api_options(get)
+
+    lst = sub.add_parser("list", help="list generations, newest first")
+    lst.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    lst.add_argument("--offset", type=int, default=0)
+    lst.add_argument("--json", action="store_true", help="one JSON object per line")
+    _api_options(lst)
+
+    delete = sub.add_parser("delete", help="delete generations")
+    delete.add_argument("ids", metavar="ID", nargs="+")
+    _api_options(delete)
+
+    download = sub.add_parser("download", help="download a completed generation's asset")
+    download.add_argument("id", metavar="ID")
+    download.add_argument(
+        "--out", "-o", metavar="PATH", type=Path, default=Path("."), help="a directory or a file"
+    )
+    _api_options(download)
+
+    for name, text in (
+        ("concepts", "list the concept keys usable in video requests"),
+        ("camera-motions", "list camera motions (legacy endpoint)"),
+        ("credits", "show the account's credit balance"),
+    ):
+        _api_options(sub.add_parser(name, help=text, description=text))
+
+    for name, (_, text) in _DELEGATED.items():
+        sub.add_parser(name, help=text + f" (see: lumasched {name} --help)", add_help=False)
+    return parser
+
+
+# -- entry point --------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in _DELEGATED:
+        import importlib
+
+        module = importlib.import_module(_DELEGATED[args_list[0]][0])
+        result: int = module.main(args_list[1:])
+        return result
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    _setup_logging(getattr(args, "verbose", False))
+    handler = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigurationError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except JournalError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except LumaError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("lumasched")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root.propagate = False
+
+
+def _settings(args: argparse.Namespace, *, need_key: bool = True) -> Settings:
+    settings = Settings.from_env(
+        base_url=getattr(args, "base_url", None), redis_url=getattr(args, "redis", None)
+    )
+    if need_key and settings.api_key is None:
+        raise ConfigurationError(f"no API key: {API_KEY_HELP}")
+    return settings
+
+
+def _with_client(args: argparse.Namespace, body: Callable[[Any], Awaitable[int]]) -> int:
+    from lumasched.api import LumaClient
+
+    settings = _settings(args)
+
+    async def go() -> int:
+        async with LumaClient(settings=settings) as client:
+            return await body(client)
+
+    return asyncio.run(go())
+
+
+# -- simple API commands ------------------------------------------------------
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        generation = await client.get(args.id)
+        _out(json.dumps(generation.to_json(), indent=2, ensure_ascii=False, default=str))
+        return EXIT_OK
+
+    return _with_client(args, body)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        page = await client.list(limit=args.limit, offset=args.offset)
+        if args.json:
+            for generation in page.generations:
+                _out(json.dumps(generation.to_json(), ensure_ascii=False, default=str))
+            return EXIT_OK
+        rows = [
+            (
+                g.id,
+                str(g.state),
+                str(g.generation_type or ""),
+                str(g.model or ""),
+                g.created_at.isoformat(timespec="seconds") if g.created_at else "",
+                g.failure_reason or "",
+            )
+            for g in page.generations
+        ]
+        _table(("ID", "STATE", "TYPE", "MODEL", "CREATED", "FAILURE"), rows)
+        if page.has_more:
+            _out(f"(more: --offset {args.offset + len(rows)})")
+        return EXIT_OK
+
+    return _with_client(args, body)
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        status = EXIT_OK
+        for generation_id in args.ids:
+            try:
+                await client.delete(generation_id)
+            except NotFoundError:
+                _err(f"{generation_id}: no such generation")
+                status = EXIT_FAILED
+            else:
+                _out(f"deleted {generation_id}")
+        return status
+
+    return _with_client(args, body)
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from lumasched.downloads import download_asset
+
+    into_dir = args.out.is_dir() or str(args.out).endswith(os.sep)
+
+    async def body(client: Any) -> int:
+        generation = await client.get(args.id)
+        url = generation.asset_url
+        if url is None:
+            state = generation.state
+            reason = f": {generation.failure_reason}" if generation.failure_reason else ""
+            _err(f"{args.id} has no asset to download (state {state}{reason})")
+            return EXIT_FAILED
+        target: Path = args.out
+        if into_dir:
+            target = target / f"{generation.id}{_extension(url, generation)}"
+
+        async def refresh() -> str:
+            fresh = await client.get(args.id)
+            return str(fresh.asset_url)
+
+        result = await download_asset(client, url, target, refresh_url=refresh)
+        _out(f"{result.path}  {result.bytes} bytes  sha256 {result.sha256}")
+        return EXIT_OK
+
+    return _with_client(args, body)
+
+
+def _extension(url: str, generation: Any) -> str:
+    from urllib.parse import urlsplit
+
+    suffix = Path(urlsplit(url).path).suffix.lower()
+    if suffix in (".mp4", ".jpg", ".jpeg", ".png", ".webp", ".mov"):
+        return suffix
+    assets = generation.assets
+    return ".mp4" if assets is not None and assets.video else ".jpg"
+
+
+def _cmd_concepts(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        for key in await client.concepts():
+            _out(str(key))
+        return EXIT_OK
+
+    return _with_client(args, body)
+
+
+def _cmd_camera_motions(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        for motion in await client.camera_motions():
+            _out(str(motion))
+        return EXIT_OK
+
+    return _with_client(args, body)
+
+
+def _cmd_credits(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        credits = await client.credits()
+        cents = float(credits.credit_balance)
+        _out(f"credit balance: {cents:g} cents (${cents / 100:,.2f})")
+        return EXIT_OK
+
+    return _with_client(args, body)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    for row in (headers, *rows):
+        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+# -- status -------------------------------------------------------------------
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from lumasched.journal import Journal
+
+    path: Path = args.journal or args.dir / JOURNAL_NAME
+    if not path.is_file():
+        _err(f"no journal at {path} (is {args.dir} the --out directory of a run?)")
+        return EXIT_USAGE
+    with Journal(path) as journal:
+        counts = journal.counts()
+        total = sum(counts.values())
+        _out(f"journal {path}: {total} item{'s' if total != 1 else ''}")
+        order = ("completed", "failed", "cancelled", "submitted", "downloading", "creating")
+        states = [*order, *sorted(set(counts) - set(order))]
+        for state in states:
+            if counts.get(state):
+                _out(f"  {state:<12} {counts[state]}")
+        failed = []
+        unfinished = 0
+        for record in journal.records():
+            if record.state == "failed":
+                failed.append(record)
+            elif not record.finished:
+                unfinished += 1
+            if args.verbose:
+                where = record.path or ""
+                gid = record.generation_id or "-"
+                _out(f"  {record.key}  {record.state}  {gid}  {where}".rstrip())
+        if failed:
+            _out("failed:")
+            for record in failed:
+                _out(f"  {record.key}: {record.reason or 'no reason recorded'}")
+        if unfinished:
+            _out(f"{unfinished} not finished: run the same command again to resume them")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# -- run ----------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from lumasched.manifest import Manifest, ManifestError
+
+    if args.budget is not None and not (args.budget >= 0 and math.isfinite(args.budget)):
+        raise ConfigurationError("--budget must be a non-negative number of US dollars")
+    if args.emulator_speed <= 0:
+        raise ConfigurationError("--emulator-speed must be > 0")
+    limits = Limits.from_toml(args.limits) if args.limits else Limits.tier(args.tier)
+    prices = _prices(args.prices)
+    settings = _settings(args, need_key=False)
+    if not args.emulator and not args.dry_run and settings.api_key is None:
+        raise ConfigurationError(f"no API key: {API_KEY_HELP}")
+
+    from lumasched._plan import Planner
+
+    manifest = Manifest(args.manifest)
+    planner = Planner(
+        limits,
+        prices=prices,
+        latency_scale=1.0 / args.emulator_speed if args.emulator else 1.0,
+    )
+    try:
+        summary = manifest.check(on_item=planner.add if args.dry_run else None)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            _out(str(problem), file=sys.stderr)
+        count = len(exc.problems)
+        _err(f"{count} problem{'s' if count != 1 else ''} in {args.manifest}; nothing was sent")
+        return EXIT_USAGE
+    if args.dry_run:
+        return _dry_run(args, planner, settings, limits)
+
+    from lumasched import _progress, _runner
+
+    totals: dict[Family, int] = {}
+    for (family, _, _), count in summary.groups.items():
+        totals[family] = totals.get(family, 0) + count
+    display = _progress.make_display(
+        live=not args.no_progress and sys.stdout.isatty(), limits=limits, totals=totals
+    )
+    options = _runner.RunOptions(
+        manifest=manifest,
+        out_dir=args.out,
+        journal_path=args.journal or args.out / JOURNAL_NAME,
+        results_path=args.out / RESULTS_NAME,
+        limits=limits,
+        settings=settings,
+        emulator=args.emulator,
+        emulator_speed=args.emulator_speed,
+        callback_url=args.callback_url,
+        budget_cents=None if args.budget is None else args.budget * 100.0,
+        prices=prices,
+        total=summary.count,
+    )
+    outcome = asyncio.run(_runner.run_batch(options, display))
+    display.summary(outcome)
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    if outcome.failed or outcome.not_run_total:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _prices(path: str | None) -> Any:
+    from lumasched.pricing import PriceTable
+
+    return PriceTable.from_file(path) if path else PriceTable()
+
+
+def _dry_run(args: argparse.Namespace, planner: Any, settings: Settings, limits: Limits) -> int:
+    from lumasched._progress import format_duration
+
+    plan = planner.plan()
+    _out(f"plan for {args.manifest}: {plan.items} item{'s' if plan.items != 1 else ''}")
+    rows = [
+        (
+            group.family.value,
+            group.kind,
+            group.model or "-",
+            str(group.items),
+            _usd(group.cost_cents) + (f" (+{group.unpriced} unpriced)" if group.unpriced else ""),
+        )
+        for group in plan.groups
+    ]
+    _table(("FAMILY", "TYPE", "MODEL", "ITEMS", "EST. COST"), rows)
+    _out()
+    for family, seconds in sorted(plan.fastest_seconds.items()):
+        fl = limits[family]
+        _out(
+            f"fastest possible ({family.value}): {format_duration(seconds)}  "
+            f"[{fl.concurrency} at once, {fl.requests} creates per {fl.per_seconds:g}s]"
+        )
+    where = f"emulator at speed {args.emulator_speed:g}" if args.emulator else "the real service"
+    _out(
+        f"fastest possible overall: {format_duration(plan.fastest_total)} "
+        f"(expected latencies of {where}; items that build on others wait for them)"
+    )
+    unpriced = f", {plan.unpriced} item(s) not priced" if plan.unpriced else ""
+    _out(f"estimated cost: {_usd(plan.cost_cents)}{unpriced}")
+    if args.budget is not None:
+        verdict = "within" if plan.cost_cents <= args.budget * 100 else "OVER"
+        _out(f"budget: ${args.budget:,.2f} ({verdict} budget)")
+    if settings.api_key is not None and not args.emulator:
+        balance = _credits_or_none(settings)
+        if balance is not None:
+            enough = "enough" if balance >= plan.cost_cents else "NOT enough"
+            _out(f"credit balance: {_usd(balance)} ({enough} for this batch)")
+    _out("dry run: nothing was sent")
+    return EXIT_OK
+
+
+def _credits_or_none(settings: Settings) -> float | None:
+    from lumasched.api import LumaClient
+
+    async def go() -> float:
+        async with LumaClient(settings=settings) as client:
+            return float((await client.credits()).credit_balance)
+
+    try:
+        return asyncio.run(go())
+    except LumaError as exc:
+        _err(f"could not read the credit balance: {exc}")
+        return None
+
+
+def _usd(cents: float) -> str:
+    return f"${cents / 100:,.2f}"
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "status": _cmd_status,
+    "get": _cmd_get,
+    "list": _cmd_list,
+    "delete": _cmd_delete,
+    "download": _cmd_download,
+    "concepts": _cmd_concepts,
+    "camera-motions": _cmd_camera_motions,
+    "credits": _cmd_credits,
+}

@@ -233,6 +233,7 @@ class Manifest:
             format = _FORMATS.get(self.path.suffix.lower(), "")
         self.format = format
         self._stamp: tuple[int, int] | None = None
+        self._referenced: frozenset[str] = frozenset()
 
     # -- pass 1 -------------------------------------------------------------
 
@@ -297,6 +298,7 @@ class Manifest:
             problems.sort(key=lambda p: p.line)
             raise ManifestError(problems)
         self._stamp = (stat.st_size, stat.st_mtime_ns)
+        self._referenced = frozenset(edge.dep for edge in edges)
         dependent = len({edge.item for edge in edges})
         return ManifestSummary(self.path, self.format, count, groups, dependent)
 
@@ -351,9 +353,10 @@ class Manifest:
     def submission_order(self) -> Iterator[ManifestItem]:
         """Items in file order, except that an item naming a *later* item waits
         until that one has been yielded (so dependencies always come first)."""
-        done: set[str] = set()
+        done: set[str] = set()  # only ids that other items name
         waiting: dict[str, list[ManifestItem]] = {}
-        for item in self:
+        items = iter(self)  # checks the file first, which fills self._referenced
+        for item in items:
             ready = [item]
             while ready:
                 current = ready.pop()
@@ -361,7 +364,8 @@ class Manifest:
                 if missing:
                     waiting.setdefault(missing[0], []).append(current)
                     continue
-                done.add(current.id)
+                if current.id in self._referenced:
+                    done.add(current.id)
                 yield current
                 ready.extend(reversed(waiting.pop(current.id, [])))
 

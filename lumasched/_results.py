@@ -1,0 +1,82 @@
+"""``DIR/results.jsonl``: one line per finished manifest item, written as items finish."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import IO, Any
+
+from lumasched.errors import GenerationFailed
+from lumasched.jobs import Job, JobResult, Timings
+
+__all__ = ["ResultsWriter", "result_line"]
+
+
+def _iso(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _timings(timings: Timings) -> dict[str, str | None]:
+    return {
+        "queued": _iso(timings.queued),
+        "created": _iso(timings.created),
+        "completed": _iso(timings.completed),
+        "downloaded": _iso(timings.downloaded),
+    }
+
+
+def failure_reason(error: BaseException | None) -> str:
+    """The reason a job failed, as a user reads it."""
+    if isinstance(error, GenerationFailed):
+        return error.failure_reason or "no reason given"
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason
+    return str(error) if error is not None else "unknown"
+
+
+def result_line(job: Job, result: JobResult | None) -> dict[str, Any]:
+    """The results.jsonl record of a finished job (completed or failed)."""
+    if result is not None:
+        return {
+            "id": job.key,
+            "state": "completed",
+            "generation_id": result.generation.id,
+            "path": result.path,
+            "sha256": result.sha256,
+            "bytes": result.bytes,
+            "failure_reason": None,
+            "timings": _timings(result.timings),
+        }
+    return {
+        "id": job.key,
+        "state": "failed",
+        "generation_id": job.generation_id,
+        "path": None,
+        "sha256": None,
+        "bytes": None,
+        "failure_reason": failure_reason(job.error),
+        "timings": _timings(job.timings),
+    }
+
+
+class ResultsWriter:
+    """Rewrites ``results.jsonl`` for this run (a resumed run re-lists items the
+    journal already finished); each line is flushed as soon as it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = path.open("w", encoding="utf-8")
+
+    def write(self, line: dict[str, Any]) -> None:
+        assert self._file is not None
+        self._file.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

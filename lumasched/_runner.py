@@ -1,0 +1,241 @@
+"""``lumasched run``: a checked manifest driven through the scheduler to files.
+
+No printing here: everything the user sees goes through a ``Display``
+(``_progress``). The manifest is read lazily a second time (it was checked
+already) and fed to ``Scheduler.as_completed`` with bounded buffering, keyed by
+item id so the journal resumes a rerun. Ctrl-C once: no new creates, wait for
+what is in flight; twice: stop at once (the scheduler leaves the journal
+consistent and the next run picks everything up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import attrs
+
+from lumasched._config import Settings
+from lumasched._results import ResultsWriter, failure_reason, result_line
+from lumasched.api import CreateRequest
+from lumasched.events import Counters
+from lumasched.jobs import Job, JobDeferred, JobResult
+from lumasched.limits import Family, Limits, make_limiter
+from lumasched.manifest import Manifest
+from lumasched.pricing import PriceTable, estimate_cost_cents
+
+__all__ = ["Display", "RunOptions", "RunOutcome", "run_batch"]
+
+_EMULATOR_KEY = "lm-emulator"
+
+
+@attrs.frozen
+class RunOptions:
+    manifest: Manifest
+    out_dir: Path
+    journal_path: Path
+    results_path: Path
+    limits: Limits
+    settings: Settings
+    emulator: bool = False
+    emulator_speed: float = 60.0
+    callback_url: str | None = None
+    budget_cents: float | None = None
+    prices: PriceTable | None = None
+    total: int = 0
+
+
+@attrs.define
+class RunOutcome:
+    """What a run did, for the summary and the exit status."""
+
+    total: int
+    completed: int = 0
+    failed: list[tuple[str, str]] = attrs.Factory(list)
+    """(item id, reason) of each failed item."""
+    not_run: Counter[str] = attrs.Factory(Counter)
+    """Items left for a later run, by reason (budget, stopped, shutdown)."""
+    interrupted: bool = False
+    elapsed: float = 0.0
+    spent_cents: float = 0.0
+    counters: Counters | None = None
+    by_family: dict[Family, Counter[str]] = attrs.Factory(dict)
+    """Per family: completed / failed / not run."""
+    latency: dict[Family, list[float]] = attrs.Factory(dict)
+    """Per family: [sum of create-to-completed seconds, count]."""
+
+    @property
+    def not_run_total(self) -> int:
+        return sum(self.not_run.values())
+
+
+class Display(Protocol):
+    """What the runner tells the user about (implemented in ``_progress``)."""
+
+    def start(self, scheduler: Any, out_dir: Path) -> None: ...
+
+    async def refresh_loop(self) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def item_done(self, job: Job, result: JobResult | None, reason: str | None) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def _cost_of(prices: PriceTable | None) -> Any:
+    def cost(request: CreateRequest) -> float:
+        try:
+            return estimate_cost_cents(request.kind, request.to_body(), prices)
+        except ValueError:
+            return 0.0  # not priceable: --dry-run says so
+
+    return cost
+
+
+async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
+    """Run the manifest; returns the outcome (never raises for job failures)."""
+    from lumasched.api import LumaClient
+    from lumasched.journal import Journal
+    from lumasched.scheduler import Scheduler
+
+    started = time.monotonic()
+    outcome = RunOutcome(total=options.total)
+    limits = options.limits
+    settings = options.settings
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(options.journal_path, batch=options.manifest.path.name)
+    stopping = anyio.Event()
+    hard_stop = anyio.CancelScope()
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        outcome.interrupted = True
+        if interrupts == 1:
+            stopping.set()
+        else:
+            display.note("second Ctrl-C: stopping now; the journal keeps every job for a rerun")
+            hard_stop.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        with journal, hard_stop:
+            async with AsyncExitStack() as stack:
+                if options.emulator:
+                    from lumasched.emulator import Emulator, EmulatorConfig
+
+                    emu = await stack.enter_async_context(
+                        Emulator(EmulatorConfig(limits=limits, speed=options.emulator_speed))
+                    )
+                    settings = attrs.evolve(settings, api_key=_EMULATOR_KEY, base_url=emu.base_url)
+                    display.note(f"emulator running at {emu.base_url}")
+                client = await stack.enter_async_context(LumaClient(settings=settings))
+                limiter = make_limiter(
+                    limits, redis_url=settings.redis_url, api_key=settings.api_key
+                )
+                await stack.enter_async_context(limiter)
+                scheduler = Scheduler(
+                    client,
+                    limiter=limiter,
+                    journal=journal,
+                    out_dir=options.out_dir,
+                    callback_url=options.callback_url,
+                    budget_cents=options.budget_cents,
+                    cost_of=_cost_of(options.prices) if options.budget_cents is not None else None,
+                )
+                results = ResultsWriter(options.results_path)
+                stack.callback(results.close)
+                await stack.enter_async_context(scheduler)
+                display.start(scheduler, options.out_dir)
+                try:
+                    await _drive(options, scheduler, results, display, outcome, stopping)
+                finally:
+                    outcome.counters = scheduler.counters()
+                    outcome.spent_cents = scheduler.spent_cents
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        display.stop()
+        outcome.elapsed = time.monotonic() - started
+    return outcome
+
+
+async def _drive(
+    options: RunOptions,
+    scheduler: Any,
+    results: ResultsWriter,
+    display: Display,
+    outcome: RunOutcome,
+    stopping: anyio.Event,
+) -> None:
+    from lumasched.scheduler import Scheduler
+
+    limits = options.limits
+    window = max(256, 4 * (limits.video.concurrency + limits.image.concurrency))
+
+    def items() -> Iterator[tuple[str, CreateRequest]]:
+        for item in options.manifest.submission_order():
+            if stopping.is_set():
+                return
+            yield item.id, item.resolve(Scheduler.ref)
+
+    async def watch_stop() -> None:
+        await stopping.wait()
+        in_flight = sum(
+            c.creating + c.submitted + c.downloading for c in scheduler.counters().families.values()
+        )
+        display.note(
+            f"Ctrl-C: creating no more; waiting for {in_flight} in flight "
+            "(Ctrl-C again to stop at once; a rerun resumes either way)"
+        )
+        await scheduler.stop_creating()
+
+    budget_noted = False
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_stop)
+        tg.start_soon(display.refresh_loop)
+        async for job in scheduler.as_completed(items(), max_pending=window):
+            family_counts = outcome.by_family.setdefault(job.family, Counter())
+            error = job.error
+            if error is None:
+                result = await job.result()
+                outcome.completed += 1
+                family_counts["completed"] += 1
+                _note_latency(outcome, job)
+                results.write(result_line(job, result))
+                display.item_done(job, result, None)
+            elif isinstance(error, JobDeferred):
+                outcome.not_run[error.reason] += 1
+                family_counts["not run"] += 1
+                if error.reason == "budget" and not budget_noted:
+                    budget_noted = True
+                    display.note(
+                        f"budget reached (${scheduler.spent_cents / 100:,.2f} of "
+                        f"${(options.budget_cents or 0) / 100:,.2f} estimated): creating no "
+                        "more; the rest stays queued in the journal for a later run"
+                    )
+            else:
+                reason = failure_reason(error)
+                outcome.failed.append((job.key, reason))
+                family_counts["failed"] += 1
+                results.write(result_line(job, None))
+                display.item_done(job, None, reason)
+        tg.cancel_scope.cancel()
+
+
+def _note_latency(outcome: RunOutcome, job: Job) -> None:
+    created, completed = job.timings.created, job.timings.completed
+    if created is None or completed is None or completed < created:
+        return
+    entry = outcome.latency.setdefault(job.family, [0.0, 0.0])
+    entry[0] += completed - created
+    entry[1] += 1
