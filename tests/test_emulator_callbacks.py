@@ -1,0 +1,145 @@
+"""Callbacks: the generation JSON POSTed on dreaming / completed / failed, with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+
+import attrs
+import lumaai
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from lumasched.emulator import Emulator
+from lumasched.testing import fast_emulator_config
+
+
+@attrs.define
+class Receiver:
+    """A callback endpoint answering the statuses in ``script`` (then 200)."""
+
+    script: list[int] = attrs.field(factory=list)
+    received: list[tuple[float, dict]] = attrs.field(factory=list)
+    server: TestServer | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append((time.monotonic(), await request.json()))
+        status = self.script.pop(0) if self.script else 200
+        return web.Response(status=status)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/hook"))
+
+    def states(self) -> list[str]:
+        return [payload["state"] for _, payload in self.received]
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            assert time.monotonic() < deadline, f"got {self.states()}"
+            await asyncio.sleep(0.01)
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    async with TestServer(app, host="127.0.0.1") as server:
+        rec.server = server
+        yield rec
+
+
+async def test_callbacks_on_dreaming_and_completed(receiver):
+    """A completed job POSTs dreaming then completed, the last with the asset URLs."""
+    async with (
+        Emulator(fast_emulator_config(fixed_latency=0.1)) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url) as client,
+    ):
+        generation = await client.generations.create(
+            model="ray-2", prompt="a cat", callback_url=receiver.url
+        )
+        await receiver.wait_for(2)
+        assert receiver.states() == ["dreaming", "completed"]
+        final = receiver.received[-1][1]
+        assert final["id"] == generation.id
+        assert final["assets"]["video"].startswith(emu.origin)
+        assert final["request"]["callback_url"] == receiver.url
+        assert emu.inspect.callbacks_delivered == 2
+        assert emu.inspect.callbacks_failed == 0
+
+
+async def test_failed_job_posts_failed_with_reason(receiver):
+    """A moderated prompt POSTs only failed (it never dreams), with its failure_reason."""
+    async with (
+        Emulator(fast_emulator_config()) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url) as client,
+    ):
+        await client.generations.image.create(
+            model="photon-1", prompt="gore everywhere", callback_url=receiver.url
+        )
+        await receiver.wait_for(1)
+        await asyncio.sleep(0.05)
+        assert receiver.states() == ["failed"]
+        assert receiver.received[0][1]["failure_reason"] == "Contains blacklisted words"
+
+
+async def test_non_200_is_retried_three_times_100ms_apart(receiver):
+    """A non-200 answer is retried up to 3 times, 100 ms apart; then it gives up."""
+    receiver.script = [500, 503, 404, 500]
+    async with (
+        Emulator(fast_emulator_config()) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url) as client,
+    ):
+        await client.generations.image.create(
+            model="photon-1", prompt="gore again", callback_url=receiver.url
+        )
+        await receiver.wait_for(4)
+        await asyncio.sleep(0.15)
+        times = [t for t, _ in receiver.received]
+        assert len(times) == 4
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(0.09 <= gap < 0.3 for gap in gaps), gaps
+        inspect = emu.inspect
+        assert (inspect.callbacks_sent, inspect.callbacks_retried) == (4, 3)
+        assert (inspect.callbacks_delivered, inspect.callbacks_failed) == (0, 1)
+
+
+async def test_retry_then_success(receiver):
+    """A callback answered 500 once is delivered on the retry."""
+    receiver.script = [500]
+    async with (
+        Emulator(fast_emulator_config()) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url) as client,
+    ):
+        await client.generations.image.create(
+            model="photon-1", prompt="nsfw", callback_url=receiver.url
+        )
+        await receiver.wait_for(2)
+        assert receiver.states() == ["failed", "failed"]
+        assert (emu.inspect.callbacks_delivered, emu.inspect.callbacks_retried) == (1, 1)
+
+
+async def test_unreachable_callback_gives_up_and_close_is_clean():
+    """A refused connection counts as a failed attempt; closing with callbacks pending is clean."""
+    config = fast_emulator_config(fixed_latency=0.05, callback_retry_delay=0.01)
+    async with (
+        Emulator(config) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url) as client,
+    ):
+        await client.generations.create(
+            model="ray-2", prompt="a cat", callback_url="http://127.0.0.1:9/nowhere"
+        )
+        await client.generations.create(
+            model="ray-2", prompt="a dog", callback_url="http://127.0.0.1:9/later"
+        )
+        deadline = time.monotonic() + 3
+        while emu.inspect.callbacks_failed < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert emu.inspect.callbacks_failed >= 2
+    assert emu.callbacks.pending == 0
