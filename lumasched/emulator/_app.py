@@ -293,14 +293,12 @@ class _Routes:
         rate = emu.faults.faults.download_bytes_per_second
         chunk = max(1024, int(rate / 20)) if rate else 64 * 1024
         await response.prepare(request)
-        sent = start
         try:
             for piece in chunks(start, cut_at if cut_at is not None else end, chunk):
-                await response.write(piece)
-                sent += len(piece)
-                emu.inspect.download_bytes += len(piece)
                 if rate:
                     await asyncio.sleep(len(piece) / rate)
+                await response.write(piece)
+                emu.inspect.download_bytes += len(piece)
         except ConnectionError:
             return response
         if cut_at is not None:
