@@ -1,0 +1,91 @@
+"""The price table: documented per-pixel video prices, image table, overrides from files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lumasched.errors import ConfigurationError
+from lumasched.pricing import PriceTable, estimate_cost_cents, video_dimensions
+
+
+def test_documented_video_examples():
+    """ray-2 720p 5 s 16:9 is $1.75 and ray-flash-2 is $0.60, as in the docs."""
+    body = {"resolution": "720p", "duration": "5s", "aspect_ratio": "16:9"}
+    assert round(estimate_cost_cents("video", {"model": "ray-2", **body})) == 175
+    assert round(estimate_cost_cents("video", {"model": "ray-flash-2", **body})) == 60
+
+
+def test_defaults_and_scaling():
+    """Missing fields take the API defaults; 9 s and 4k cost proportionally more."""
+    base = estimate_cost_cents("video", {"model": "ray-2"})
+    assert base == pytest.approx(estimate_cost_cents("video", {"model": "ray-2", "duration": "5s"}))
+    assert estimate_cost_cents("video", {"model": "ray-2", "duration": "9s"}) == pytest.approx(
+        base * 9 / 5
+    )
+    assert estimate_cost_cents("video", {"model": "ray-2", "resolution": "4k"}) == pytest.approx(
+        base * 9
+    )
+
+
+def test_dimensions_short_side_is_the_resolution():
+    """Frames keep the resolution on the short side for every aspect ratio."""
+    assert video_dimensions("1080p", "16:9") == (1920, 1080)
+    assert video_dimensions("720p", "9:16") == (720, 1280)
+    assert video_dimensions("540p", "1:1") == (540, 540)
+    assert video_dimensions("720p", "21:9") == (1680, 720)
+
+
+def test_other_kinds_are_priced():
+    """Images, reframes, modify, upscale and audio all have a documented price."""
+    assert estimate_cost_cents("image", {"model": "photon-1"}) == pytest.approx(1.5)
+    assert estimate_cost_cents("image", {"model": "photon-flash-1"}) == pytest.approx(0.4)
+    assert estimate_cost_cents("reframe_image", {"model": "photon-flash-1"}) == pytest.approx(0.4)
+    assert estimate_cost_cents("modify_video", {"model": "ray-2"}) == pytest.approx(
+        estimate_cost_cents("video", {"model": "ray-2"})
+    )
+    assert estimate_cost_cents("reframe_video", {"model": "ray-flash-2", "aspect_ratio": "1:1"}) > 0
+    assert estimate_cost_cents("upscale", {"resolution": "4k"}) > estimate_cost_cents(
+        "upscale", {"resolution": "1080p"}
+    )
+    assert estimate_cost_cents("audio", {}) == pytest.approx(2.0)
+
+
+def test_unpriceable_requests_raise():
+    """Unknown kinds, models, resolutions or durations raise ValueError."""
+    for kind, body in [
+        ("cartoon", {}),
+        ("video", {"model": "ray-9"}),
+        ("video", {"model": "ray-2", "resolution": "8k"}),
+        ("video", {"model": "ray-2", "duration": "long"}),
+        ("image", {"model": "photon-9"}),
+    ]:
+        with pytest.raises(ValueError):
+            estimate_cost_cents(kind, body)
+
+
+def test_override_from_toml_and_json(tmp_path):
+    """A price file overrides some prices and keeps the other defaults."""
+    toml = tmp_path / "prices.toml"
+    toml.write_text('audio_usd = 0.5\n[image_usd_per_image]\n"photon-1" = 0.1\n')
+    table = PriceTable.from_file(toml)
+    assert estimate_cost_cents("audio", {}, table) == pytest.approx(50)
+    assert estimate_cost_cents("image", {"model": "photon-1"}, table) == pytest.approx(10)
+    assert estimate_cost_cents("image", {"model": "photon-flash-1"}, table) == pytest.approx(0.4)
+    as_json = tmp_path / "prices.json"
+    as_json.write_text(json.dumps({"video_usd_per_megapixel": {"ray-2": 0.0}}))
+    assert estimate_cost_cents("video", {"model": "ray-2"}, PriceTable.from_file(as_json)) == 0
+
+
+def test_bad_price_files(tmp_path):
+    """Unknown fields, bad values and unreadable files are configuration errors."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("discount = 1\n")
+    with pytest.raises(ConfigurationError, match="discount"):
+        PriceTable.from_file(bad)
+    bad.write_text('[image_usd_per_image]\n"photon-1" = "cheap"\n')
+    with pytest.raises(ConfigurationError):
+        PriceTable.from_file(bad)
+    with pytest.raises(ConfigurationError):
+        PriceTable.from_file(tmp_path / "missing.toml")
