@@ -3,6 +3,8 @@
 Knows nothing of jobs or files. Everything public is re-exported here.
 """
 
+from lumasched.api._assets import AssetStream
+from lumasched.api._client import ClientStats, LumaClient, Timeout
 from lumasched.api._converter import dumps_body, request_from_dict, request_to_dict
 from lumasched.api._models import (
     Assets,
@@ -29,14 +31,18 @@ from lumasched.api._models import (
     UpscaleRequest,
     VideoRequest,
     generation_refs,
+    quote_id,
     replace_generation_refs,
 )
+from lumasched.api._retry import RetryPolicy
 
 __all__ = [
+    "AssetStream",
     "Assets",
     "AudioRequest",
     "CharacterIdentity",
     "CharacterRef",
+    "ClientStats",
     "Concept",
     "CreateRequest",
     "Credits",
@@ -49,15 +55,19 @@ __all__ = [
     "ImageRequest",
     "Keyframe",
     "Keyframes",
+    "LumaClient",
     "Media",
     "ModifyVideoRequest",
     "Ping",
     "ReframeImageRequest",
     "ReframeVideoRequest",
+    "RetryPolicy",
+    "Timeout",
     "UpscaleRequest",
     "VideoRequest",
     "dumps_body",
     "generation_refs",
+    "quote_id",
     "replace_generation_refs",
     "request_from_dict",
     "request_to_dict",

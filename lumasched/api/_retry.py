@@ -1,0 +1,120 @@
+"""How the client waits and when it gives up: one small value object over tenacity.
+
+``RetryPolicy`` says how many attempts, how much total time, and how long to
+wait between attempts (jittered exponential backoff; a sane server
+``Retry-After`` wins). *Whether* an error is worth retrying is not the policy's
+business: that depends on the operation (a create that may have reached the
+server is never retried) and lives in the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import attrs
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
+__all__ = ["RetryPolicy"]
+
+T = TypeVar("T")
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Attempts, a total time budget, and the backoff between attempts.
+
+    The wait before retry *n* (1-based) is ``min(initial * 2**(n-1), max)``, shrunk
+    by up to ``jitter`` (a fraction) at random, like the official SDK. A server
+    ``Retry-After`` in ``(0, max_retry_after]`` seconds is used instead. No retry
+    starts if its wait would overrun ``total_timeout`` seconds since the first
+    attempt. ``zero_waits=True`` (see ``RetryPolicy.for_tests()``) keeps every
+    decision but sleeps for 0 s.
+
+    >>> RetryPolicy().backoff(3, jitter_draw=0.0)
+    2.0
+    >>> RetryPolicy.for_tests().wait(1, retry_after=5.0)
+    0.0
+    """
+
+    attempts: int = attrs.field(default=3, validator=_positive_int)
+    total_timeout: float = attrs.field(default=60.0, validator=_non_negative)
+    initial: float = attrs.field(default=0.5, validator=_non_negative)
+    max: float = attrs.field(default=8.0, validator=_non_negative)
+    jitter: float = attrs.field(default=0.25, validator=_non_negative)
+    max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
+    zero_waits: bool = False
+
+    @classmethod
+    def for_tests(cls, attempts: int = 3) -> RetryPolicy:
+        """The same decisions with no sleeping, for fast tests."""
+        return cls(attempts=attempts, zero_waits=True)
+
+    @classmethod
+    def never(cls) -> RetryPolicy:
+        """One attempt only."""
+        return cls(attempts=1)
+
+    def backoff(self, retry_number: int, *, jitter_draw: float | None = None) -> float:
+        """Seconds before retry ``retry_number`` (1 = the first retry), without Retry-After."""
+        base = min(self.initial * 2 ** (retry_number - 1), self.max)
+        draw = random.random() if jitter_draw is None else jitter_draw
+        return float(base * (1 - min(self.jitter, 1.0) * draw))
+
+    def wait(self, retry_number: int, retry_after: float | None) -> float:
+        """Seconds to sleep before retry ``retry_number``; a sane ``retry_after`` wins."""
+        if self.zero_waits:
+            return 0.0
+        if retry_after is not None and 0 < retry_after <= self.max_retry_after:
+            return retry_after
+        return self.backoff(retry_number)
+
+    async def call(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        should_retry: Callable[[BaseException], bool],
+        retry_after: Callable[[BaseException], float | None] = lambda exc: None,
+        on_retry: Callable[[BaseException, float], None] | None = None,
+    ) -> T:
+        """Run ``attempt`` until it succeeds, ``should_retry`` says no, or the budget ends.
+
+        The last error is re-raised unchanged.
+        """
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            return self.wait(state.attempt_number, None if exc is None else retry_after(exc))
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if on_retry is not None and exc is not None:
+                on_retry(exc, state.upcoming_sleep)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.attempts) | stop_before_delay(self.total_timeout),
+            wait=wait,
+            retry=retry_if_exception(should_retry),
+            before_sleep=before_sleep,
+            reraise=True,
+            sleep=asyncio.sleep,
+        )
+        return await retrying(attempt)
