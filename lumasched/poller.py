@@ -623,7 +623,9 @@ class Poller:
             if last_round != self._round:
                 streak += 1
                 self._streaks[w.key] = (streak, self._round)
-            point = hi * (1 - min(0.03 * 2.0 ** (streak - 1), 0.25))
+            # The shade is capped at 25% from streak 5 on; cap the exponent so a long
+            # streak (thousands of instant jobs) cannot overflow the float.
+            point = hi * (1 - min(0.03 * 2.0 ** min(streak - 1, 8), 0.25))
         self.estimator.observe(w.key, point)
 
     def _forget(self, w: _Watch, *, gone: bool = False) -> None:
