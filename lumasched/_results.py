@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import IO, Any
 
-from lumasched.errors import GenerationFailed
+from lumasched.errors import DependencyFailed, GenerationFailed
 from lumasched.jobs import Job, JobResult, Timings
 
 __all__ = ["ResultsWriter", "result_line"]
@@ -32,6 +32,8 @@ def failure_reason(error: BaseException | None) -> str:
     """The reason a job failed, as a user reads it."""
     if isinstance(error, GenerationFailed):
         return error.failure_reason or "no reason given"
+    if isinstance(error, DependencyFailed):
+        return f"depends on {error.dependency_key!r}, which {error.reason}"
     reason = getattr(error, "reason", None)
     if isinstance(reason, str) and reason:
         return reason

@@ -1,0 +1,336 @@
+"""The ``lumasched`` command, run in-process against the emulator (on its own thread)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from lumasched import cli
+from lumasched._config import API_KEY_HELP
+from lumasched.journal import Journal
+from tests import _cli_fixtures as fx
+from tests._cli_fixtures import (
+    API_KEY,
+    MIXED_ITEMS,
+    ThreadedEmulator,
+    read_results,
+    write_jsonl,
+)
+
+# Fixtures used by name below.
+emulator = fx.emulator
+cli_env = fx.cli_env
+limits_file = fx.limits_file
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(*args: str | Path) -> int:
+    return cli.main([str(a) for a in args])
+
+
+def test_mixed_manifest_runs_to_files(
+    cli_env: ThreadedEmulator, limits_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Images, videos and a chain (extend, upscale) end as verified files and results lines."""
+    manifest = write_jsonl(tmp_path / "mixed.jsonl", MIXED_ITEMS)
+    out = tmp_path / "out"
+    assert run("run", manifest, "--out", out, "--limits", limits_file) == 0
+    results = read_results(out)
+    assert set(results) == {item["id"] for item in MIXED_ITEMS}
+    for item_id, record in results.items():
+        assert record["state"] == "completed"
+        path = Path(record["path"])
+        assert path.parent == out and path.stem == item_id
+        data = path.read_bytes()
+        assert len(data) == record["bytes"]
+        assert hashlib.sha256(data).hexdigest() == record["sha256"]
+        assert record["timings"]["created"] and record["timings"]["downloaded"]
+    assert Path(results["owl"]["path"]).suffix == ".png"
+    assert Path(results["bear-hd"]["path"]).suffix == ".mp4"
+    inspect = cli_env.inspect
+    assert inspect.creates_total == len(MIXED_ITEMS)
+    assert inspect.rate_limited_total == 0
+    output = capsys.readouterr().out
+    assert "lumasched run summary" in output
+    assert API_KEY not in output
+
+
+def test_rerun_resumes_without_creating_again(
+    cli_env: ThreadedEmulator, limits_file: Path, tmp_path: Path
+) -> None:
+    """Running the same command twice creates nothing the second time."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", MIXED_ITEMS[:3])
+    out = tmp_path / "out"
+    assert run("run", manifest, "--out", out, "--limits", limits_file, "--no-progress") == 0
+    assert cli_env.inspect.creates_total == 3
+    (out / "results.jsonl").unlink()
+    assert run("run", manifest, "--out", out, "--limits", limits_file, "--no-progress") == 0
+    assert cli_env.inspect.creates_total == 3
+    assert {r["state"] for r in read_results(out).values()} == {"completed"}
+
+
+def test_failed_generation_exits_1_and_is_listed(
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A moderated prompt fails its item (and its dependants); the run exits 1 naming them."""
+    items = [
+        {"id": "ok", "model": "photon-flash-1", "prompt": "a quiet pond"},
+        {"id": "bad", "model": "ray-flash-2", "prompt": "something blacklisted here"},
+        {"type": "upscale", "id": "bad-hd", "source": "bad"},
+    ]
+    manifest = write_jsonl(tmp_path / "m.jsonl", items)
+    out = tmp_path / "out"
+    assert run("run", manifest, "--out", out, "--limits", limits_file, "--no-progress") == 1
+    results = read_results(out)
+    assert results["ok"]["state"] == "completed"
+    assert results["bad"]["state"] == "failed"
+    assert results["bad"]["failure_reason"] == "Contains blacklisted words"
+    assert results["bad-hd"]["state"] == "failed"
+    assert "bad" in results["bad-hd"]["failure_reason"]
+    output = capsys.readouterr().out
+    assert "bad: Contains blacklisted words" in output
+    assert cli_env.inspect.creates_total == 2
+
+
+BROKEN_MANIFESTS = {
+    "typo.jsonl": ('{"id": "a", "model": "ray-2", "promt": "a typo"}\n', ":1: promt: "),
+    "json.jsonl": ('{"model": "ray-2", "prompt": "fine prompt"}\n{"model": \n', ":2: invalid JSON"),
+    "dup.jsonl": (
+        '{"id": "a", "model": "photon-1", "prompt": "one"}\n'
+        '{"id": "a", "model": "photon-1", "prompt": "two"}\n',
+        ":2: id: duplicate id 'a'",
+    ),
+    "unsafe.jsonl": ('{"id": "../x", "model": "photon-1", "prompt": "abc"}\n', ":1: id: "),
+    "enum.jsonl": (
+        '{"model": "ray-2", "prompt": "abc", "resolution": "8k"}\n',
+        ":1: resolution: ",
+    ),
+    "weight.jsonl": (
+        '{"model": "photon-1", "prompt": "abc", '
+        '"image_ref": [{"url": "https://x.test/a.jpg", "weight": 2}]}\n',
+        ":1: image_ref[0].weight: ",
+    ),
+    "refs.jsonl": (
+        '{"model": "photon-1", "prompt": "abc", "image_ref": ['
+        + ",".join('{"url": "https://x.test/a.jpg"}' for _ in range(5))
+        + "]}\n",
+        ":1: image_ref: at most 4",
+    ),
+    "loop.jsonl": (
+        '{"id": "v", "model": "ray-2", "prompt": "abc"}\n'
+        '{"model": "ray-2", "prompt": "abc", "loop": true, '
+        '"keyframes": {"frame1": {"type": "generation", "ref": "v"}}}\n',
+        ":2: loop: ",
+    ),
+    "missing.jsonl": ('{"type": "upscale", "source": "nope"}\n', ":1: source: no item"),
+    "cycle.jsonl": (
+        '{"id": "a", "type": "audio", "source": "b"}\n'
+        '{"id": "b", "type": "upscale", "source": "a"}\n',
+        ": source: cycle: ",
+    ),
+    "bad.csv": ("model,prompt,loop\nray-2,a field,perhaps\n", ":2: loop: "),
+    "bad.yaml": ("- model: ray-2\n  prompt: a field\n  duration: 5 seconds\n", ":3: duration: "),
+    "broken.yaml": ("- model: ray-2\n  prompt: [oops\n", ": invalid YAML"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_MANIFESTS))
+def test_manifest_errors_exit_2_and_send_nothing(
+    name: str,
+    cli_env: ThreadedEmulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every kind of manifest problem: FILE:LINE on stderr, exit 2, not one request."""
+    text, expected = BROKEN_MANIFESTS[name]
+    manifest = tmp_path / name
+    manifest.write_text(text)
+    assert run("run", manifest, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(str(manifest))]
+    assert lines, err
+    if expected.startswith(": "):
+        assert any(expected in line for line in lines), err
+    else:
+        assert any(line.startswith(f"{manifest}{expected}") for line in lines), err
+    assert "nothing was sent" in err
+    assert sum(cli_env.inspect.requests_by_route.values()) == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_all_problems_reported_together(
+    cli_env: ThreadedEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest with several broken lines lists each one in one run."""
+    manifest = tmp_path / "many.jsonl"
+    manifest.write_text("".join(text for text, _ in BROKEN_MANIFESTS.values() if "{" in text))
+    assert run("run", manifest, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if line.startswith(str(manifest))]) >= 8
+
+
+def test_dry_run_prints_the_plan_and_sends_nothing(
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--dry-run: counts per family and model, fastest time, cost vs credits; no create."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", MIXED_ITEMS)
+    assert (
+        run("run", manifest, "--out", tmp_path / "out", "--limits", limits_file, "--dry-run") == 0
+    )
+    out = capsys.readouterr().out
+    assert "plan for" in out and "6 items" in out
+    assert "photon-flash-1" in out and "ray-2" in out
+    assert "fastest possible" in out
+    assert "estimated cost: $" in out
+    assert "credit balance: $" in out
+    assert "nothing was sent" in out
+    assert cli_env.inspect.creates_total == 0
+    assert cli_env.inspect.gets == 0 and cli_env.inspect.lists == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_budget_stops_creating_and_rerun_continues(
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--budget leaves the rest queued in the journal; a rerun with more budget finishes it."""
+    items = [
+        {"id": f"v{n}", "model": "ray-flash-2", "prompt": f"shot number {n}", "resolution": "540p"}
+        for n in range(6)
+    ]
+    manifest = write_jsonl(tmp_path / "m.jsonl", items)
+    out = tmp_path / "out"
+    # ray-flash-2 540p 5s 16:9 costs about $0.34: $1 buys two.
+    args = ("run", manifest, "--out", out, "--limits", limits_file, "--no-progress")
+    assert run(*args, "--budget", "1") == 1
+    created = cli_env.inspect.creates_total
+    assert 1 <= created < len(items)
+    output = capsys.readouterr().out
+    assert "budget reached" in output
+    with Journal(out / "journal.sqlite") as journal:
+        assert journal.counts().get("pending", 0) == len(items) - created
+    assert run(*args, "--budget", "100") == 0
+    assert cli_env.inspect.creates_total == len(items)
+    assert cli_env.inspect.duplicate_creates == 0
+
+
+def test_no_key_and_no_emulator_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without LUMAAI_API_KEY and without --emulator, the error says how to get going."""
+    monkeypatch.delenv("LUMAAI_API_KEY", raising=False)
+    manifest = write_jsonl(tmp_path / "m.jsonl", MIXED_ITEMS[:1])
+    assert run("run", manifest, "--out", tmp_path / "out") == 2
+    assert API_KEY_HELP in capsys.readouterr().err
+    assert run("credits") == 2
+
+
+def test_emulator_flag_runs_the_quick_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--emulator runs an example manifest in-process without any key."""
+    monkeypatch.delenv("LUMAAI_API_KEY", raising=False)
+    out = tmp_path / "out"
+    code = run(
+        "run", EXAMPLES / "chained.yaml", "--out", out, "--emulator", "--emulator-speed", "3000"
+    )
+    assert code == 0, capsys.readouterr()
+    assert {r["state"] for r in read_results(out).values()} == {"completed"}
+    assert (out / "bear-1080p.mp4").stat().st_size > 0
+
+
+def test_usage_errors_exit_2(
+    cli_env: ThreadedEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad options and limits files are usage errors: exit 2, nothing sent."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", MIXED_ITEMS[:1])
+    bad_limits = tmp_path / "limits.toml"
+    bad_limits.write_text("[video]\nconcurency = 3\n")
+    assert run("run", manifest, "--out", tmp_path / "o", "--limits", bad_limits) == 2
+    assert "concurency" in capsys.readouterr().err
+    assert run("run", manifest) == 2
+    assert run("run", manifest, "--out", tmp_path / "o", "--budget", "-1") == 2
+    assert run("frobnicate") == 2
+    assert sum(cli_env.inspect.requests_by_route.values()) == 0
+
+
+def test_status_reports_the_journal(
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """status DIR: counts per state and the failures with their reasons."""
+    items = [
+        {"id": "ok", "model": "photon-flash-1", "prompt": "a quiet pond"},
+        {"id": "bad", "model": "photon-flash-1", "prompt": "blacklisted pond"},
+    ]
+    out = tmp_path / "out"
+    run("run", write_jsonl(tmp_path / "m.jsonl", items), "--out", out, "--limits", limits_file)
+    capsys.readouterr()
+    assert run("status", out) == 1
+    text = capsys.readouterr().out
+    assert "2 items" in text and "completed" in text
+    assert "bad: " in text and "blacklisted" in text
+    assert run("status", tmp_path / "nowhere") == 2
+
+
+def test_api_commands(
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """get, list, download, delete, concepts, camera-motions and credits talk to the API."""
+    out = tmp_path / "out"
+    manifest = write_jsonl(tmp_path / "m.jsonl", MIXED_ITEMS[:1])
+    assert run("run", manifest, "--out", out, "--limits", limits_file, "--no-progress") == 0
+    generation_id = read_results(out)["cat"]["generation_id"]
+    capsys.readouterr()
+
+    assert run("get", generation_id) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "completed"
+    assert run("list", "--limit", "5") == 0
+    assert generation_id in capsys.readouterr().out
+    target = tmp_path / "dl"
+    target.mkdir()
+    assert run("download", generation_id, "--out", target) == 0
+    assert (target / f"{generation_id}.jpg").stat().st_size > 0
+    capsys.readouterr()
+    assert run("concepts") == 0
+    assert capsys.readouterr().out.strip()
+    assert run("camera-motions") == 0
+    assert capsys.readouterr().out.strip()
+    assert run("credits") == 0
+    assert "credit balance" in capsys.readouterr().out
+    assert run("delete", generation_id) == 0
+    assert run("get", generation_id) == 1
+    assert "404" in capsys.readouterr().err or "not found" in capsys.readouterr().err.lower()
+
+
+def test_help_is_useful_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help works on each command and names its options."""
+    for command, needle in (
+        ("run", "--dry-run"),
+        ("status", "DIR"),
+        ("get", "ID"),
+        ("list", "--limit"),
+        ("download", "--out"),
+    ):
+        assert run(command, "--help") == 0
+        assert needle in capsys.readouterr().out
+    assert run("--help") == 0
+    text = capsys.readouterr().out
+    assert "emulator" in text and "limits" in text
