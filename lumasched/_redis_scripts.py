@@ -92,7 +92,8 @@ end
 """
 
 # ARGV[7..12]: ticket, lease_id, owner, concurrency, requests, window_ms
-# -> {1, now, 'ok'|'dup', factor, event} or {0, hint_ms (-1: none), reason, factor, event}
+# -> {1, now, 'ok'|'dup', factor, event}
+#    or {0, hint_ms (-1: none), reason, factor, event, rank in the queue}
 ACQUIRE = (
     PRELUDE
     + """
@@ -114,10 +115,11 @@ if not redis.call('ZSCORE', K_QUEUE, ticket) then
   redis.call('ZADD', K_QUEUE, redis.call('INCR', K_SEQ), ticket)
 end
 redis.call('ZADD', K_WAITERS, now + waiter_ttl, ticket)
+local rank = redis.call('ZRANK', K_QUEUE, ticket)
 local hold_until = tonumber(m[1]) or 0
-if now < hold_until then return {0, hold_until - now, 'hold', factor_s, event} end
+if now < hold_until then return {0, hold_until - now, 'hold', factor_s, event, rank} end
 local blocked = tonumber(m[2]) or 0
-if now < blocked then return {0, blocked - now, 'blocked', factor_s, event} end
+if now < blocked then return {0, blocked - now, 'blocked', factor_s, event, rank} end
 local factor = tonumber(factor_s)
 local eff_n = math.max(1, math.floor(n_limit * factor + 1e-9))
 local eff_r = math.max(1, math.floor(r_limit * factor + 1e-9))
@@ -126,10 +128,9 @@ if free <= 0 then
   local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
   local hint = -1
   if first[2] then hint = tonumber(first[2]) - now end
-  return {0, hint, 'full', factor_s, event}
+  return {0, hint, 'full', factor_s, event, rank}
 end
-local rank = redis.call('ZRANK', K_QUEUE, ticket)
-if rank >= free then return {0, -1, 'queued', factor_s, event} end
+if rank >= free then return {0, -1, 'queued', factor_s, event, rank} end
 redis.call('ZREMRANGEBYSCORE', K_RLOG, '-inf', now - window)
 local used = redis.call('ZCARD', K_RLOG)
 if rank >= eff_r - used then
@@ -140,7 +141,7 @@ if rank >= eff_r - used then
     local e = redis.call('ZRANGE', K_RLOG, idx, idx, 'WITHSCORES')
     hint = tonumber(e[2]) + window - now
   end
-  return {0, hint, 'rate', factor_s, event}
+  return {0, hint, 'rate', factor_s, event, rank}
 end
 redis.call('ZADD', K_RLOG, now, lease_id .. '#' .. redis.call('INCR', K_SEQ))
 redis.call('PEXPIRE', K_RLOG, 2 * window)

@@ -230,6 +230,8 @@ async def list_accounts(client: aioredis.Redis, namespace: str) -> list[str]:
 @attrs.define(eq=False)
 class _Waiter:
     wake: anyio.Event = attrs.field(factory=anyio.Event)
+    rank: int = 1 << 30
+    """Place in the shared queue at the last attempt: nudges wake the lowest first."""
 
 
 @attrs.frozen
@@ -411,6 +413,7 @@ class RedisLimiter:
         try:
             while True:
                 delay: float
+                waiter.wake = anyio.Event()  # before the call: a nudge during it counts
                 try:
                     result = await self._call(
                         "ACQUIRE",
@@ -435,13 +438,13 @@ class RedisLimiter:
                     if granted:
                         self._held[family, lease_id] = None
                         return
+                    waiter.rank = int(result[5])
                     if reason == "hold":
                         logger.info("%s: new grants held %.1fs", family.value, hint / 1000)
                     if hint >= 0 and reason != "full":
                         delay = min(self.poll_max, hint / 1000 + random.uniform(0.001, 0.01))
                     else:
                         delay = self.poll_max * random.uniform(0.5, 1.0)
-                waiter.wake = anyio.Event()
                 with anyio.move_on_after(delay):
                     await waiter.wake.wait()
         except BaseException:
@@ -633,7 +636,7 @@ class RedisLimiter:
             await anyio.sleep(0.2)
 
     def _wake(self, family: Family, count: int) -> None:
-        for waiter in self._waiters[family][: max(1, count)]:
+        for waiter in sorted(self._waiters[family], key=lambda w: w.rank)[: max(1, count)]:
             waiter.wake.set()
 
     def _wake_all(self) -> None:

@@ -8,9 +8,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+
+if TYPE_CHECKING:
+    from lumasched.redis_limiter import RedisLimiter
 
 __all__ = ["RedisServer", "free_port", "redis_process", "redis_server"]
 
@@ -98,3 +102,144 @@ def redis_process(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+# --- worker processes -----------------------------------------------------------
+# Run as ``python -c "from tests._redis_fixtures import main; main()" JSON``: the
+# tests start several of these to share one API key's limits through Redis.
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def spawn_worker(role: str, **params: object) -> subprocess.Popen[str]:
+    """Start a worker process; it prints one JSON line when done (or READY)."""
+    import json
+    import os
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from tests._redis_fixtures import main; main()",
+            json.dumps({"role": role, **params}),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def main() -> None:
+    import asyncio
+    import json
+    import sys
+
+    params = json.loads(sys.argv[1])
+    role = params.pop("role")
+    runner = {"holder": _holder, "emulator": _emulator_worker}[role]
+    result = asyncio.run(runner(**params))
+    print(json.dumps(result), flush=True)
+
+
+def _limiter(url: str, namespace: str, limits: dict[str, list[float]], **kw: Any) -> RedisLimiter:
+    from lumasched.limits import FamilyLimits, Limits
+    from lumasched.redis_limiter import RedisLimiter
+
+    built = Limits(
+        **{name: FamilyLimits(int(c), int(r), float(p)) for name, (c, r, p) in limits.items()}
+    )
+    return RedisLimiter(url, built, api_key="sk-shared-test-key", namespace=namespace, **kw)
+
+
+async def _holder(
+    url: str, namespace: str, limits: dict[str, list[float]], lease_ttl: float
+) -> dict[str, object]:
+    """Take two video leases, mark one submitted, say READY, and wait to be killed."""
+    import asyncio
+    import sys
+
+    from lumasched.limits import Family
+
+    async with _limiter(url, namespace, limits, lease_ttl=lease_ttl) as limiter:
+        await limiter.acquire(Family.VIDEO, "pending-lease")
+        await limiter.acquire(Family.VIDEO, "submitted-lease")
+        await limiter.mark_submitted(Family.VIDEO, "submitted-lease", "gen-of-the-dead")
+        print("READY", flush=True)
+        sys.stdout.flush()
+        await asyncio.sleep(3600)
+    return {}
+
+
+async def _emulator_worker(
+    url: str,
+    namespace: str,
+    limits: dict[str, list[float]],
+    base_url: str,
+    jobs: dict[str, int],
+    tasks: int,
+    window_margin: float,
+) -> dict[str, object]:
+    """Run `jobs` creates per family through the shared limiter against the
+    emulator: acquire, POST, mark submitted, poll to the end, release."""
+    import asyncio
+    import uuid
+
+    import aiohttp
+
+    from lumasched.limits import Family
+
+    bodies = {
+        Family.IMAGE: (
+            "/generations/image",
+            {"prompt": "a lighthouse at dawn", "model": "photon-1"},
+        ),
+        Family.VIDEO: ("/generations/video", {"prompt": "a lighthouse at dawn", "model": "ray-2"}),
+    }
+    headers = {"Authorization": "Bearer sk-shared-test-key"}
+    counts = {"created": 0, "rate_limited": 0, "failed": 0}
+    remaining = {Family(name): n for name, n in jobs.items()}
+
+    async def one(session: aiohttp.ClientSession, limiter: RedisLimiter, family: Family) -> None:
+        lease = uuid.uuid4().hex
+        await limiter.acquire(family, lease)
+        try:
+            path, body = bodies[family]
+            async with session.post(base_url + path, json=body, headers=headers) as resp:
+                data = await resp.json()
+                if resp.status == 429:
+                    counts["rate_limited"] += 1
+                    await limiter.note_rate_limited(family, 0.2)
+                    remaining[family] += 1
+                    return
+                assert resp.status == 201, data
+            counts["created"] += 1
+            await limiter.mark_submitted(family, lease, data["id"])
+            await limiter.note_success(family)
+            while data["state"] not in ("completed", "failed"):
+                await asyncio.sleep(0.03)
+                async with session.get(
+                    f"{base_url}/generations/{data['id']}", headers=headers
+                ) as resp:
+                    data = await resp.json()
+        finally:
+            await limiter.release(family, lease)
+
+    async def loop(session: aiohttp.ClientSession, limiter: RedisLimiter, family: Family) -> None:
+        while remaining[family] > 0:
+            remaining[family] -= 1
+            await one(session, limiter, family)
+
+    async with (
+        _limiter(
+            url, namespace, limits, lease_ttl=2.0, window_margin=window_margin, poll_max=0.2
+        ) as limiter,
+        aiohttp.ClientSession() as session,
+    ):
+        await asyncio.gather(
+            *(loop(session, limiter, family) for family in remaining for _ in range(tasks))
+        )
+        counts["round_trips"] = limiter.round_trips
+    return counts

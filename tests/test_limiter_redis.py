@@ -1,0 +1,316 @@
+"""RedisLimiter specifics: worker processes sharing one key, crashes, Redis
+restarts, outages and cancellation mid-command, against a private redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+from lumasched.emulator import Emulator
+from lumasched.limits import Family, FamilyLimits, Limits
+from lumasched.redis_limiter import RedisLimiter, account_id, inspect_state
+from tests._redis_fixtures import (  # noqa: F401
+    RedisServer,
+    redis_process,
+    redis_server,
+    spawn_worker,
+)
+from tests.test_limiter_conformance import max_in_window
+
+V, IMG = Family.VIDEO, Family.IMAGE
+KEY = "sk-shared-test-key"
+
+
+def ns() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+def video(concurrency: int, requests: int, per_seconds: float) -> Limits:
+    return Limits(video=FamilyLimits(concurrency, requests, per_seconds))
+
+
+@pytest.fixture
+async def client(redis_server: str) -> AsyncIterator[aioredis.Redis]:  # noqa: F811
+    redis = aioredis.Redis.from_url(redis_server)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.mark.slow
+async def test_worker_processes_share_limits_exactly(redis_server: str) -> None:  # noqa: F811
+    """Three processes on one key: zero 429s, and peak concurrency and window use
+    reach the limits exactly."""
+    limits = Limits(video=FamilyLimits(2, 4, 1.0), image=FamilyLimits(4, 8, 1.0))
+    namespace = ns()
+    async with RedisLimiter(redis_server, limits, api_key=KEY, namespace=namespace) as lim:
+        await lim.bootstrap()
+    async with Emulator(api_key=KEY, limits=limits, fixed_latency=0.3, jitter=0.0) as emu:
+        workers = [
+            spawn_worker(
+                "emulator",
+                url=redis_server,
+                namespace=namespace,
+                limits={"video": [2, 4, 1.0], "image": [4, 8, 1.0]},
+                base_url=emu.base_url,
+                jobs={"video": 4, "image": 8},
+                tasks=3,
+                window_margin=0.1,
+            )
+            for _ in range(3)
+        ]
+        results = []
+        for proc in workers:
+            with anyio.fail_after(40):
+                out, _ = await anyio.to_thread.run_sync(proc.communicate)
+            assert proc.returncode == 0
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        stats = emu.inspect
+    assert sum(int(r["created"]) for r in results) == 36
+    assert sum(int(r["rate_limited"]) for r in results) == 0
+    assert stats.rate_limited_total == 0
+    assert stats.families[V].peak_concurrency == 2
+    assert stats.families[IMG].peak_concurrency == 4
+    assert stats.families[V].peak_window_arrivals == 4
+    assert stats.families[IMG].peak_window_arrivals == 8
+
+
+@pytest.mark.slow
+async def test_killed_holder_slots_return_within_ttl_or_are_adopted(
+    redis_server: str,  # noqa: F811
+) -> None:
+    """SIGKILL a holder: its unsubmitted slot is free within the lease TTL; its
+    submitted one still counts until another worker adopts and releases it."""
+    namespace, ttl = ns(), 1.0
+    limits = video(3, 100, 1.0)
+    async with RedisLimiter(redis_server, limits, api_key=KEY, namespace=namespace) as lim:
+        await lim.bootstrap()
+        proc = spawn_worker(
+            "holder",
+            url=redis_server,
+            namespace=namespace,
+            limits={"video": [3, 100, 1.0], "image": [40, 80, 60.0]},
+            lease_ttl=ttl,
+        )
+        assert proc.stdout is not None
+        with anyio.fail_after(20):
+            line = await anyio.to_thread.run_sync(proc.stdout.readline)
+        assert line.strip() == "READY"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed = time.monotonic()
+        assert (await lim.statistics())[V].held == 2
+        while (await lim.statistics())[V].held != 1:
+            assert time.monotonic() - killed < ttl + 0.5
+            await anyio.sleep(0.05)
+        stats = (await lim.statistics())[V]
+        assert stats.orphaned == 1  # the submitted generation still counts
+        orphans = await lim.adopt_orphans(V)
+        assert [(o.lease_id, o.generation_id) for o in orphans] == [
+            ("submitted-lease", "gen-of-the-dead")
+        ]
+        assert (await lim.statistics())[V].held == 1
+        await lim.release(V, "submitted-lease")
+        assert (await lim.statistics())[V].held == 0
+    proc.stdout.close()
+
+
+async def test_redis_restart_mid_run_no_violation_no_loss(
+    redis_process: RedisServer,  # noqa: F811
+) -> None:
+    """Redis restarts empty mid-run: every job finishes, the cap and the window
+    hold, and new grants wait while holders re-register."""
+    per, cap, rate = 0.5, 3, 12
+    limits = video(cap, rate, per)
+    namespace = ns()
+    kw = dict(api_key=KEY, namespace=namespace, lease_ttl=0.6, heartbeat=0.15, poll_max=0.1)
+    grants: list[float] = []
+    current = peak = done = 0
+
+    async def job(limiter: RedisLimiter, hold: float) -> None:
+        nonlocal current, peak, done
+        lease = uuid.uuid4().hex
+        await limiter.acquire(V, lease)
+        grants.append(time.monotonic())
+        current += 1
+        peak = max(peak, current)
+        await anyio.sleep(hold)
+        current -= 1
+        await limiter.release(V, lease)
+        done += 1
+
+    async def worker(limiter: RedisLimiter, first_hold: float) -> None:
+        for n in range(4):
+            await job(limiter, first_hold if n == 0 else 0.1)
+
+    async with (
+        RedisLimiter(redis_process.url, limits, window_margin=0.05, **kw) as a,  # type: ignore[arg-type]
+        RedisLimiter(redis_process.url, limits, window_margin=0.05, **kw) as b,  # type: ignore[arg-type]
+    ):
+        await a.bootstrap()
+        async with anyio.create_task_group() as tg:
+            for n, limiter in enumerate((a, b) * 4):
+                # two jobs span the restart: their leases must be re-registered
+                tg.start_soon(worker, limiter, 1.2 if n < 2 else 0.1)
+            await anyio.sleep(0.4)
+            redis_process.stop()
+            restarted_at = time.monotonic()
+            await anyio.sleep(0.3)
+            redis_process.start()
+        assert a.reregistered + b.reregistered >= 1
+        redis = aioredis.Redis.from_url(redis_process.url)
+        state = await inspect_state(redis, namespace, account_id(KEY), V)
+        await redis.aclose()
+    assert done == 32
+    assert peak <= cap
+    assert max_in_window(grants, per) <= rate
+    assert state.counters["lost_count"] >= 1
+    # the hold after the loss: no grant in the first lease TTL after Redis came back
+    assert not [t for t in grants if restarted_at + 0.3 < t < restarted_at + 0.3 + 0.6]
+
+
+async def test_lost_state_holds_new_grants_until_holders_reregister(
+    redis_process: RedisServer,  # noqa: F811
+) -> None:
+    """After FLUSHALL, a held lease is re-registered by its heartbeat and new
+    grants wait for the hold, so the cap is never exceeded."""
+    limits = video(1, 100, 0.3)
+    kw = dict(api_key=KEY, namespace=ns(), lease_ttl=0.6, heartbeat=0.1)
+    async with (
+        RedisLimiter(redis_process.url, limits, **kw) as a,  # type: ignore[arg-type]
+        RedisLimiter(redis_process.url, limits, **kw) as b,  # type: ignore[arg-type]
+    ):
+        await a.bootstrap()
+        await a.acquire(V, "held")
+        redis = aioredis.Redis.from_url(redis_process.url)
+        await redis.flushall()
+        await redis.aclose()
+        with anyio.move_on_after(1.2) as scope:
+            await b.acquire(V, "newcomer")
+        assert scope.cancelled_caught  # the re-registered lease fills the only slot
+        assert a.reregistered == 1
+        stats = (await b.statistics())[V]
+        assert (stats.held, stats.waiting) == (1, 0)
+        await a.release(V, "held")
+        with anyio.fail_after(1):
+            await b.acquire(V, "newcomer")
+
+
+async def test_redis_down_pauses_acquire_and_nothing_raises(
+    redis_process: RedisServer,  # noqa: F811
+) -> None:
+    """With Redis down, acquire waits, release and 429 notes do not raise; when
+    Redis is back, the waiting acquire is granted."""
+    limits = video(2, 100, 0.3)
+    async with RedisLimiter(
+        redis_process.url, limits, api_key=KEY, namespace=ns(), lease_ttl=0.5, hold=0.2
+    ) as limiter:
+        await limiter.bootstrap()
+        await limiter.acquire(V, "before")
+        redis_process.stop()
+        await limiter.release(V, "before")
+        await limiter.note_rate_limited(V, 0.01)
+        await limiter.note_success(V)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(limiter.acquire, V, "during")
+            await anyio.sleep(0.4)
+            assert "during" not in [lid for (_, lid) in limiter._held]
+            redis_process.start()
+        assert (V, "during") in limiter._held
+        await limiter.release(V, "during")
+
+
+async def test_cancel_during_command_gives_the_grant_back(redis_server: str) -> None:  # noqa: F811
+    """Cancelled while its EVALSHA is stuck in Redis, an acquire waits for the
+    outcome and releases what it got: no slot, no queue ticket leaks."""
+    limits = video(1, 100, 1.0)
+    async with RedisLimiter(
+        redis_server, limits, api_key=KEY, namespace=ns(), heartbeat=10
+    ) as limiter:
+        await limiter.bootstrap()
+        await limiter.acquire(V, "warm-up")  # scripts loaded, connection open
+        await limiter.release(V, "warm-up")
+        redis = aioredis.Redis.from_url(redis_server)
+        await redis.execute_command("CLIENT", "PAUSE", 300, "ALL")
+        start = time.monotonic()
+        with anyio.move_on_after(0.05) as scope:
+            await limiter.acquire(V, "victim")
+        assert scope.cancelled_caught
+        assert time.monotonic() - start >= 0.2  # it waited for the command's outcome
+        stats = (await limiter.statistics())[V]
+        assert (stats.held, stats.waiting, stats.granted) == (0, 0, 2)
+        await redis.aclose()
+        with anyio.fail_after(1):
+            await limiter.acquire(V, "next")
+
+
+async def test_outage_longer_than_ttl_extends_leases_and_holds(
+    redis_server: str,  # noqa: F811
+) -> None:
+    """If nothing reached Redis for longer than a lease TTL (an outage), live leases
+    are extended rather than reaped, and new grants are held."""
+    limits = video(5, 100, 0.3)
+    namespace = ns()
+    async with RedisLimiter(
+        redis_server, limits, api_key=KEY, namespace=namespace, lease_ttl=0.4, heartbeat=0.1
+    ) as limiter:
+        await limiter.bootstrap()
+        await limiter.acquire(V, "survivor")
+        redis = aioredis.Redis.from_url(redis_server)
+        await redis.execute_command("CLIENT", "PAUSE", 700, "ALL")
+        await anyio.sleep(0.8)
+        state = await inspect_state(redis, namespace, account_id(KEY), V)
+        await redis.aclose()
+        assert state.counters.get("gap_count") == 1
+        assert limiter.reregistered == 0  # extended, not reaped and re-inserted
+        stats = (await limiter.statistics())[V]
+        assert stats.held == 1 and stats.hold_remaining > 0
+        await limiter.release(V, "survivor")
+
+
+async def test_one_workers_429_pauses_every_worker(redis_server: str) -> None:  # noqa: F811
+    """A Retry-After noted by one worker pauses the family for all, and the
+    back-off factor is shared."""
+    limits = video(4, 100, 1.0)
+    kw = dict(api_key=KEY, namespace=ns())
+    async with (
+        RedisLimiter(redis_server, limits, **kw) as a,  # type: ignore[arg-type]
+        RedisLimiter(redis_server, limits, **kw) as b,  # type: ignore[arg-type]
+    ):
+        await a.bootstrap()
+        await a.note_rate_limited(V, 0.3)
+        start = time.monotonic()
+        await b.acquire(V, "x")
+        assert time.monotonic() - start >= 0.25
+        assert (await b.statistics())[V].effective_concurrency == 2
+        await b.release(V, "x")
+
+
+async def test_keys_never_contain_the_api_key(
+    redis_server: str,  # noqa: F811
+    client: aioredis.Redis,
+) -> None:
+    """Redis keys name the account by a hash; the key appears nowhere."""
+    namespace = ns()
+    async with RedisLimiter(
+        redis_server, video(2, 10, 1.0), api_key=KEY, namespace=namespace
+    ) as lim:
+        await lim.bootstrap()
+        await lim.acquire(V, "a")
+        await lim.mark_submitted(V, "a", "gen")
+        keys = [k.decode() async for k in client.scan_iter(match=f"{namespace}:*")]
+        assert keys and all(KEY not in k and account_id(KEY) in k for k in keys)
+        for key in keys:
+            if (await client.type(key)) == b"hash":
+                assert KEY.encode() not in b"".join(
+                    a + b for a, b in (await client.hgetall(key)).items()
+                )
+        assert KEY not in repr(lim)
+        await lim.release(V, "a")
