@@ -187,6 +187,7 @@ class Scheduler:
         self._unfinished = 0
         self._idle: anyio.Event | None = None
         self._reconcile_lock: anyio.Lock | None = None
+        self._flush_lock = anyio.Lock()
         self._tg: TaskGroup | None = None
         self._closed = False
         self.events = EventHub()
@@ -826,19 +827,20 @@ class Scheduler:
         assert self._out_dir is not None and self._downloader is not None
         url = generation.asset_url
         assert url is not None
-        target = safe_target(self._out_dir, job.key, _extension(url, job.request.kind))
         try:
+            target = safe_target(self._out_dir, job.key, _extension(url, job.request.kind))
             result = await self._downloader.download(
                 url, target, refresh_url=partial(self._fresh_url, generation.id)
             )
-        except LumaError as exc:
+        except (LumaError, ValueError) as exc:
             error = exc if isinstance(exc, DownloadError) else DownloadError(str(exc))
             self._fail(job, error)
             return
         at = _now()
         job.timings = attrs.evolve(job.timings, downloaded=at)
-        self._n["downloads"] += 1
-        self._n["bytes_downloaded"] += result.bytes
+        if not result.skipped:
+            self._n["downloads"] += 1
+            self._n["bytes_downloaded"] += result.bytes
         await self._write(
             self._jw().update,
             job.key,
@@ -1131,12 +1133,16 @@ class Scheduler:
             fn(*args, **kwargs)
 
     async def _flush_rows(self) -> None:
-        if not self._new_rows or self._journal is None:
+        """Insert the rows of newly submitted jobs; returns once every row submitted
+        so far is committed (a concurrent flush is waited for)."""
+        if self._journal is None or (not self._new_rows and not self._flush_lock.locked()):
             return
-        rows, self._new_rows = self._new_rows, []
         journal = self._journal
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(journal.add, rows)
+            async with self._flush_lock:
+                rows, self._new_rows = self._new_rows, []
+                if rows:
+                    await anyio.to_thread.run_sync(journal.add, rows)
 
     async def _journal_writer(self) -> None:
         """Batch new jobs into one transaction each round."""

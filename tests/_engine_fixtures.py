@@ -36,7 +36,8 @@ def fast_poller(client: LumaClient) -> Poller:
 async def emulator(
     *, limits: Limits = LIMITS, latency: float = 0.2, **config: Any
 ) -> AsyncIterator[Emulator]:
-    async with Emulator(fixed_latency=latency, limits=limits, seed=3, **config) as emu:
+    config.setdefault("seed", 3)
+    async with Emulator(fixed_latency=latency, limits=limits, **config) as emu:
         yield emu
 
 
