@@ -379,3 +379,11 @@ def test_page_and_lists() -> None:
     assert (page.count, page.has_more, page.limit, page.offset) == (1, True, 10, 20)
     assert page.generations[0].id == GENERATION["id"]
     assert structure_strings(["orbit_left", {"key": "dolly_zoom"}]) == ["orbit_left", "dolly_zoom"]
+
+
+def test_public_surface_is_sorted_and_importable() -> None:
+    """lumasched.api.__all__ is sorted and every name in it exists."""
+    import lumasched.api as api
+
+    assert api.__all__ == sorted(api.__all__)
+    assert all(hasattr(api, name) for name in api.__all__)
