@@ -64,6 +64,7 @@ __all__ = [
     "LeaseInfo",
     "RedisLimiter",
     "account_id",
+    "bootstrap_state",
     "family_prefix",
     "inspect_state",
     "list_accounts",
@@ -216,6 +217,15 @@ async def inspect_state(
             if name in meta
         },
     )
+
+
+async def bootstrap_state(client: aioredis.Redis, namespace: str, account: str) -> bool:
+    """Mark an account's missing limiter state as new rather than lost (no hold)."""
+    created = False
+    for family in Family:
+        keys = [f"{family_prefix(namespace, account, family)}:{name}" for name in lua.KEY_NAMES]
+        created = bool(await client.eval(lua.BOOTSTRAP, len(keys), *keys)) or created
+    return created
 
 
 async def list_accounts(client: aioredis.Redis, namespace: str) -> list[str]:
@@ -391,13 +401,10 @@ class RedisLimiter:
     async def bootstrap(self) -> bool:
         """Declare never-used limiter state fresh, so the first start does not
         pay the hold that protects against lost state. Does nothing (returns
-        False) when the state exists or any lease is held."""
-        created = False
-        for family in Family:
-            config = self._families[family]
-            result = await self._client.eval(lua.BOOTSTRAP, len(config.keys), *config.keys)
-            created = bool(result) or created
-        return created
+        False) when the state exists or any lease is held. Only call it when no
+        other worker of this account ran within the last window
+        (``lumasched limits --init`` does the same)."""
+        return await bootstrap_state(self._client, self.namespace, self.account)
 
     # --- the Limiter protocol ------------------------------------------------------
 
