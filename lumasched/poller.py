@@ -27,14 +27,17 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import attrs
 
 from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched.errors import LumaError, NotFoundError, RateLimitError
+
+if TYPE_CHECKING:
+    from lumasched.api import Generation, GenerationPage
 
 __all__ = [
     "DEFAULT_PRIORS",
@@ -51,30 +54,14 @@ LatencyKey = tuple[str | None, str | None, str | None]
 """``(model, resolution, duration)``; ``model`` is the request kind for upscale/audio."""
 
 
-class _Generation(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def is_terminal(self) -> bool: ...
-
-
-class _Page(Protocol):
-    @property
-    def generations(self) -> Iterable[Any]: ...
-    @property
-    def has_more(self) -> bool | None: ...
-
-
 class _StatusClient(Protocol):
-    async def get(self, generation_id: str, /) -> Any: ...
-    async def list(self, limit: int = ..., offset: int = ...) -> Any: ...
+    async def get(self, generation_id: str, /) -> Generation: ...
+    async def list(self, limit: int = ..., offset: int = ...) -> GenerationPage: ...
 
 
 _K = TypeVar("_K")
 
-OnUpdate = Callable[[Any], Awaitable[None]]
+OnUpdate = Callable[["Generation"], Awaitable[None]]
 OnError = Callable[[BaseException], Awaitable[None]]
 
 
@@ -211,7 +198,7 @@ class PollerStats:
     hints: int = 0
     """Hints accepted for watched generations."""
     hints_ignored: int = 0
-    """Hints for ids not watched (stale or forged)."""
+    """Hints for ids not watched (stale or forged), or past ``max_hints`` for one id."""
     errors: int = 0
     """Status requests that failed (they are retried later)."""
     found_in_list: int = 0
@@ -253,6 +240,7 @@ class _Watch:
     listable: bool = True
     checking: bool = False
     hinted: bool = False
+    hints: int = 0
 
 
 class Poller:
@@ -264,10 +252,17 @@ class Poller:
     is forgotten. Keep ``on_update`` quick: it runs inside the loop.
 
     Tuning: ``min_interval`` is the shortest pause between two polling rounds and
-    the smallest backoff step; ``max_interval`` caps the backoff; ``step_fraction``
-    sizes the first backoff step relative to the expected latency. With no
-    observation at all yet, checks start at ``first_probe`` seconds and grow by
-    ``probe_ratio`` until the first generation finishes.
+    the smallest backoff step; ``max_interval`` caps the backoff. A generation
+    still running at its expected time is checked again after
+    ``step_fraction * expected`` (at least ``min_interval``), each step
+    ``backoff_ratio`` times the last; one still ``queued`` then waits at least a
+    quarter of the expected time. With no observation at all yet, every
+    generation joins one series of probes from ``first_probe`` seconds, each
+    ``probe_ratio`` times the oldest one's age. A ``list`` call (``list_page_size``
+    per page, at most ``max_list_pages``) replaces gets when two or more due
+    generations, or one plus another past ``ripe_fraction`` of its expected
+    time, can be answered by it. ``max_hints`` bounds the checks one
+    generation's hints can trigger.
     """
 
     def __init__(
@@ -287,6 +282,7 @@ class Poller:
         not_found_limit: int = 3,
         ripe_fraction: float = 0.75,
         backoff_ratio: float = 1.5,
+        max_hints: int = 8,
     ) -> None:
         if not 0 < min_interval <= max_interval:
             raise ValueError("need 0 < min_interval <= max_interval")
@@ -304,11 +300,11 @@ class Poller:
         self._not_found_limit = not_found_limit
         self._ripe_fraction = ripe_fraction
         self._backoff_ratio = backoff_ratio
+        self._max_hints = max_hints
         self._watched: dict[str, _Watch] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._tokens = 0
         self._not_before = 0.0
-        self._consecutive_errors = 0
         self._sleep_scope: anyio.CancelScope | None = None
         self._wake_at = math.inf
         self._round = 0
@@ -367,6 +363,11 @@ class Poller:
         if w is None:
             self._stats["hints_ignored"] += 1
             return
+        if w.hints >= self._max_hints:
+            # Callbacks are unauthenticated: a flood must not turn into a flood of gets.
+            self._stats["hints_ignored"] += 1
+            return
+        w.hints += 1
         self._stats["hints"] += 1
         if w.checking:
             w.hinted = True
@@ -531,7 +532,6 @@ class Poller:
                 self._failed("list", exc, due)
                 return []
             received = self._clock.monotonic()
-            self._consecutive_errors = 0
             generations = list(page.generations)
             for g in generations:
                 w = self._watched.get(g.id)
@@ -572,13 +572,11 @@ class Poller:
             except Exception as exc:
                 self._failed("get", exc, [w])
                 return
-            self._consecutive_errors = 0
             w.not_found = 0
             await self._apply(w, g, sent, self._clock.monotonic())
 
     def _failed(self, what: str, exc: Exception, watches: list[_Watch]) -> None:
         self._stats["errors"] += 1
-        self._consecutive_errors += 1
         for w in watches:
             w.errors += 1
         if isinstance(exc, RateLimitError):
@@ -590,7 +588,7 @@ class Poller:
         else:
             logger.warning("status %s failed (will retry)", what, exc_info=exc)
 
-    async def _apply(self, w: _Watch, g: Any, sent: float, received: float) -> None:
+    async def _apply(self, w: _Watch, g: Generation, sent: float, received: float) -> None:
         """Deliver what the API said about ``w``."""
         if self._watched.get(w.id) is not w:
             return
@@ -633,7 +631,7 @@ class Poller:
             del self._watched[w.id]
             self._stats["gone" if gone else "finished"] += 1
 
-    async def _deliver(self, w: _Watch, g: Any) -> None:
+    async def _deliver(self, w: _Watch, g: Generation) -> None:
         try:
             await w.on_update(g)
         except Exception:

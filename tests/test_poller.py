@@ -493,3 +493,20 @@ def test_latency_key_uses_model_or_kind() -> None:
 
     assert latency_key_for(Video()) == ("ray-2", "1080p", "9s")
     assert latency_key_for(Upscale()) == ("upscale", "4k", None)
+
+
+async def test_a_hint_flood_is_bounded() -> None:
+    """Hints beyond max_hints for one generation are ignored, so forged callbacks cost little."""
+    clock = FakeClock()
+    client = FakeStatusClient(clock)
+    est = LatencyEstimator()
+    est.observe(KEY, 100.0)
+    poller = Poller(client, clock=clock, estimator=est, max_hints=3)
+    gid = client.create(50.0)
+    poller.watch(gid, key=KEY, on_update=_ignore)
+    for _ in range(10):
+        clock.now += 1.0
+        poller.hint(gid)
+        await poller.poll_once()
+    assert client.gets == 3
+    assert (poller.stats().hints, poller.stats().hints_ignored) == (3, 7)
