@@ -240,12 +240,13 @@ return out
 """
 )
 
-# ARGV[7..11]: retry_after_ms (-1: none), backoff_base_ms, backoff_cap_ms,
-# max_penalty_ms, min_factor -> {pause_ms, factor}
+# ARGV[7..14]: retry_after_ms (-1: none), backoff_base_ms, backoff_cap_ms,
+# max_penalty_ms, min_factor, concurrency, requests, window_ms -> {pause_ms, factor}
 PENALTY = (
     PRELUDE
     + """
 nudge(freed)
+redis.call('HSET', K_META, 'limit_n', ARGV[12], 'limit_r', ARGV[13], 'window_ms', ARGV[14])
 local consecutive = redis.call('HINCRBY', K_META, 'consecutive_429', 1)
 redis.call('HINCRBY', K_META, 'rate_limited', 1)
 local pause = tonumber(ARGV[7])

@@ -504,6 +504,9 @@ class RedisLimiter:
                     round(fl.per_seconds * 1000),
                     round(max_penalty(fl) * 1000),
                     self._min_factor,
+                    fl.concurrency,
+                    fl.requests,
+                    self._families[family].window_ms,
                 ],
             )
         except REDIS_DOWN as exc:
