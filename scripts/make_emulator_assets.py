@@ -16,18 +16,12 @@ from pathlib import Path
 import av
 from PIL import Image, ImageDraw
 
+from lumasched.emulator._assets import CLIP_SCALE, REFRAME_SIZES
+
 ASSETS = Path(__file__).resolve().parent.parent / "lumasched" / "emulator" / "assets"
 
 # The docs' reframe table divided by 8.
-SIZES = {
-    "1:1": (192, 192),
-    "4:3": (224, 168),
-    "3:4": (168, 224),
-    "16:9": (256, 144),
-    "9:16": (144, 256),
-    "21:9": (304, 128),
-    "9:21": (128, 304),
-}
+SIZES = {ratio: (w // CLIP_SCALE, h // CLIP_SCALE) for ratio, (w, h) in REFRAME_SIZES.items()}
 FPS = 24
 FRAMES = 24
 

@@ -106,18 +106,21 @@ class CreateSpec:
     """A valid create request, digested."""
 
     kind: str
-    family: Family
     model: str
     media: str
     """``image`` or ``video``: what the finished generation holds."""
     aspect_ratio: str
-    resolution: str
-    duration: str
-    image_format: str
-    prompt: str
-    source_id: str | None
+    resolution: str = "720p"
+    duration: str = "5s"
+    image_format: str = "jpg"
+    prompt: str = ""
+    source_id: str | None = None
     """The generation an upscale/audio request works on."""
-    input_urls: tuple[str, ...]
+    input_urls: tuple[str, ...] = ()
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.kind)
 
 
 def _is_str(value: Any) -> bool:
@@ -262,15 +265,12 @@ def _video(body: Mapping[str, Any], lookup: Lookup, default_model: str) -> Creat
     default_ratio = source.aspect_ratio if source is not None else "16:9"
     return CreateSpec(
         kind="video",
-        family=Family.VIDEO,
         model=model,
         media="video",
         aspect_ratio=_check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), default_ratio),
         resolution=_check_choice(body, "resolution", tuple(RESOLUTIONS), "720p"),
         duration=_check_choice(body, "duration", DURATIONS, "5s"),
-        image_format="jpg",
         prompt=body.get("prompt") or "",
-        source_id=None,
         input_urls=tuple(urls),
     )
 
@@ -323,15 +323,11 @@ def _image(body: Mapping[str, Any]) -> CreateSpec:
         raise bad("sync_timeout must be a positive number")
     return CreateSpec(
         kind="image",
-        family=Family.IMAGE,
         model=model,
         media="image",
         aspect_ratio=_check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), "16:9"),
-        resolution="720p",
-        duration="5s",
         image_format=_check_choice(body, "format", FORMATS, "jpg"),
         prompt=prompt,
-        source_id=None,
         input_urls=tuple(urls),
     )
 
@@ -376,15 +372,11 @@ def _media_edit(body: Mapping[str, Any], kind: str) -> CreateSpec:
                 raise bad(f"{key} must be an integer")
     return CreateSpec(
         kind=kind,
-        family=family_of(kind),
         model=model,
         media="image" if kind == "reframe_image" else "video",
         aspect_ratio=aspect_ratio,
-        resolution="720p",
-        duration="5s",
         image_format=_check_choice(body, "format", FORMATS, "jpg"),
         prompt=prompt,
-        source_id=None,
         input_urls=tuple(urls),
     )
 
@@ -402,16 +394,12 @@ def _derived(body: Mapping[str, Any], kind: str, source_id: str, lookup: Lookup)
         _check_prompt(body.get("negative_prompt"), required=False)
     return CreateSpec(
         kind=kind,
-        family=Family.VIDEO,
         model=source.model,
         media="video",
         aspect_ratio=source.aspect_ratio,
         resolution=resolution,
-        duration="5s",
-        image_format="jpg",
         prompt=prompt,
         source_id=source_id,
-        input_urls=(),
     )
 
 
