@@ -339,44 +339,45 @@ class ModifyVideoRequest(_Request):
 
 
 @attrs.frozen
-class UpscaleRequest(_Request):
+class _OnGeneration(_Request):
+    """A create that works on an existing generation: ``POST /generations/{id}/<action>``."""
+
+    _action: ClassVar[str]
+
+    generation_id: str
+
+    @property
+    def model(self) -> None:
+        return None
+
+    @property
+    def path(self) -> str:
+        return f"/generations/{quote_id(self.generation_id)}/{self._action}"
+
+
+@attrs.frozen
+class UpscaleRequest(_OnGeneration):
     """``POST /generations/{id}/upscale``: upscale an existing video generation."""
 
     kind: ClassVar[str] = "upscale"
     _generation_type: ClassVar[str | None] = "upscale_video"
+    _action: ClassVar[str] = "upscale"
 
-    generation_id: str
     resolution: str | None = None
     callback_url: str | None = None
 
-    @property
-    def model(self) -> None:
-        return None
-
-    @property
-    def path(self) -> str:
-        return f"/generations/{quote_id(self.generation_id)}/upscale"
-
 
 @attrs.frozen
-class AudioRequest(_Request):
+class AudioRequest(_OnGeneration):
     """``POST /generations/{id}/audio``: add sound to an existing video generation."""
 
     kind: ClassVar[str] = "audio"
     _generation_type: ClassVar[str | None] = "add_audio"
+    _action: ClassVar[str] = "audio"
 
-    generation_id: str
     prompt: str | None = None
     negative_prompt: str | None = None
     callback_url: str | None = None
-
-    @property
-    def model(self) -> None:
-        return None
-
-    @property
-    def path(self) -> str:
-        return f"/generations/{quote_id(self.generation_id)}/audio"
 
 
 CreateRequest = (
