@@ -177,3 +177,13 @@ async def test_invalid_json_body(luma_emulator, http):
     ) as response:
         assert response.status == 400
         assert "detail" in await response.json()
+
+
+async def test_unknown_api_path_is_json_404(luma_emulator, http):
+    """An unknown path or method under the API prefix answers {"detail": ...} too."""
+    async with http.get(f"{luma_emulator.base_url}/nothing/here") as response:
+        assert response.status == 404
+        assert await response.json() == {"detail": "Not Found"}
+    async with http.put(f"{luma_emulator.base_url}/ping") as response:
+        assert response.status == 405
+        assert "detail" in await response.json()

@@ -61,7 +61,15 @@ class _Routes:
         name = request.match_info.route.name or ""
         group, _, _ = name.partition(":")
         if group not in ("api", "asset"):
-            return await handler(request)
+            if not request.path.startswith(API_PREFIX):
+                return await handler(request)
+            try:
+                return await handler(request)
+            except web.HTTPException as exc:  # unknown path or method: JSON like the API
+                if exc.status < 400:
+                    raise
+                headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+                return _detail(exc.status, exc.reason, headers)
         emu = self.emu
         route = name.split(":")[1] if group == "api" else "asset"
         emu.inspect.count(emu.inspect.requests_by_route, route)
