@@ -156,47 +156,59 @@ async def test_estimator_learns_each_key_separately() -> None:
     assert batch.makespan <= 1.05 * best_makespan(latencies, 8)
 
 
-async def test_state_changes_are_delivered_once_each_then_forgotten() -> None:
-    """on_update sees each new state once, the terminal one last, then the id is dropped."""
+@attrs.define
+class Rig:
+    """A poller on a fake clock and API, recording what it delivers."""
+
+    clock: FakeClock
+    client: FakeStatusClient
+    poller: Poller
+    seen: list[str] = attrs.Factory(list)
+    done: list[str] = attrs.Factory(list)
+
+    async def on_update(self, g: FakeGeneration) -> None:
+        self.seen.append(g.state)
+        if g.is_terminal:
+            self.done.append(g.id)
+
+    def watch(self, gid: str, key: LatencyKey = KEY) -> str:
+        self.poller.watch(gid, key=key, on_update=self.on_update)
+        return gid
+
+    async def drain(self) -> None:
+        """Run rounds (at least 50 ms apart) until nothing is watched."""
+        while (next_at := await self.poller.poll_once()) is not None:
+            self.clock.now = max(next_at, self.clock.now + 0.05)
+
+
+def rig(expected: dict[LatencyKey, float] | None = None, **kwargs: Any) -> Rig:
+    """A Rig whose estimator already learnt ``expected`` latencies."""
     clock = FakeClock()
     client = FakeStatusClient(clock)
     est = LatencyEstimator()
-    est.observe(KEY, 1.0)
-    poller = Poller(client, clock=clock, estimator=est)
-    gid = client.create(3.0, queued_for=0.5)
-    seen: list[str] = []
+    for key, seconds in (expected or {}).items():
+        est.observe(key, seconds)
+    return Rig(clock, client, Poller(client, clock=clock, estimator=est, **kwargs))
 
-    async def on_update(g: FakeGeneration) -> None:
-        seen.append(g.state)
 
-    poller.watch(gid, key=KEY, on_update=on_update)
-    clock.now += 0.2
-    poller.hint(gid)
-    for _ in range(200):
-        next_at = await poller.poll_once()
-        if next_at is None:
-            break
-        clock.now = max(next_at, clock.now + 0.05)
-    assert seen == ["queued", "dreaming", "completed"]
-    assert poller.watching == 0
-    assert await poller.poll_once() is None
+async def test_state_changes_are_delivered_once_each_then_forgotten() -> None:
+    """on_update sees each new state once, the terminal one last, then the id is dropped."""
+    r = rig({KEY: 1.0})
+    gid = r.watch(r.client.create(3.0, queued_for=0.5))
+    r.clock.now += 0.2
+    r.poller.hint(gid)
+    await r.drain()
+    assert r.seen == ["queued", "dreaming", "completed"]
+    assert r.poller.watching == 0
+    assert await r.poller.poll_once() is None
 
 
 async def test_unknown_states_are_not_terminal() -> None:
     """A state the API never documented keeps the generation watched until a real terminal one."""
-    clock = FakeClock()
-    client = FakeStatusClient(clock)
-    gid = client.create(0.0, states=[(0.0, "pending_new_state"), (1.0, "completed")])
-    poller = Poller(client, clock=clock)
-    seen: list[str] = []
-
-    async def on_update(g: FakeGeneration) -> None:
-        seen.append(g.state)
-
-    poller.watch(gid, key=KEY, on_update=on_update)
-    while (next_at := await poller.poll_once()) is not None:
-        clock.now = max(next_at, clock.now + 0.05)
-    assert seen == ["pending_new_state", "completed"]
+    r = rig()
+    r.watch(r.client.create(0.0, states=[(0.0, "pending_new_state"), (1.0, "completed")]))
+    await r.drain()
+    assert r.seen == ["pending_new_state", "completed"]
 
 
 async def test_failing_status_requests_do_not_stop_the_loop() -> None:
@@ -214,178 +226,122 @@ async def test_failing_status_requests_do_not_stop_the_loop() -> None:
 
 async def test_rate_limited_status_requests_pause_polling() -> None:
     """A 429 on a status request pauses the loop for Retry-After before the next request."""
-    clock = FakeClock()
-    client = FakeStatusClient(clock)
-    client.faults.append(RateLimitError(retry_after=5.0))
-    poller = Poller(client, clock=clock)
-    gid = client.create(0.1)
-    poller.watch(gid, key=KEY, on_update=_ignore)
-    clock.now += 1.0
-    assert await poller.poll_once() == pytest.approx(clock.now + 5.0)
-    assert client.requests == 1
-    clock.now += 4.0
-    await poller.poll_once()
-    assert client.requests == 1
-    clock.now += 1.0
-    await poller.poll_once()
-    assert client.requests == 2 and poller.watching == 0
+    r = rig()
+    r.client.faults.append(RateLimitError(retry_after=5.0))
+    r.watch(r.client.create(0.1))
+    r.clock.now += 1.0
+    assert await r.poller.poll_once() == pytest.approx(r.clock.now + 5.0)
+    assert r.client.requests == 1
+    r.clock.now += 4.0
+    await r.poller.poll_once()
+    assert r.client.requests == 1
+    r.clock.now += 1.0
+    await r.poller.poll_once()
+    assert r.client.requests == 2 and r.poller.watching == 0
 
 
 async def test_hint_pulls_the_check_forward() -> None:
     """A hint makes a not-yet-due generation be checked (by the API) on the next round."""
-    clock = FakeClock()
-    client = FakeStatusClient(clock)
-    est = LatencyEstimator()
-    est.observe(KEY, 10.0)
-    poller = Poller(client, clock=clock, estimator=est)
-    gid = client.create(2.0)
-    seen: list[str] = []
-
-    async def on_update(g: FakeGeneration) -> None:
-        seen.append(g.state)
-
-    poller.watch(gid, key=KEY, on_update=on_update)
-    clock.now += 2.5
-    assert await poller.poll_once() == pytest.approx(clock.now + 7.5)
-    assert client.requests == 0
-    poller.hint(gid)
-    poller.hint("someone-elses-id")
-    clock.now += 0.05
-    await poller.poll_once()
-    assert seen == ["completed"]
-    assert client.gets == 1
-    stats = poller.stats()
+    r = rig({KEY: 10.0})
+    gid = r.watch(r.client.create(2.0))
+    r.clock.now += 2.5
+    assert await r.poller.poll_once() == pytest.approx(r.clock.now + 7.5)
+    assert r.client.requests == 0
+    r.poller.hint(gid)
+    r.poller.hint("someone-elses-id")
+    r.clock.now += 0.05
+    await r.poller.poll_once()
+    assert r.seen == ["completed"]
+    assert r.client.gets == 1
+    stats = r.poller.stats()
     assert (stats.hints, stats.hints_ignored) == (1, 1)
 
 
 async def test_a_hint_is_verified_not_trusted() -> None:
     """A hint for a generation still running delivers nothing but the real state."""
-    clock = FakeClock()
-    client = FakeStatusClient(clock)
-    est = LatencyEstimator()
-    est.observe(KEY, 10.0)
-    poller = Poller(client, clock=clock, estimator=est)
-    gid = client.create(8.0)
-    seen: list[str] = []
+    r = rig({KEY: 10.0})
+    gid = r.watch(r.client.create(8.0))
+    r.clock.now += 1.0
+    r.poller.hint(gid)
+    r.clock.now += 0.05
+    await r.poller.poll_once()
+    assert r.seen == ["dreaming"]
+    assert r.poller.watching == 1
 
-    async def on_update(g: FakeGeneration) -> None:
-        seen.append(g.state)
 
-    poller.watch(gid, key=KEY, on_update=on_update)
-    clock.now += 1.0
-    poller.hint(gid)
-    clock.now += 0.05
-    await poller.poll_once()
-    assert seen == ["dreaming"]
-    assert poller.watching == 1
+async def test_a_hint_flood_is_bounded() -> None:
+    """Hints beyond max_hints for one generation are ignored, so forged callbacks cost little."""
+    r = rig({KEY: 100.0}, max_hints=3)
+    gid = r.watch(r.client.create(50.0))
+    for _ in range(10):
+        r.clock.now += 1.0
+        r.poller.hint(gid)
+        await r.poller.poll_once()
+    assert r.client.gets == 3
+    assert (r.poller.stats().hints, r.poller.stats().hints_ignored) == (3, 7)
 
 
 async def test_ids_missing_from_the_list_fall_back_to_get() -> None:
     """Generations pushed off the first page by newer ones are found with get instead."""
-    clock = FakeClock()
-    client = FakeStatusClient(clock)
-    est = LatencyEstimator()
-    est.observe(KEY, 1.0)
-    poller = Poller(client, clock=clock, estimator=est, list_page_size=5, max_list_pages=1)
-    done: list[str] = []
-
-    async def on_update(g: FakeGeneration) -> None:
-        if g.is_terminal:
-            done.append(g.id)
-
-    ours = [client.create(1.0) for _ in range(4)]
-    for gid in ours:
-        poller.watch(gid, key=KEY, on_update=on_update)
+    r = rig({KEY: 1.0}, list_page_size=5, max_list_pages=1)
+    ours = [r.watch(r.client.create(1.0)) for _ in range(4)]
     for _ in range(10):  # someone else's generations, newer than ours
-        client.create(100.0)
-    clock.now += 1.0
-    await poller.poll_once()
-    assert sorted(done) == ours
-    assert (client.lists, client.gets) == (1, 4)
-    assert poller.stats().missed_in_list == 4
+        r.client.create(100.0)
+    r.clock.now += 1.0
+    await r.poller.poll_once()
+    assert sorted(r.done) == ours
+    assert (r.client.lists, r.client.gets) == (1, 4)
+    assert r.poller.stats().missed_in_list == 4
 
 
 async def test_list_pages_answer_every_watched_generation_for_free() -> None:
     """One list call delivers due generations and, early, others already finished on that page."""
-    clock = FakeClock()
-    client = FakeStatusClient(clock)
-    est = LatencyEstimator()
-    est.observe(KEY, 1.0)
-    poller = Poller(client, clock=clock, estimator=est)
-    done: list[str] = []
-
-    async def on_update(g: FakeGeneration) -> None:
-        if g.is_terminal:
-            done.append(g.id)
-
-    est.observe(("photon-1", None, None), 5.0)
-    early = client.create(0.2)
-    poller.watch(early, key=("photon-1", None, None), on_update=on_update)
-    due = [client.create(1.0) for _ in range(3)]
-    for gid in due:
-        poller.watch(gid, key=KEY, on_update=on_update)
-    clock.now += 1.0
-    await poller.poll_once()
-    assert sorted(done) == sorted([early, *due])
-    assert client.requests == 1
-    assert poller.stats().early == 1
+    image: LatencyKey = ("photon-1", None, None)
+    r = rig({KEY: 1.0, image: 5.0})
+    early = r.watch(r.client.create(0.2), key=image)
+    due = [r.watch(r.client.create(1.0)) for _ in range(3)]
+    r.clock.now += 1.0
+    await r.poller.poll_once()
+    assert sorted(r.done) == sorted([early, *due])
+    assert r.client.requests == 1
+    assert r.poller.stats().early == 1
 
 
 async def test_unwatch_stops_delivery() -> None:
     """After unwatch, the generation is neither polled nor delivered."""
-    clock = FakeClock()
-    client = FakeStatusClient(clock)
-    poller = Poller(client, clock=clock)
-    seen: list[str] = []
-
-    async def on_update(g: FakeGeneration) -> None:
-        seen.append(g.state)
-
-    gid = client.create(0.1)
-    poller.watch(gid, key=KEY, on_update=on_update)
-    poller.unwatch(gid)
-    clock.now += 5
-    assert await poller.poll_once() is None
-    assert seen == [] and client.requests == 0
+    r = rig()
+    gid = r.watch(r.client.create(0.1))
+    r.poller.unwatch(gid)
+    r.clock.now += 5
+    assert await r.poller.poll_once() is None
+    assert r.seen == [] and r.client.requests == 0
 
 
 async def test_a_vanished_generation_reports_an_error() -> None:
     """Repeated 404s call on_error once and forget the id."""
-    clock = FakeClock()
-    client = FakeStatusClient(clock)
-    poller = Poller(client, clock=clock, not_found_limit=3)
+    r = rig(not_found_limit=3)
     errors: list[BaseException] = []
 
     async def on_error(exc: BaseException) -> None:
         errors.append(exc)
 
-    poller.watch("gen-deleted", key=KEY, on_update=_ignore, on_error=on_error)
-    while (next_at := await poller.poll_once()) is not None:
-        clock.now = next_at
-    assert len(errors) == 1 and client.gets == 3
-    assert poller.stats().gone == 1
+    r.poller.watch("gen-deleted", key=KEY, on_update=r.on_update, on_error=on_error)
+    await r.drain()
+    assert len(errors) == 1 and r.client.gets == 3 and r.seen == []
+    assert r.poller.stats().gone == 1
 
 
 async def test_a_raising_callback_does_not_stop_the_loop(caplog: pytest.LogCaptureFixture) -> None:
     """An exception in on_update is logged; other generations are still delivered."""
-    clock = FakeClock()
-    client = FakeStatusClient(clock)
-    poller = Poller(client, clock=clock)
-    done: list[str] = []
+    r = rig()
 
     async def boom(g: FakeGeneration) -> None:
         raise RuntimeError("bug in the caller")
 
-    async def ok(g: FakeGeneration) -> None:
-        if g.is_terminal:
-            done.append(g.id)
-
-    bad, good = client.create(0.1), client.create(0.1)
-    poller.watch(bad, key=KEY, on_update=boom)
-    poller.watch(good, key=KEY, on_update=ok)
-    while (next_at := await poller.poll_once()) is not None:
-        clock.now = next_at
-    assert done == [good]
+    r.poller.watch(r.client.create(0.1), key=KEY, on_update=boom)
+    good = r.watch(r.client.create(0.1))
+    await r.drain()
+    assert r.done == [good]
     assert "bug in the caller" in caplog.text
 
 
@@ -493,20 +449,3 @@ def test_latency_key_uses_model_or_kind() -> None:
 
     assert latency_key_for(Video()) == ("ray-2", "1080p", "9s")
     assert latency_key_for(Upscale()) == ("upscale", "4k", None)
-
-
-async def test_a_hint_flood_is_bounded() -> None:
-    """Hints beyond max_hints for one generation are ignored, so forged callbacks cost little."""
-    clock = FakeClock()
-    client = FakeStatusClient(clock)
-    est = LatencyEstimator()
-    est.observe(KEY, 100.0)
-    poller = Poller(client, clock=clock, estimator=est, max_hints=3)
-    gid = client.create(50.0)
-    poller.watch(gid, key=KEY, on_update=_ignore)
-    for _ in range(10):
-        clock.now += 1.0
-        poller.hint(gid)
-        await poller.poll_once()
-    assert client.gets == 3
-    assert (poller.stats().hints, poller.stats().hints_ignored) == (3, 7)
