@@ -68,8 +68,8 @@ class _Routes:
             except web.HTTPException as exc:  # unknown path or method: JSON like the API
                 if exc.status < 400:
                     raise
-                headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-                return _detail(exc.status, exc.reason, headers)
+                allow = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+                return _detail(exc.status, exc.reason, allow)
         emu = self.emu
         route = name.split(":")[1] if group == "api" else "asset"
         emu.inspect.count(emu.inspect.requests_by_route, route)
