@@ -404,6 +404,11 @@ class Scheduler:
         unmet = []
         for dep_key in job.depends_on:
             dep = self._jobs.get(dep_key)
+            if dep is None and self._journal is not None:
+                # Finished in an earlier run (or not re-submitted yet): pick it up.
+                record = self._journal.get(dep_key)
+                if record is not None:
+                    dep = self._restore(record, None, priority=record.priority)
             if dep is None:
                 self._fail(job, DependencyFailed(job.key, dep_key, "was never submitted"))
                 return
@@ -770,7 +775,7 @@ class Scheduler:
 
         if generation.is_terminal:
             assert self._tg is not None
-            self._tg.start_soon(self._on_update, job, generation)
+            self._tg.start_soon(self._on_terminal, job, generation)
             return
         self._poller.watch(
             generation.id,
@@ -781,10 +786,15 @@ class Scheduler:
         )
 
     async def _on_update(self, job: Job, generation: Generation) -> None:
+        """The poller's callback: stays quick (journal writes happen in a task)."""
         if not generation.is_terminal:
             if not job.done:
                 self._emit(job, job.state, server_state=str(generation.state))
             return
+        assert self._tg is not None
+        self._tg.start_soon(self._on_terminal, job, generation)
+
+    async def _on_terminal(self, job: Job, generation: Generation) -> None:
         await self._release(job)
         if job.done:
             return
@@ -1172,6 +1182,15 @@ class Scheduler:
             events_dropped=self.events.dropped,
             families=self.events.family_counts(),
         )
+
+    @property
+    def poller(self) -> Poller:
+        """The poll loop (give ``poller.hint`` to a ``CallbackReceiver``)."""
+        return self._poller
+
+    @property
+    def limiter(self) -> Limiter:
+        return self._limiter
 
     def jobs(self) -> list[Job]:
         """Every job this scheduler knows, in submission order."""

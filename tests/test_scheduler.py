@@ -372,3 +372,60 @@ async def test_resume_after_abrupt_stop(tmp_path: Path) -> None:
     assert emu.inspect.creates_total == 12
     assert emu.inspect.duplicate_creates == 0
     assert len({r.generation.id for r in results}) == 12
+
+
+async def test_resume_picks_up_the_journal_without_resubmitting(tmp_path: Path) -> None:
+    """scheduler.resume() finishes every unfinished journal job, chains included, none twice."""
+    async with engine(latency=0.4) as (emu, client, _):
+        from lumasched.limits import InProcessLimiter
+        from lumasched.scheduler import Scheduler
+        from tests._engine_fixtures import FAST_RECONCILE, fast_poller
+
+        def make(journal: Journal) -> Scheduler:
+            return Scheduler(
+                client,
+                limiter=InProcessLimiter(LIMITS),
+                journal=journal,
+                poller=fast_poller(client),
+                **FAST_RECONCILE,
+            )
+
+        with Journal(tmp_path / "j.db") as journal:
+            async with make(journal) as first:
+                video = first.submit(VideoRequest("a teddy bear"), key="v")
+                first.submit(UpscaleRequest(first.ref(video)), key="u")
+                for key, request in _batch(6, 0):
+                    first.submit(request, key=key)
+                with anyio.fail_after(5):
+                    while emu.inspect.creates_total < 3:
+                        await anyio.sleep(0.01)
+                await first.shutdown(wait=False)
+            async with make(journal) as second:
+                jobs = second.resume()
+                assert {job.key for job in jobs} <= {"v", "u", *(f"img-{i}" for i in range(6))}
+                for job in jobs:
+                    await job
+            assert journal.counts() == {"completed": 8}
+    assert emu.inspect.creates_total == 8
+    assert emu.inspect.duplicate_creates == 0
+
+
+async def test_cancel_while_creating_follows_the_generation_to_its_end() -> None:
+    """A job cancelled mid-create is cancelled once created; its slot stays held until the end."""
+    one = Limits(video=FamilyLimits(concurrency=1, requests=10, per_seconds=1.0))
+    faults = {"create_response_delay": 0.2}
+    async with engine(
+        limits=one, emu_limits=one, latency=0.3, emulator_config={"faults": faults}
+    ) as (emu, _, scheduler):
+        job = scheduler.submit(VideoRequest("cancel me"), key="a")
+        nxt = scheduler.submit(VideoRequest("next one"), key="b")
+        with anyio.fail_after(5):
+            while job.state is not JobState.CREATING:
+                await anyio.sleep(0.005)
+        assert job.cancel()
+        with pytest.raises(JobCancelled):
+            await job
+        assert job.generation_id is not None
+        await nxt
+    assert emu.inspect.creates_total == 2
+    assert emu.inspect.rate_limited_total == 0
