@@ -74,6 +74,8 @@ class _Base:
         scheduler.add_listener(self._on_event)
 
     def _on_event(self, event: JobEvent) -> None:
+        if event.old is event.new:
+            return
         if event.new is JobState.SUBMITTED and not event.info.get("resumed"):
             self._submitted_at[event.key] = event.at
         elif event.new in (JobState.DOWNLOADING, JobState.COMPLETED, JobState.FAILED):
@@ -212,6 +214,8 @@ class LogDisplay(_Base):
 
     def _on_event(self, event: JobEvent) -> None:
         super()._on_event(event)
+        if event.old is event.new:
+            return  # a server-side change (queued -> dreaming) within one job state
         if event.new is JobState.SUBMITTED and not event.info.get("resumed"):
             self._line(f"created     {event.key} ({event.family.value}) {event.generation_id}")
         elif event.info.get("resumed") and event.new is not JobState.COMPLETED:
@@ -313,9 +317,10 @@ class LiveDisplay(_Base):
         self._live.start()
 
     def note(self, text: str) -> None:
-        self._notes.append(text)
         if self._live is None:
             self.console.print(Text(text, style="yellow"))
+        else:
+            self._notes.append(text)
 
     def item_done(self, job: Job, result: JobResult | None, reason: str | None) -> None:
         if result is None:

@@ -45,7 +45,7 @@ class RunOptions:
     limits: Limits
     settings: Settings
     emulator: bool = False
-    emulator_speed: float = 60.0
+    emulator_speed: float = 100.0
     callback_url: str | None = None
     budget_cents: float | None = None
     prices: PriceTable | None = None

@@ -36,7 +36,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-DEFAULT_EMULATOR_SPEED = 60.0
+DEFAULT_EMULATOR_SPEED = 100.0
 JOURNAL_NAME = "journal.sqlite"
 RESULTS_NAME = "results.jsonl"
 
@@ -191,8 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0] in _DELEGATED:
         import importlib
 
-        module = importlib.import_module(_DELEGATED[args_list[0]][0])
-        result: int = module.main(args_list[1:])
+        name = _DELEGATED[args_list[0]][0]
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            _err(f"'{args_list[0]}' is not available in this installation")
+            return EXIT_USAGE
+        try:
+            result: int = module.main(args_list[1:])
+        except SystemExit as exc:  # their argparse (--help, usage errors)
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         return result
     parser = build_parser()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -334,3 +335,27 @@ def test_help_is_useful_for_every_command(capsys: pytest.CaptureFixture[str]) ->
     assert run("--help") == 0
     text = capsys.readouterr().out
     assert "emulator" in text and "limits" in text
+
+
+def test_delegated_commands_have_their_own_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """`lumasched emulator` and `lumasched limits` hand their arguments to their modules."""
+    assert run("emulator", "--help") == 0
+    assert "--speed" in capsys.readouterr().out
+    assert run("limits", "--help") == 0
+    assert "--redis" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["images.jsonl", "videos.csv", "chained.yaml", "chained.jsonl"])
+def test_example_manifests_are_valid(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every shipped example passes the check (dry run, no key needed)."""
+    assert run("run", EXAMPLES / name, "--out", "unused", "--dry-run") == 0
+    assert "nothing was sent" in capsys.readouterr().out
+
+
+async def test_library_example_runs() -> None:
+    """examples/library_usage.py runs a chained manifest on the emulator."""
+    spec = importlib.util.spec_from_file_location("library_usage", EXAMPLES / "library_usage.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert await module.main() == 0
