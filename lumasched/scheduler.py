@@ -643,7 +643,8 @@ class Scheduler:
     async def _give_back(self, job: Job, *, reason: str) -> None:
         """The create surely did not happen: free the slot and queue the job again."""
         await self._release(job)
-        await self._write(self._jw().clear_intent, job.key, state="queued", reason=reason)
+        state = "cancelled" if job.cancel_requested else "queued"
+        await self._write(self._jw().clear_intent, job.key, state=state, reason=reason)
         if job.cancel_requested:
             self._set_state(job, S.CANCELLED)
             self._finish(job, None, JobCancelled(job.key))
@@ -683,7 +684,8 @@ class Scheduler:
             generation.id,
             " (found by reconcile)" if reconciled else "",
         )
-        if job.cancel_requested:
+        if job.cancel_requested and not job.done:
+            await self._write(self._jw().update, job.key, state="cancelled")
             self._set_state(job, S.CANCELLED)
             self._finish(job, None, JobCancelled(job.key))
         else:
@@ -1016,7 +1018,7 @@ class Scheduler:
             for family in Family:
                 try:
                     orphans = await self._limiter.adopt_orphans(family)
-                except LumaError as exc:
+                except Exception as exc:  # a shared limiter's outage must not stop the batch
                     logger.warning("adopting orphan leases failed: %s", exc)
                     continue
                 for orphan in orphans:
@@ -1084,7 +1086,7 @@ class Scheduler:
     def _defer(self, job: Job, reason: str, *, move: bool = True) -> None:
         if job.done:
             return
-        if move and job.state in (S.QUEUED, S.WAITING):
+        if move and job.state in (S.PENDING, S.QUEUED, S.WAITING):
             job.reason = reason
             self._set_state(job, S.PENDING, reason=reason)
             if self._journal is not None:
