@@ -392,11 +392,13 @@ class Poller:
             # With nothing to watch, sleep until woken by watch()/hint().
             delay = 3600.0 if target == math.inf else target - now
             self._wake_at = now + delay
-            with anyio.CancelScope() as scope:
-                self._sleep_scope = scope
-                await self._clock.sleep(delay)
-            self._sleep_scope = None
-            self._wake_at = math.inf
+            try:
+                with anyio.CancelScope() as scope:
+                    self._sleep_scope = scope
+                    await self._clock.sleep(delay)
+            finally:
+                self._sleep_scope = None
+                self._wake_at = math.inf
 
     async def poll_once(self) -> float | None:
         """Check every generation that is due now; return the next due time (or None)."""
@@ -411,12 +413,12 @@ class Poller:
             try:
                 await self._check(due)
             finally:
+                # Also when cancelled mid-check: keep every generation on the heap.
+                after = self._clock.monotonic()
                 for w in due:
                     w.checking = False
-            after = self._clock.monotonic()
-            for w in due:
-                if self._watched.get(w.id) is w:
-                    self._reschedule(w, after)
+                    if self._watched.get(w.id) is w:
+                        self._reschedule(w, after)
         return self._next_due()
 
     # -- scheduling -----------------------------------------------------------

@@ -449,3 +449,28 @@ def test_latency_key_uses_model_or_kind() -> None:
 
     assert latency_key_for(Video()) == ("ray-2", "1080p", "9s")
     assert latency_key_for(Upscale()) == ("upscale", "4k", None)
+
+
+async def test_cancelling_the_loop_mid_request_loses_no_generation() -> None:
+    """run() cancelled while a get hangs exits at once; run again, the generation is delivered."""
+    r = rig({KEY: 1.0})
+    gid = r.watch(r.client.create(1.0))
+    entered = anyio.Event()
+    release = anyio.Event()
+    real_get = r.client.get
+
+    async def hanging_get(generation_id: str) -> FakeGeneration:
+        entered.set()
+        await release.wait()
+        return await real_get(generation_id)
+
+    r.client.get = hanging_get  # type: ignore[method-assign]
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(r.poller.run)
+            await entered.wait()
+            tg.cancel_scope.cancel()
+    assert r.seen == [] and r.poller.watching == 1
+    release.set()
+    await r.drain()
+    assert r.done == [gid]
