@@ -208,6 +208,7 @@ class Downloader:
         self._attempts = attempts
         self._backoff = backoff
         self._max_backoff = max_backoff
+        self._locks: dict[Path, anyio.Lock] = {}
         self._stats: dict[str, int] = dict.fromkeys(attrs.fields_dict(DownloaderStats), 0)
 
     def stats(self) -> DownloaderStats:
@@ -223,20 +224,35 @@ class Downloader:
     ) -> DownloadResult:
         """Download ``url`` to ``target`` (atomically); raise ``DownloadError`` on failure."""
         target = Path(target)
-        async with self._limiter:
-            if expected_sha256 is not None:
-                size = await anyio.to_thread.run_sync(_existing_match, target, expected_sha256)
-                if size is not None:
-                    self._stats["skipped"] += 1
-                    return DownloadResult(target, expected_sha256.lower(), size, skipped=True)
-            self._stats["active"] += 1
-            try:
-                return await self._download(url, target, refresh_url, expected_sha256)
-            except DownloadError:
-                self._stats["failures"] += 1
-                raise
-            finally:
-                self._stats["active"] -= 1
+        # One download per target at a time: two writers would share the part file.
+        lock = self._locks.setdefault(target, anyio.Lock())
+        try:
+            async with lock, self._limiter:
+                return await self._download_locked(url, target, refresh_url, expected_sha256)
+        finally:
+            if not lock.statistics().tasks_waiting and not lock.locked():
+                self._locks.pop(target, None)
+
+    async def _download_locked(
+        self,
+        url: str,
+        target: Path,
+        refresh_url: Callable[[], Awaitable[str]] | None,
+        expected_sha256: str | None,
+    ) -> DownloadResult:
+        if expected_sha256 is not None:
+            size = await anyio.to_thread.run_sync(_existing_match, target, expected_sha256)
+            if size is not None:
+                self._stats["skipped"] += 1
+                return DownloadResult(target, expected_sha256.lower(), size, skipped=True)
+        self._stats["active"] += 1
+        try:
+            return await self._download(url, target, refresh_url, expected_sha256)
+        except DownloadError:
+            self._stats["failures"] += 1
+            raise
+        finally:
+            self._stats["active"] -= 1
 
     async def _download(
         self,
@@ -249,6 +265,29 @@ class Downloader:
         with contextlib.suppress(FileNotFoundError):
             # Resume a part file a cancelled or failed download left: re-hash its bytes.
             part.hasher, part.size = await anyio.to_thread.run_sync(_hash_file, part.path)
+        digest = await self._fetch(url, target, part, refresh_url)
+        if expected_sha256 is not None and digest != expected_sha256.lower() and part.resumed:
+            # The leftover part may hold other bytes (an older asset): start over once.
+            logger.info("%s: resumed bytes did not verify; downloading again", target.name)
+            self._restart(part)
+            digest = await self._fetch(url, target, part, refresh_url)
+        if expected_sha256 is not None and digest != expected_sha256.lower():
+            await anyio.to_thread.run_sync(_unlink, part.path)
+            raise DownloadError(
+                f"{target.name}: sha256 {digest} does not match the expected {expected_sha256}"
+            )
+        await anyio.to_thread.run_sync(_publish, part.path, target)
+        self._stats["downloads"] += 1
+        return DownloadResult(target, digest, part.size)
+
+    async def _fetch(
+        self,
+        url: str,
+        target: Path,
+        part: _Part,
+        refresh_url: Callable[[], Awaitable[str]] | None,
+    ) -> str:
+        """Complete ``part`` (retrying, resuming, refreshing); return its sha256."""
         failures = 0
         refreshes = 0
         while True:
@@ -285,15 +324,8 @@ class Downloader:
                 await anyio.sleep(wait)
             except OSError as exc:
                 raise DownloadError(f"cannot write {part.path}: {exc}") from exc
-        digest = part.hasher.hexdigest()
-        if expected_sha256 is not None and digest != expected_sha256.lower():
-            await anyio.to_thread.run_sync(_unlink, part.path)
-            raise DownloadError(
-                f"{target.name}: sha256 {digest} does not match the expected {expected_sha256}"
-            )
-        await anyio.to_thread.run_sync(_publish, part.path, target)
-        self._stats["downloads"] += 1
-        return DownloadResult(target, digest, part.size)
+        digest: str = part.hasher.hexdigest()
+        return digest
 
     async def _attempt(self, url: str, part: _Part) -> None:
         """One GET from ``part.size`` on; returns when the part file is whole and synced."""
@@ -313,6 +345,7 @@ class Downloader:
                     self._restart(part)
                     raise _Retry(f"asked for bytes {part.size}-, got a range from {first}")
                 self._stats["resumes"] += 1
+                part.resumed = True
             elif status == 200:
                 if part.size > 0:
                     logger.info("server ignored Range for %s; starting over", part.path.name)
@@ -342,7 +375,7 @@ class Downloader:
     def _restart(self, part: _Part) -> None:
         self._stats["restarts"] += 1
         _unlink(part.path)
-        part.hasher, part.size = hashlib.sha256(), 0
+        part.hasher, part.size, part.resumed = hashlib.sha256(), 0, False
 
 
 @attrs.define
@@ -350,6 +383,7 @@ class _Part:
     path: Path
     hasher: Any = attrs.field(factory=hashlib.sha256)
     size: int = 0
+    resumed: bool = False
 
 
 async def download_asset(

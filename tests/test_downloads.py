@@ -153,6 +153,28 @@ async def test_a_checksum_mismatch_fails_and_leaves_nothing(tmp_path: Path) -> N
     assert not target.exists() and not part_path(target).exists()
 
 
+async def test_a_leftover_part_of_other_bytes_is_downloaded_again(tmp_path: Path) -> None:
+    """A stale .part that does not verify is thrown away once and the asset fetched whole."""
+    target = tmp_path / "a.mp4"
+    part_path(target).write_bytes(b"x" * 1000)
+    client = FakeAssetClient({URL: DATA})
+    result = await make(client).download(URL, target, expected_sha256=SHA)
+    assert target.read_bytes() == DATA and result.sha256 == SHA
+    assert client.requests == [(URL, 1000), (URL, 0)]
+
+
+async def test_two_downloads_of_one_target_take_turns(tmp_path: Path) -> None:
+    """Concurrent downloads to the same target never share the part file."""
+    client = FakeAssetClient({URL: DATA})
+    downloader = make(client, max_concurrent=4)
+    target = tmp_path / "a.mp4"
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(downloader.download, URL, target)
+    assert target.read_bytes() == DATA
+    assert client.peak_open == 1
+
+
 async def test_persistent_server_errors_give_up_after_attempts(tmp_path: Path) -> None:
     """Five 503s in a row raise DownloadError; the target never appears."""
     client = FakeAssetClient({URL: DATA})
