@@ -161,6 +161,22 @@ _UPDATABLE = frozenset(
 )
 
 
+def _assignments(fields: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    unknown = set(fields) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not journal columns: {sorted(unknown)}")
+    params: list[Any] = []
+    sets: list[str] = []
+    for name, value in fields.items():
+        if name in ("generation", "request") and value is not None:
+            value = _dumps(value)
+        elif name == "depends_on":
+            value = _dumps(list(value))
+        sets.append(f"{name} = ?")
+        params.append(value)
+    return ", ".join(sets), tuple(params)
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
@@ -333,28 +349,28 @@ class Journal:
 
     def update(self, key: str, **fields: Any) -> None:
         """Set columns of one job (``generation`` and ``request`` as dicts)."""
-        unknown = set(fields) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"not journal columns: {sorted(unknown)}")
-        params: list[Any] = []
-        sets: list[str] = []
-        for name, value in fields.items():
-            if name in ("generation", "request") and value is not None:
-                value = _dumps(value)
-            elif name == "depends_on":
-                value = _dumps(list(value))
-            sets.append(f"{name} = ?")
-            params.append(value)
-        self._update(key, ", ".join(sets), tuple(params))
+        self.update_many([(key, fields)])
+
+    def update_many(self, changes: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Apply many ``(key, {column: value})`` changes in one transaction."""
+        with self._tx() as cur:
+            for key, fields in changes:
+                assignments, params = _assignments(fields)
+                self._execute_update(cur, key, assignments, params)
 
     def _update(self, key: str, assignments: str, params: tuple[Any, ...]) -> None:
         with self._tx() as cur:
-            cur.execute(
-                f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
-                (*params, time.time(), key),
-            )
-            if cur.rowcount == 0:
-                raise JournalError(f"{self.path}: no job {key!r} in the journal")
+            self._execute_update(cur, key, assignments, params)
+
+    def _execute_update(
+        self, cur: sqlite3.Cursor, key: str, assignments: str, params: tuple[Any, ...]
+    ) -> None:
+        cur.execute(
+            f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
+            (*params, time.time(), key),
+        )
+        if cur.rowcount == 0:
+            raise JournalError(f"{self.path}: no job {key!r} in the journal")
 
     # -- reads --------------------------------------------------------------
 

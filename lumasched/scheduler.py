@@ -180,6 +180,7 @@ class Scheduler:
         self._creating: dict[str, str] = {}
         self._acquiring: dict[str, anyio.CancelScope] = {}
         self._new_rows: list[NewJob] = []
+        self._updates: list[tuple[str, dict[str, Any]]] = []
         self._rows_event: anyio.Event | None = None
         self._seq = 0
         self._spent = 0.0
@@ -658,12 +659,14 @@ class Scheduler:
         self._wake(job.family)
 
     async def _retry_later(self, job: Job, exc: LumaError) -> None:
+        """The server could not be reached (nothing was sent): back off, re-queue."""
         if job.attempts >= MAX_CONNECT_ATTEMPTS:
             await self._release(job)
             await self._write(self._jw().clear_intent, job.key, state="failed", reason=str(exc))
             self._fail(job, exc, journal=False)
             return
         await self._release(job)
+        await self._write(self._jw().clear_intent, job.key, state="queued", reason="connect_error")
         await self._clock.sleep(min(2.0**job.attempts, 30.0))
         await self._give_back(job, reason="connect_error")
 
@@ -1073,8 +1076,7 @@ class Scheduler:
             return
         logger.info("job %s failed: %s", job.key, error)
         if journal and self._journal is not None:
-            self._write_soon(
-                self._journal.update,
+            self._update_soon(
                 job.key,
                 state="failed",
                 reason=str(error),
@@ -1090,7 +1092,7 @@ class Scheduler:
             job.reason = reason
             self._set_state(job, S.PENDING, reason=reason)
             if self._journal is not None:
-                self._write_soon(self._journal.update, job.key, state="pending", reason=reason)
+                self._update_soon(job.key, state="pending", reason=reason)
         self._finish(job, None, JobDeferred(job.key, reason))
 
     def _finish(self, job: Job, result: JobResult | None, error: BaseException | None) -> None:
@@ -1106,13 +1108,13 @@ class Scheduler:
         if job.state in (S.PENDING, S.WAITING, S.QUEUED):
             self._set_state(job, S.CANCELLED)
             if self._journal is not None:
-                self._write_soon(self._journal.update, job.key, state="cancelled")
+                self._update_soon(job.key, state="cancelled")
             self._finish(job, None, JobCancelled(job.key))
         elif job.state in (S.SUBMITTED, S.DOWNLOADING):
             # The generation runs on; the poller still follows it to free the slot.
             self._set_state(job, S.CANCELLED)
             if self._journal is not None:
-                self._write_soon(self._journal.update, job.key, state="cancelled")
+                self._update_soon(job.key, state="cancelled")
             self._finish(job, None, JobCancelled(job.key))
         # CREATING: decided when the create returns (see _created / _give_back).
 
@@ -1138,23 +1140,31 @@ class Scheduler:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
 
-    def _write_soon(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-        if self._tg is not None:
-            self._tg.start_soon(partial(self._write, fn, *args, **kwargs))
-        elif self._journal is not None:
-            fn(*args, **kwargs)
+    def _update_soon(self, key: str, **fields: Any) -> None:
+        """Queue a journal update; queued updates are committed in batches, and
+        always before any later direct write."""
+        if self._journal is None:
+            return
+        self._updates.append((key, fields))
+        assert self._rows_event is not None
+        self._rows_event.set()
 
     async def _flush_rows(self) -> None:
-        """Insert the rows of newly submitted jobs; returns once every row submitted
+        """Commit new jobs' rows and queued updates; returns once everything queued
         so far is committed (a concurrent flush is waited for)."""
-        if self._journal is None or (not self._new_rows and not self._flush_lock.locked()):
+        if self._journal is None:
+            return
+        if not self._new_rows and not self._updates and not self._flush_lock.locked():
             return
         journal = self._journal
         with anyio.CancelScope(shield=True):
             async with self._flush_lock:
                 rows, self._new_rows = self._new_rows, []
+                updates, self._updates = self._updates, []
                 if rows:
                     await anyio.to_thread.run_sync(journal.add, rows)
+                if updates:
+                    await anyio.to_thread.run_sync(journal.update_many, updates)
 
     async def _journal_writer(self) -> None:
         """Batch new jobs into one transaction each round."""
