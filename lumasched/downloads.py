@@ -247,38 +247,29 @@ class Downloader:
                 return DownloadResult(target, expected_sha256.lower(), size, skipped=True)
         self._stats["active"] += 1
         try:
-            return await self._download(url, target, refresh_url, expected_sha256)
+            part = _Part(part_path(target))
+            with contextlib.suppress(FileNotFoundError):
+                # Resume a part file a cancelled or failed download left: re-hash its bytes.
+                part.hasher, part.size = await anyio.to_thread.run_sync(_hash_file, part.path)
+            digest = await self._fetch(url, target, part, refresh_url)
+            if expected_sha256 is not None and digest != expected_sha256.lower() and part.resumed:
+                # The leftover part may hold other bytes (an older asset): start over once.
+                logger.info("%s: resumed bytes did not verify; downloading again", target.name)
+                self._restart(part)
+                digest = await self._fetch(url, target, part, refresh_url)
+            if expected_sha256 is not None and digest != expected_sha256.lower():
+                await anyio.to_thread.run_sync(_unlink, part.path)
+                raise DownloadError(
+                    f"{target.name}: sha256 {digest} does not match the expected {expected_sha256}"
+                )
+            await anyio.to_thread.run_sync(_publish, part.path, target)
+            self._stats["downloads"] += 1
+            return DownloadResult(target, digest, part.size)
         except DownloadError:
             self._stats["failures"] += 1
             raise
         finally:
             self._stats["active"] -= 1
-
-    async def _download(
-        self,
-        url: str,
-        target: Path,
-        refresh_url: Callable[[], Awaitable[str]] | None,
-        expected_sha256: str | None,
-    ) -> DownloadResult:
-        part = _Part(part_path(target))
-        with contextlib.suppress(FileNotFoundError):
-            # Resume a part file a cancelled or failed download left: re-hash its bytes.
-            part.hasher, part.size = await anyio.to_thread.run_sync(_hash_file, part.path)
-        digest = await self._fetch(url, target, part, refresh_url)
-        if expected_sha256 is not None and digest != expected_sha256.lower() and part.resumed:
-            # The leftover part may hold other bytes (an older asset): start over once.
-            logger.info("%s: resumed bytes did not verify; downloading again", target.name)
-            self._restart(part)
-            digest = await self._fetch(url, target, part, refresh_url)
-        if expected_sha256 is not None and digest != expected_sha256.lower():
-            await anyio.to_thread.run_sync(_unlink, part.path)
-            raise DownloadError(
-                f"{target.name}: sha256 {digest} does not match the expected {expected_sha256}"
-            )
-        await anyio.to_thread.run_sync(_publish, part.path, target)
-        self._stats["downloads"] += 1
-        return DownloadResult(target, digest, part.size)
 
     async def _fetch(
         self,

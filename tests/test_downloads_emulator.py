@@ -10,8 +10,7 @@ from typing import Any
 
 import anyio
 
-from lumasched.api import Generation, LumaClient, RetryPolicy, VideoRequest
-from lumasched.api._assets import AssetStream
+from lumasched.api import AssetStream, Generation, LumaClient, RetryPolicy, VideoRequest
 from lumasched.downloads import Downloader, part_path
 from lumasched.emulator import Emulator
 
