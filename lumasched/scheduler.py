@@ -109,6 +109,9 @@ class Scheduler:
             callbacks can hint the poller.
         budget_cents, cost_of: stop creating once the estimated cost of the jobs
             created in this session would pass the budget.
+        resume: on entering, pick up every unfinished job of the journal (as
+            ``resume()`` does); otherwise journalled jobs are picked up when their
+            key is submitted again.
         reconcile_settle: after a create with an unknown outcome, how long (from
             its send time) the list endpoint must keep *not* showing it before the
             create may be retried; ``reconcile_give_up``: when to stop trying and
@@ -138,6 +141,7 @@ class Scheduler:
         reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL,
         reconcile_skew: float = DEFAULT_SKEW,
         owner: str | None = None,
+        resume: bool = False,
     ) -> None:
         if budget_cents is not None and cost_of is None:
             raise ValueError("budget_cents needs cost_of to estimate what a request costs")
@@ -170,6 +174,7 @@ class Scheduler:
         self._reconcile_interval = reconcile_interval
         self._skew = reconcile_skew
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self._resume_on_enter = resume
 
         self._jobs: dict[str, Job] = {}
         self._gen_owner: dict[str, str] = {}
@@ -229,6 +234,8 @@ class Scheduler:
         tg.start_soon(self._adopt_orphans_loop)
         for family in Family:
             tg.start_soon(self._dispatch, family)
+        if self._resume_on_enter:
+            self.resume()
         return self
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:

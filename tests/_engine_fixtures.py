@@ -21,6 +21,8 @@ LIMITS = Limits(
     image=FamilyLimits(concurrency=4, requests=8, per_seconds=1.0),
 )
 
+API_KEY = "luma-secret-key-0123456789"
+
 FAST_RECONCILE: dict[str, Any] = {
     "reconcile_settle": 0.4,
     "reconcile_interval": 0.1,
@@ -43,7 +45,7 @@ async def emulator(
 
 @asynccontextmanager
 async def client_for(emu: Emulator) -> AsyncIterator[LumaClient]:
-    async with LumaClient("test-key", emu.base_url, retry=RetryPolicy.for_tests()) as client:
+    async with LumaClient(API_KEY, emu.base_url, retry=RetryPolicy.for_tests()) as client:
         yield client
 
 

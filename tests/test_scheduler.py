@@ -3,6 +3,7 @@ cancellation, reconcile, budget, bounded iteration, events."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from lumasched.errors import (
 from lumasched.jobs import JobCancelled, JobDeferred, JobEvent, JobState
 from lumasched.journal import Journal
 from lumasched.limits import Family, FamilyLimits, Limits
-from tests._engine_fixtures import LIMITS, assert_within_limits, engine
+from tests._engine_fixtures import API_KEY, LIMITS, assert_within_limits, engine
 
 
 def _batch(images: int, videos: int) -> list[tuple[str, ImageRequest | VideoRequest]]:
@@ -429,3 +430,17 @@ async def test_cancel_while_creating_follows_the_generation_to_its_end() -> None
         await nxt
     assert emu.inspect.creates_total == 2
     assert emu.inspect.rate_limited_total == 0
+
+
+async def test_logs_never_hold_the_api_key(caplog: pytest.LogCaptureFixture) -> None:
+    """Debug logs of a batch with dropped creates and 429s never contain the API key."""
+    caplog.set_level(logging.DEBUG, logger="lumasched")
+    generous = Limits(image=FamilyLimits(concurrency=20, requests=100, per_seconds=1.0))
+    faults = {"drop_after_create": 0.5}
+    async with engine(limits=generous, emulator_config={"faults": faults}) as (_, _, scheduler):
+        for i in range(10):
+            scheduler.submit(ImageRequest(f"secret-free prompt {i}"), key=f"k{i}")
+    counters = scheduler.counters()
+    assert counters.ambiguous_creates > 0 and counters.rate_limited > 0
+    assert any(r.name.startswith("lumasched") for r in caplog.records)
+    assert API_KEY not in caplog.text
