@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import inspect
 import json
+import logging
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -19,6 +20,9 @@ from benchmarks._common import measure, peak_rss_mb
 
 
 def main(argv: list[str]) -> int:
+    # Warnings from lumasched (a poll error, a task that raised) end up in the
+    # error a failed measurement reports.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     target, raw = argv
     module_name, _, func_name = target.partition(":")
     func = getattr(importlib.import_module(module_name), func_name)

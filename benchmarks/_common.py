@@ -151,7 +151,7 @@ def run_child(target: str, kwargs: Mapping[str, Any], *, timeout: float = 600.0)
     )
     if proc.returncode != 0:
         raise RuntimeError(
-            f"benchmark child {target} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+            f"benchmark child {target} exited {proc.returncode}:\n{proc.stderr[-12000:]}"
         )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
@@ -220,7 +220,7 @@ class EmulatorProcess:
         """The emulator's inspection document (what the client did)."""
         import urllib.request
 
-        with urllib.request.urlopen(f"{self.root_url}/_inspect", timeout=10) as resp:
+        with urllib.request.urlopen(f"{self.root_url}/_emulator/stats", timeout=10) as resp:
             data: dict[str, Any] = json.loads(resp.read())
             return data
 
@@ -330,8 +330,8 @@ def ratio_ok(value: float, limit: float) -> bool:
 
 
 def fmt(value: float) -> str:
-    if value == 0:
-        return "0"
+    if float(value).is_integer():
+        return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     if abs(value) >= 10:

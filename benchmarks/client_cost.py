@@ -1,0 +1,118 @@
+"""Client cost per job: CPU seconds and wall time, lumasched against the official SDK.
+
+2,000 zero-latency image jobs (``--fixed-latency 0``) with the limits out of
+the way, each downloaded to disk. Each contender runs in a fresh process
+against its own emulator (in another process, so only the client's CPU is
+counted): lumasched's Scheduler with its SQLite journal and streamed
+downloads, and the baseline in ``benchmarks/baseline.py`` (AsyncLumaAI, a
+semaphore, poll every ``--poll-interval`` s with ``generations.get``, httpx
+streaming download). Both run at the same concurrency. Ratios are from the same
+run; below 1 means lumasched is cheaper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import EmulatorProcess, Report, run_child
+
+NAME = "client_cost"
+
+TINY = {"jobs": 40}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=int, default=2_000)
+    parser.add_argument("--concurrency", type=int, default=100, help="both contenders")
+    parser.add_argument("--poll-interval", type=float, default=1.0, help="the baseline's")
+
+
+def emulator_args(tmp: str) -> list[str]:
+    limits = Path(tmp, "limits.toml")
+    limits.write_text(
+        "[video]\nconcurrency = 100000\nrequests = 1000000\nper_seconds = 1.0\n"
+        "[image]\nconcurrency = 100000\nrequests = 1000000\nper_seconds = 1.0\n",
+        encoding="utf-8",
+    )
+    return ["--limits", str(limits), "--fixed-latency", "0"]
+
+
+def contender(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="lumasched-cost-") as tmp,
+        EmulatorProcess(emulator_args(tmp)) as emu,
+    ):
+        out_dir = str(Path(tmp, "out"))
+        if name == "baseline":
+            result = run_child(
+                "benchmarks.baseline:run_baseline",
+                {
+                    "base_url": emu.base_url,
+                    "api_key": emu.api_key,
+                    "jobs": args.jobs,
+                    "out_dir": out_dir,
+                    "kind": "image",
+                    "concurrency": args.concurrency,
+                    "poll_interval": args.poll_interval,
+                },
+            )
+        else:
+            result = run_child(
+                "benchmarks._engine:run_batch",
+                {
+                    "base_url": emu.base_url,
+                    "api_key": emu.api_key,
+                    "jobs": args.jobs,
+                    "kind": "image",
+                    "limits": {
+                        "image": {
+                            "concurrency": args.concurrency,
+                            "requests": 1_000_000,
+                            "per_seconds": 1.0,
+                        }
+                    },
+                    "out_dir": out_dir,
+                    "journal": str(Path(tmp, "journal.db")),
+                },
+            )
+        seen = emu.inspect()
+    result["emulator"] = {
+        k: seen[k] for k in ("creates_total", "gets", "lists", "downloads_completed")
+    }
+    return result
+
+
+def run(args: argparse.Namespace) -> Report:
+    report = Report()
+    results = {name: contender(name, args) for name in ("lumasched", "baseline")}
+    per_job: dict[str, dict[str, float]] = {}
+    for name, result in results.items():
+        usage = result["usage"]
+        done = result["emulator"]["downloads_completed"]
+        per_job[name] = {
+            "cpu_ms": usage["cpu"] / args.jobs * 1e3,
+            "wall_ms": usage["wall"] / args.jobs * 1e3,
+        }
+        scen = f"{name} ({args.jobs:,} jobs, C={args.concurrency}, L=0)"
+        report.add(NAME, scen, "client CPU per job", per_job[name]["cpu_ms"], "ms")
+        report.add(NAME, scen, "wall per job", per_job[name]["wall_ms"], "ms")
+        report.add(
+            NAME,
+            scen,
+            "files downloaded",
+            done,
+            "",
+            f"{args.jobs}",
+            done == args.jobs,
+        )
+        report.add(NAME, scen, "peak RSS", result["max_rss_mb"], "MB")
+    cpu_ratio = per_job["lumasched"]["cpu_ms"] / per_job["baseline"]["cpu_ms"]
+    wall_ratio = per_job["lumasched"]["wall_ms"] / per_job["baseline"]["wall_ms"]
+    scen = "lumasched / baseline (same run)"
+    report.add(NAME, scen, "CPU per job ratio", cpu_ratio, "", "< 1", cpu_ratio < 1)
+    report.add(NAME, scen, "wall per job ratio", wall_ratio, "", "< 1", wall_ratio < 1)
+    report.details.update(results)
+    return report
