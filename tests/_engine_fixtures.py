@@ -49,6 +49,16 @@ async def client_for(emu: Emulator) -> AsyncIterator[LumaClient]:
         yield client
 
 
+def scheduler_for(client: LumaClient, **kwargs: Any) -> Scheduler:
+    """A scheduler with the test limits, a fast poller and fast reconcile settings."""
+    return Scheduler(
+        client,
+        limiter=InProcessLimiter(kwargs.pop("limits", LIMITS)),
+        poller=fast_poller(client),
+        **{**FAST_RECONCILE, **kwargs},
+    )
+
+
 @asynccontextmanager
 async def engine(
     *,
@@ -65,14 +75,8 @@ async def engine(
         emulator(limits=emu_limits, latency=latency, **(emulator_config or {})) as emu,
         client_for(emu) as client,
     ):
-        kwargs = {**FAST_RECONCILE, **scheduler_kwargs}
-        scheduler = Scheduler(
-            client,
-            limiter=InProcessLimiter(limits),
-            journal=journal,
-            out_dir=out_dir,
-            poller=fast_poller(client),
-            **kwargs,
+        scheduler = scheduler_for(
+            client, limits=limits, journal=journal, out_dir=out_dir, **scheduler_kwargs
         )
         async with scheduler:
             yield emu, client, scheduler

@@ -8,7 +8,7 @@ from lumasched.api import ImageRequest, VideoRequest
 from lumasched.downloads import sha256_file
 from lumasched.jobs import JobState
 from lumasched.journal import Journal
-from tests._engine_fixtures import assert_within_limits, engine
+from tests._engine_fixtures import assert_within_limits, engine, scheduler_for
 
 
 def _items() -> list[tuple[str, ImageRequest | VideoRequest]]:
@@ -82,17 +82,7 @@ async def test_verified_files_are_not_downloaded_again(tmp_path: Path) -> None:
             started = emu.inspect.downloads_started
             (out / "owl.jpg").write_bytes(b"tampered")
 
-            from lumasched.limits import InProcessLimiter
-            from lumasched.scheduler import Scheduler
-            from tests._engine_fixtures import LIMITS, fast_poller
-
-            second = Scheduler(
-                client,
-                limiter=InProcessLimiter(LIMITS),
-                journal=journal,
-                out_dir=out,
-                poller=fast_poller(client),
-            )
+            second = scheduler_for(client, journal=journal, out_dir=out)
             async with second:
                 jobs = [second.submit(r, key=k) for k, r in _items()]
                 results = {job.key: await job for job in jobs}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from lumasched._reconcile import Match, compare_echo, find_created
+from lumasched._reconcile import Match, ReconcileResult, compare_echo, find_created
 from lumasched.api import Generation, GenerationPage
 
 T0 = 1_700_000_000.0
@@ -38,6 +38,16 @@ class ListOnly:
 BODY = {"model": "photon-1", "prompt": "a  cat"}
 
 
+async def _find(client: ListOnly, *, taken: str = "", **kwargs: Any) -> ReconcileResult:
+    return await find_created(
+        client,  # type: ignore[arg-type]
+        body=BODY,
+        sent_at=T0,
+        is_taken=lambda gid: gid == taken,
+        **kwargs,
+    )
+
+
 def test_compare_echo_rules() -> None:
     """Echo matching: extra echo fields are fine, a differing field is NO, a missing one UNKNOWN."""
     assert compare_echo({**BODY, "aspect_ratio": "16:9", "type": "image"}, BODY) is Match.YES
@@ -58,11 +68,8 @@ async def test_finds_match_newest_first() -> None:
     gens = [_gen(i, T0 + 50 - i, {"model": "photon-1", "prompt": f"p{i}"}) for i in range(30)]
     gens.insert(5, _gen(99, T0 + 2, dict(BODY)))
     client = ListOnly(gens)
-    found = await find_created(
-        client,  # type: ignore[arg-type]
-        body=BODY,
-        sent_at=T0,
-        is_taken=lambda _: False,
+    found = await _find(
+        client,
         skew=1.0,
         page_size=10,
     )
@@ -73,11 +80,8 @@ async def test_absent_is_conclusive_and_stops_at_older() -> None:
     """Newest-first, no match: conclusive once a page reaches generations older than sent_at."""
     gens = [_gen(i, T0 + 20 - i, {"model": "photon-1", "prompt": f"p{i}"}) for i in range(200)]
     client = ListOnly(gens)
-    found = await find_created(
-        client,  # type: ignore[arg-type]
-        body=BODY,
-        sent_at=T0,
-        is_taken=lambda _: False,
+    found = await _find(
+        client,
         skew=1.0,
         page_size=10,
     )
@@ -90,11 +94,8 @@ async def test_oldest_first_reads_the_tail() -> None:
     gens = [_gen(i, T0 - 1000 + i, {"model": "photon-1", "prompt": f"p{i}"}) for i in range(995)]
     gens.append(_gen(999, T0 + 1, dict(BODY)))
     client = ListOnly(gens)
-    found = await find_created(
-        client,  # type: ignore[arg-type]
-        body=BODY,
-        sent_at=T0,
-        is_taken=lambda _: False,
+    found = await _find(
+        client,
         skew=5.0,
         page_size=100,
     )
@@ -106,11 +107,9 @@ async def test_taken_generations_are_not_adopted() -> None:
     """A generation another job owns is skipped even if its echo matches."""
     gens = [_gen(1, T0 + 1, dict(BODY)), _gen(2, T0 + 2, dict(BODY))]
     client = ListOnly(gens)
-    found = await find_created(
-        client,  # type: ignore[arg-type]
-        body=BODY,
-        sent_at=T0,
-        is_taken=lambda gid: gid == "g1",
+    found = await _find(
+        client,
+        taken="g1",
         skew=1.0,
     )
     assert found.generation is not None and found.generation.id == "g2"
@@ -119,11 +118,8 @@ async def test_taken_generations_are_not_adopted() -> None:
 async def test_old_generations_are_not_adopted() -> None:
     """An identical body created well before the send time is not ours."""
     client = ListOnly([_gen(1, T0 - 500, dict(BODY))])
-    found = await find_created(
-        client,  # type: ignore[arg-type]
-        body=BODY,
-        sent_at=T0,
-        is_taken=lambda _: False,
+    found = await _find(
+        client,
         skew=10.0,
     )
     assert found.generation is None and found.conclusive
@@ -132,11 +128,8 @@ async def test_old_generations_are_not_adopted() -> None:
 async def test_missing_echo_is_inconclusive() -> None:
     """A recent generation without an echo can be neither matched nor ruled out."""
     client = ListOnly([_gen(1, T0 + 1, None), _gen(2, T0 - 900, None)])
-    found = await find_created(
-        client,  # type: ignore[arg-type]
-        body=BODY,
-        sent_at=T0,
-        is_taken=lambda _: False,
+    found = await _find(
+        client,
         skew=10.0,
     )
     assert found.generation is None and not found.conclusive
@@ -148,11 +141,8 @@ async def test_page_limit_is_inconclusive() -> None:
         _gen(i, T0 + (i * 7919 % 100), {"model": "photon-1", "prompt": f"p{i}"}) for i in range(100)
     ]
     client = ListOnly(gens)
-    found = await find_created(
-        client,  # type: ignore[arg-type]
-        body=BODY,
-        sent_at=T0,
-        is_taken=lambda _: False,
+    found = await _find(
+        client,
         skew=1.0,
         page_size=10,
         max_pages=3,

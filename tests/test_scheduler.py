@@ -26,7 +26,7 @@ from lumasched.errors import (
 from lumasched.jobs import JobCancelled, JobDeferred, JobEvent, JobState
 from lumasched.journal import Journal
 from lumasched.limits import Family, FamilyLimits, Limits
-from tests._engine_fixtures import API_KEY, LIMITS, assert_within_limits, engine
+from tests._engine_fixtures import API_KEY, assert_within_limits, engine, scheduler_for
 
 
 def _batch(images: int, videos: int) -> list[tuple[str, ImageRequest | VideoRequest]]:
@@ -343,21 +343,8 @@ async def test_resume_after_abrupt_stop(tmp_path: Path) -> None:
     """Stop at once mid-batch, resubmit the same keys: each job finishes exactly once."""
     items = _batch(8, 4)
     async with engine(latency=0.4) as (emu, client, _):
-        from lumasched.limits import InProcessLimiter
-        from lumasched.scheduler import Scheduler
-        from tests._engine_fixtures import FAST_RECONCILE, fast_poller
-
-        def make(journal: Journal) -> Scheduler:
-            return Scheduler(
-                client,
-                limiter=InProcessLimiter(LIMITS),
-                journal=journal,
-                poller=fast_poller(client),
-                **FAST_RECONCILE,
-            )
-
         with Journal(tmp_path / "j.db") as journal:
-            async with make(journal) as first:
+            async with scheduler_for(client, journal=journal) as first:
                 for key, request in items:
                     first.submit(request, key=key)
                 with anyio.fail_after(5):
@@ -366,7 +353,7 @@ async def test_resume_after_abrupt_stop(tmp_path: Path) -> None:
                 await first.shutdown(wait=False)
             states = journal.counts()
             assert states.get("completed", 0) < 12
-            async with make(journal) as second:
+            async with scheduler_for(client, journal=journal) as second:
                 jobs = [second.submit(r, key=k) for k, r in items]
                 results = [await job for job in jobs]
             assert journal.counts() == {"completed": 12}
@@ -378,21 +365,8 @@ async def test_resume_after_abrupt_stop(tmp_path: Path) -> None:
 async def test_resume_picks_up_the_journal_without_resubmitting(tmp_path: Path) -> None:
     """scheduler.resume() finishes every unfinished journal job, chains included, none twice."""
     async with engine(latency=0.4) as (emu, client, _):
-        from lumasched.limits import InProcessLimiter
-        from lumasched.scheduler import Scheduler
-        from tests._engine_fixtures import FAST_RECONCILE, fast_poller
-
-        def make(journal: Journal) -> Scheduler:
-            return Scheduler(
-                client,
-                limiter=InProcessLimiter(LIMITS),
-                journal=journal,
-                poller=fast_poller(client),
-                **FAST_RECONCILE,
-            )
-
         with Journal(tmp_path / "j.db") as journal:
-            async with make(journal) as first:
+            async with scheduler_for(client, journal=journal) as first:
                 video = first.submit(VideoRequest("a teddy bear"), key="v")
                 first.submit(UpscaleRequest(first.ref(video)), key="u")
                 for key, request in _batch(6, 0):
@@ -401,7 +375,7 @@ async def test_resume_picks_up_the_journal_without_resubmitting(tmp_path: Path) 
                     while emu.inspect.creates_total < 3:
                         await anyio.sleep(0.01)
                 await first.shutdown(wait=False)
-            async with make(journal) as second:
+            async with scheduler_for(client, journal=journal) as second:
                 jobs = second.resume()
                 assert {job.key for job in jobs} <= {"v", "u", *(f"img-{i}" for i in range(6))}
                 for job in jobs:
