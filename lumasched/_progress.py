@@ -218,8 +218,9 @@ class LogDisplay(_Base):
             return  # a server-side change (queued -> dreaming) within one job state
         if event.new is JobState.SUBMITTED and not event.info.get("resumed"):
             self._line(f"created     {event.key} ({event.family.value}) {event.generation_id}")
-        elif event.info.get("resumed") and event.new is not JobState.COMPLETED:
-            self._line(f"resumed     {event.key} ({event.new})")
+        elif event.info.get("resumed") and event.new in (JobState.SUBMITTED, JobState.CREATING):
+            what = "polling" if event.new is JobState.SUBMITTED else "reconciling its create"
+            self._line(f"resumed     {event.key} ({what} {event.generation_id or ''})".rstrip())
 
     def note(self, text: str) -> None:
         self._line(text)

@@ -520,10 +520,9 @@ def _dry_run(args: argparse.Namespace, planner: Any, settings: Settings, limits:
             f"[{fl.concurrency} at once, {fl.requests} creates per {fl.per_seconds:g}s]"
         )
     where = f"emulator at speed {args.emulator_speed:g}" if args.emulator else "the real service"
-    _out(
-        f"fastest possible overall: {format_duration(plan.fastest_total)} "
-        f"(expected latencies of {where}; items that build on others wait for them)"
-    )
+    if len(plan.fastest_seconds) > 1:
+        _out(f"fastest possible overall: {format_duration(plan.fastest_total)}")
+    _out(f"  (from the expected latencies of {where}; items that build on others wait for them)")
     unpriced = f", {plan.unpriced} item(s) not priced" if plan.unpriced else ""
     _out(f"estimated cost: {_usd(plan.cost_cents)}{unpriced}")
     if args.budget is not None:

@@ -13,6 +13,7 @@ from lumasched import cli
 from lumasched._config import API_KEY_HELP
 from lumasched.journal import Journal
 from tests import _cli_fixtures as fx
+from tests import _redis_fixtures as redis_fx
 from tests._cli_fixtures import (
     API_KEY,
     MIXED_ITEMS,
@@ -20,8 +21,10 @@ from tests._cli_fixtures import (
     read_results,
     write_jsonl,
 )
+from tests._redis_fixtures import RedisServer
 
 # Fixtures used by name below.
+redis_process = redis_fx.redis_process
 emulator = fx.emulator
 cli_env = fx.cli_env
 limits_file = fx.limits_file
@@ -359,3 +362,38 @@ async def test_library_example_runs() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert await module.main() == 0
+
+
+@pytest.mark.redis
+def test_run_shares_limits_through_redis(
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    tmp_path: Path,
+    redis_process: RedisServer,
+) -> None:
+    """--redis URL runs the batch with the Redis limiter: all done, no 429."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", MIXED_ITEMS)
+    out = tmp_path / "out"
+    args = ("run", manifest, "--out", out, "--limits", limits_file, "--no-progress")
+    assert run(*args, "--redis", redis_process.url) == 0
+    assert {r["state"] for r in read_results(out).values()} == {"completed"}
+    assert cli_env.inspect.creates_total == len(MIXED_ITEMS)
+    assert cli_env.inspect.rate_limited_total == 0
+
+
+def test_a_journal_belongs_to_one_manifest(
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another manifest pointed at the same --out is refused before anything is sent."""
+    out = tmp_path / "out"
+    first = write_jsonl(tmp_path / "first.jsonl", MIXED_ITEMS[:1])
+    assert run("run", first, "--out", out, "--limits", limits_file, "--no-progress") == 0
+    second = write_jsonl(tmp_path / "second.jsonl", MIXED_ITEMS[1:2])
+    assert run("run", second, "--out", out, "--limits", limits_file, "-v") == 2
+    err = capsys.readouterr().err
+    assert "belongs to batch 'first.jsonl'" in err
+    assert API_KEY not in err
+    assert cli_env.inspect.creates_total == 1
