@@ -1,6 +1,69 @@
 """lumasched: an asyncio-first client and concurrency-aware job scheduler for the
-Luma Dream Machine API, with a built-in emulator."""
+Luma Dream Machine API, with a built-in emulator.
 
+::
+
+    import lumasched
+
+    async with lumasched.LumaClient() as client:          # LUMAAI_API_KEY
+        async with lumasched.Scheduler(client, out_dir=Path("out")) as scheduler:
+            job = scheduler.submit(lumasched.ImageRequest(model="photon-1", prompt="a fox"))
+            result = await job
+            print(result.path, result.sha256)
+
+The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``) and ``RedisLimiter``
+are imported on first use, so ``import lumasched`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lumasched.api import (
+    Assets,
+    AssetStream,
+    AudioRequest,
+    CharacterIdentity,
+    CharacterRef,
+    ClientStats,
+    Concept,
+    CreateRequest,
+    Credits,
+    Generation,
+    GenerationKeyframe,
+    GenerationPage,
+    GenerationState,
+    ImageKeyframe,
+    ImageRef,
+    ImageRequest,
+    Keyframe,
+    Keyframes,
+    LumaClient,
+    Media,
+    ModifyVideoRequest,
+    Ping,
+    ReframeImageRequest,
+    ReframeVideoRequest,
+    RetryPolicy,
+    Timeout,
+    UpscaleRequest,
+    VideoRequest,
+    dumps_body,
+    generation_refs,
+    replace_generation_refs,
+    request_from_dict,
+    request_to_dict,
+)
+from lumasched.callbacks import CallbackReceiver, CallbackStats
+from lumasched.downloads import (
+    Downloader,
+    DownloaderStats,
+    DownloadResult,
+    download_asset,
+    safe_target,
+    sha256_file,
+)
 from lumasched.errors import (
     AmbiguousCreateError,
     APIStatusError,
@@ -25,36 +88,156 @@ from lumasched.errors import (
     UnprocessableEntityError,
     ValidationError,
 )
-from lumasched.limits import BUILD_TIER, Family, FamilyLimits, Limiter, Limits
+from lumasched.events import Counters, FamilyCounts
+from lumasched.jobs import (
+    Job,
+    JobCancelled,
+    JobDeferred,
+    JobEvent,
+    JobResult,
+    JobState,
+    Timings,
+)
+from lumasched.journal import Journal
+from lumasched.limits import (
+    BUILD_TIER,
+    Family,
+    FamilyLimits,
+    FamilyStatistics,
+    InProcessLimiter,
+    Limiter,
+    Limits,
+    OrphanLease,
+    family_of,
+    make_limiter,
+)
+from lumasched.poller import (
+    LatencyEstimator,
+    LatencyKey,
+    Poller,
+    PollerStats,
+    latency_key_for,
+)
+from lumasched.pricing import PriceTable, estimate_cost_cents
+from lumasched.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from lumasched.emulator import Emulator, EmulatorConfig, Faults
+    from lumasched.redis_limiter import RedisLimiter
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Emulator": "lumasched.emulator",
+    "EmulatorConfig": "lumasched.emulator",
+    "Faults": "lumasched.emulator",
+    "RedisLimiter": "lumasched.redis_limiter",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lumasched' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BUILD_TIER",
     "APIStatusError",
     "AmbiguousCreateError",
+    "AssetStream",
+    "Assets",
+    "AudioRequest",
     "AuthenticationError",
     "BadRequestError",
+    "CallbackReceiver",
+    "CallbackStats",
+    "CharacterIdentity",
+    "CharacterRef",
+    "ClientStats",
+    "Concept",
     "ConfigurationError",
     "ConflictError",
     "ConnectError",
+    "Counters",
+    "CreateRequest",
+    "Credits",
     "DependencyFailed",
     "DownloadError",
+    "DownloadResult",
+    "Downloader",
+    "DownloaderStats",
+    "Emulator",
+    "EmulatorConfig",
     "FailureCategory",
     "Family",
+    "FamilyCounts",
     "FamilyLimits",
+    "FamilyStatistics",
+    "Faults",
+    "Generation",
     "GenerationFailed",
+    "GenerationKeyframe",
+    "GenerationPage",
+    "GenerationState",
+    "ImageKeyframe",
+    "ImageRef",
+    "ImageRequest",
+    "InProcessLimiter",
     "InternalServerError",
+    "Job",
+    "JobCancelled",
+    "JobDeferred",
+    "JobEvent",
+    "JobResult",
+    "JobState",
+    "Journal",
     "JournalError",
+    "Keyframe",
+    "Keyframes",
+    "LatencyEstimator",
+    "LatencyKey",
     "Limiter",
     "Limits",
+    "LumaClient",
     "LumaError",
+    "Media",
+    "ModifyVideoRequest",
     "NotFoundError",
+    "OrphanLease",
     "PermissionDeniedError",
+    "Ping",
+    "Poller",
+    "PollerStats",
+    "PriceTable",
     "Problem",
     "RateLimitError",
+    "RedisLimiter",
+    "ReframeImageRequest",
+    "ReframeVideoRequest",
+    "RetryPolicy",
+    "Scheduler",
+    "Timeout",
     "TimeoutError",
+    "Timings",
     "TransportError",
     "UnprocessableEntityError",
+    "UpscaleRequest",
     "ValidationError",
+    "VideoRequest",
+    "download_asset",
+    "dumps_body",
+    "estimate_cost_cents",
+    "family_of",
+    "generation_refs",
+    "latency_key_for",
+    "make_limiter",
+    "replace_generation_refs",
+    "request_from_dict",
+    "request_to_dict",
+    "safe_target",
+    "sha256_file",
 ]
