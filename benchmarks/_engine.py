@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,34 +28,6 @@ def request_for(index: int, kind: str) -> CreateRequest:
 def requests(jobs: int, kind: str, *, offset: int = 0) -> Iterator[tuple[str, CreateRequest]]:
     for index in range(offset, offset + jobs):
         yield f"item-{index:07d}", request_for(index, kind)
-
-
-@contextlib.asynccontextmanager
-async def callback_receiver(hint: Any) -> AsyncIterator[str]:
-    """A tiny callback endpoint that forwards each callback to ``hint(generation_id)``,
-    as a web app would wire Luma's callbacks into the poller."""
-    from aiohttp import web
-
-    from benchmarks._common import free_port
-
-    async def receive(request: web.Request) -> web.Response:
-        body = await request.json()
-        generation_id = body.get("id") if isinstance(body, dict) else None
-        if isinstance(generation_id, str):
-            hint(generation_id)
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/luma-callback", receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{port}/luma-callback"
-    finally:
-        await runner.cleanup()
 
 
 async def run_batch(
@@ -93,7 +65,10 @@ async def run_batch(
         poller = Poller(client)
         callback_url = None
         if callbacks:
-            callback_url = await stack.enter_async_context(callback_receiver(poller.hint))
+            from lumasched.callbacks import CallbackReceiver
+
+            receiver = await stack.enter_async_context(CallbackReceiver(poller.hint))
+            callback_url = receiver.callback_url
         jnl = None if journal is None else stack.enter_context(_journal(Journal, journal))
         scheduler = await stack.enter_async_context(
             Scheduler(
