@@ -3,7 +3,7 @@
 Shows, per account and family, the slots held and by which worker (with the
 generation each stands for, orphans included), grants in the current window,
 waiters, the 429 pause and back-off factor, any hold after lost state, and the
-counters. Reads only; ``--init`` marks a never-used account's state as fresh.
+counters. Reads only; ``--init`` creates an account's empty state ahead of time.
 """
 
 from __future__ import annotations
@@ -59,8 +59,7 @@ def build_parser(prog: str = "lumasched limits") -> argparse.ArgumentParser:
     parser.add_argument(
         "--init",
         action="store_true",
-        help="mark this account's never-used state as fresh so the first workers do not "
-        "wait out the lost-state hold (only when no worker ran in the last window)",
+        help="create this account's empty limiter state ahead of the first worker",
     )
     return parser
 
@@ -136,7 +135,7 @@ async def _run(args: argparse.Namespace, url: str, api_key: str | None) -> int:
                 print("lumasched limits: --init needs the API key", file=sys.stderr)
                 return 2
             fresh = await bootstrap_state(client, args.namespace, account_id(api_key))
-            print("state marked fresh" if fresh else "state already exists: left alone")
+            print("state created" if fresh else "state already exists: left alone")
             return 0
         while True:
             if api_key is not None and not args.all:

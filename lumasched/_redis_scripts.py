@@ -11,10 +11,11 @@ gens       HASH    lease id -> generation id (``mark_submitted``)
 owners     HASH    lease id -> worker that holds it (for ``lumasched limits``)
 queue      ZSET    ticket -> sequence number: the FIFO of waiters
 waiters    ZSET    ticket -> liveness deadline; dead waiters leave the queue
-seq        STRING  counter for queue order and unique log entries
-rlog       ZSET    entry -> grant time (ms): the exact sliding log
-meta       HASH    created_ms (absent: state lost), last_ms, hold_until,
-                   blocked_until, factor, counters, the configured limits
+seq        STRING  counter for queue order
+rlog       ZSET    grant ticket -> grant time (ms): the exact sliding log
+meta       HASH    created_ms (absent: state lost), epoch (changes on loss or an
+                   outage: workers then re-register leases and recent grants),
+                   last_ms, hold_until, blocked_until, factor, counters, limits
 =========  ======  ==========================================================
 
 Time is always ``redis.call('TIME')`` in integer milliseconds; no client clock
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 KEY_NAMES = ("leases", "orphans", "gens", "owners", "queue", "waiters", "seq", "rlog", "meta")
 
-# ARGV[1..6]: lease_ttl_ms, gap_ms, hold_ms, waiter_ttl_ms, orphan_max_ms, channel
+# ARGV[1..7]: lease_ttl_ms, gap_ms, hold_ms, waiter_ttl_ms, orphan_max_ms, channel,
+# the epoch this client last saw ('' if none)
 PRELUDE = """
 local K_LEASES, K_ORPHANS, K_GENS, K_OWNERS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_QUEUE, K_WAITERS, K_SEQ, K_RLOG, K_META = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -36,16 +38,23 @@ local hold = tonumber(ARGV[3])
 local waiter_ttl = tonumber(ARGV[4])
 local orphan_max = tonumber(ARGV[5])
 local channel = ARGV[6]
+local known_epoch = ARGV[7]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local meta = redis.call('HMGET', K_META, 'created_ms', 'last_ms', 'hold_until')
+local meta = redis.call('HMGET', K_META, 'created_ms', 'last_ms', 'hold_until', 'epoch')
 local event = ''
+local epoch = meta[4] or meta[1]
 if not meta[1] then
-  -- restart without persistence, FLUSH, eviction, or a first start: what happened
-  -- in the last window is unknown, so hold new grants until holders re-register
-  redis.call('HSET', K_META, 'created_ms', now, 'hold_until', now + hold)
-  redis.call('HINCRBY', K_META, 'lost_count', 1)
-  event = 'lost'
+  epoch = tostring(now)
+  redis.call('HSET', K_META, 'created_ms', now, 'epoch', epoch)
+  if known_epoch ~= '' then
+    -- this client saw state that is gone (restart without persistence, FLUSH,
+    -- eviction): hold new grants until live workers re-register what they hold
+    -- and what they were granted in the last window
+    redis.call('HSET', K_META, 'hold_until', now + hold)
+    redis.call('HINCRBY', K_META, 'lost_count', 1)
+    event = 'lost'
+  end
 else
   local last = tonumber(meta[2]) or now
   if now < last then now = last end
@@ -57,6 +66,10 @@ else
     if now + hold > (tonumber(meta[3]) or 0) then
       redis.call('HSET', K_META, 'hold_until', now + hold)
     end
+    -- a new epoch makes every worker re-register its recent grants, which a
+    -- forward clock jump may have aged out of the log
+    epoch = tostring(now)
+    redis.call('HSET', K_META, 'epoch', epoch)
     redis.call('HINCRBY', K_META, 'gap_count', 1)
     event = 'gap'
   end
@@ -91,14 +104,13 @@ local function nudge(n)
 end
 """
 
-# ARGV[7..12]: ticket, lease_id, owner, concurrency, requests, window_ms
-# -> {1, now, 'ok'|'dup', factor, event}
-#    or {0, hint_ms (-1: none), reason, factor, event, rank in the queue}
+# ARGV[8..13]: ticket, lease_id, owner, concurrency, requests, window_ms
+# -> {granted 1|0, hint_ms (-1: none), 'ok'|'dup'|reason, factor, event, rank, epoch}
 ACQUIRE = (
     PRELUDE
     + """
-local ticket, lease_id, owner = ARGV[7], ARGV[8], ARGV[9]
-local n_limit, r_limit, window = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local ticket, lease_id, owner = ARGV[8], ARGV[9], ARGV[10]
+local n_limit, r_limit, window = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 nudge(freed)
 local m = redis.call('HMGET', K_META, 'hold_until', 'blocked_until', 'factor')
 local factor_s = m[3] or '1'
@@ -108,7 +120,7 @@ if redis.call('ZSCORE', K_LEASES, lease_id) or redis.call('ZSCORE', K_ORPHANS, l
   redis.call('HSET', K_OWNERS, lease_id, owner)
   redis.call('ZREM', K_QUEUE, ticket)
   redis.call('ZREM', K_WAITERS, ticket)
-  return {1, now, 'dup', factor_s, event}
+  return {1, 0, 'dup', factor_s, event, 0, epoch}
 end
 redis.call('HSET', K_META, 'limit_n', n_limit, 'limit_r', r_limit, 'window_ms', window)
 if not redis.call('ZSCORE', K_QUEUE, ticket) then
@@ -117,9 +129,9 @@ end
 redis.call('ZADD', K_WAITERS, now + waiter_ttl, ticket)
 local rank = redis.call('ZRANK', K_QUEUE, ticket)
 local hold_until = tonumber(m[1]) or 0
-if now < hold_until then return {0, hold_until - now, 'hold', factor_s, event, rank} end
+if now < hold_until then return {0, hold_until - now, 'hold', factor_s, event, rank, epoch} end
 local blocked = tonumber(m[2]) or 0
-if now < blocked then return {0, blocked - now, 'blocked', factor_s, event, rank} end
+if now < blocked then return {0, blocked - now, 'blocked', factor_s, event, rank, epoch} end
 local factor = tonumber(factor_s)
 local eff_n = math.max(1, math.floor(n_limit * factor + 1e-9))
 local eff_r = math.max(1, math.floor(r_limit * factor + 1e-9))
@@ -128,9 +140,9 @@ if free <= 0 then
   local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
   local hint = -1
   if first[2] then hint = tonumber(first[2]) - now end
-  return {0, hint, 'full', factor_s, event, rank}
+  return {0, hint, 'full', factor_s, event, rank, epoch}
 end
-if rank >= free then return {0, -1, 'queued', factor_s, event, rank} end
+if rank >= free then return {0, -1, 'queued', factor_s, event, rank, epoch} end
 redis.call('ZREMRANGEBYSCORE', K_RLOG, '-inf', now - window)
 local used = redis.call('ZCARD', K_RLOG)
 if rank >= eff_r - used then
@@ -141,24 +153,24 @@ if rank >= eff_r - used then
     local e = redis.call('ZRANGE', K_RLOG, idx, idx, 'WITHSCORES')
     hint = tonumber(e[2]) + window - now
   end
-  return {0, hint, 'rate', factor_s, event, rank}
+  return {0, hint, 'rate', factor_s, event, rank, epoch}
 end
-redis.call('ZADD', K_RLOG, now, lease_id .. '#' .. redis.call('INCR', K_SEQ))
+redis.call('ZADD', K_RLOG, now, ticket)  -- the ticket names this grant (re-registration)
 redis.call('PEXPIRE', K_RLOG, 2 * window)
 redis.call('ZADD', K_LEASES, now + lease_ttl, lease_id)
 redis.call('HSET', K_OWNERS, lease_id, owner)
 redis.call('ZREM', K_QUEUE, ticket)
 redis.call('ZREM', K_WAITERS, ticket)
 redis.call('HINCRBY', K_META, 'granted', 1)
-return {1, now, 'ok', factor_s, event}
+return {1, 0, 'ok', factor_s, event, 0, epoch}
 """
 )
 
-# ARGV[7..8]: lease_id, ticket ('' for none) -> slots freed (0 or 1)
+# ARGV[8..9]: lease_id, ticket ('' for none) -> slots freed (0 or 1)
 RELEASE = (
     PRELUDE
     + """
-local lease_id, ticket = ARGV[7], ARGV[8]
+local lease_id, ticket = ARGV[8], ARGV[9]
 local removed = redis.call('ZREM', K_LEASES, lease_id) + redis.call('ZREM', K_ORPHANS, lease_id)
 redis.call('HDEL', K_GENS, lease_id)
 redis.call('HDEL', K_OWNERS, lease_id)
@@ -171,15 +183,17 @@ return removed
 """
 )
 
-# ARGV[7]: owner; ARGV[8..]: lease_id, generation_id ('' for none) pairs
-# -> {statuses, event}; status 1 renewed, 2 re-registered (was gone), 3 taken back
-# from the orphans (we were late)
+# ARGV[8..10]: owner, window_ms, number of leases L; then L pairs (lease_id,
+# generation_id or ''); then pairs (grant ticket, age_ms) to put back in the log
+# -> {statuses, event, epoch}; status 1 renewed, 2 re-registered (was gone), 3 taken
+# back from the orphans (we were late)
 RENEW = (
     PRELUDE
     + """
-local owner = ARGV[7]
+local owner, window, n_leases = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local out = {}
-for i = 8, #ARGV, 2 do
+local grants_from = 11 + 2 * n_leases
+for i = 11, grants_from - 1, 2 do
   local id, gen = ARGV[i], ARGV[i + 1]
   local status = 1
   if redis.call('ZSCORE', K_LEASES, id) then
@@ -199,17 +213,28 @@ for i = 8, #ARGV, 2 do
   if gen ~= '' then redis.call('HSET', K_GENS, id, gen) end
   out[#out + 1] = status
 end
+local readded = 0
+for i = grants_from, #ARGV, 2 do
+  local age = tonumber(ARGV[i + 1])
+  if age < window then
+    readded = readded + redis.call('ZADD', K_RLOG, 'NX', now - age, ARGV[i])
+  end
+end
+if readded > 0 then
+  redis.call('PEXPIRE', K_RLOG, 2 * window)
+  redis.call('HINCRBY', K_META, 'regranted_count', readded)
+end
 nudge(freed)
-return {out, event}
+return {out, event, epoch}
 """
 )
 
-# ARGV[7..]: lease ids -> how many became orphans at once (a clean shutdown)
+# ARGV[8..]: lease ids -> how many became orphans at once (a clean shutdown)
 ABANDON = (
     PRELUDE
     + """
 local n = 0
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local id = ARGV[i]
   if redis.call('HEXISTS', K_GENS, id) == 1 and redis.call('ZREM', K_LEASES, id) == 1 then
     redis.call('ZADD', K_ORPHANS, now, id)
@@ -221,17 +246,17 @@ return n
 """
 )
 
-# ARGV[7..8]: owner, max -> {lease_id, generation_id, ...}
+# ARGV[8..9]: owner, max -> {lease_id, generation_id, ...}
 ADOPT = (
     PRELUDE
     + """
 nudge(freed)
-local popped = redis.call('ZPOPMIN', K_ORPHANS, tonumber(ARGV[8]))
+local popped = redis.call('ZPOPMIN', K_ORPHANS, tonumber(ARGV[9]))
 local out = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
   redis.call('ZADD', K_LEASES, now + lease_ttl, id)
-  redis.call('HSET', K_OWNERS, id, ARGV[7])
+  redis.call('HSET', K_OWNERS, id, ARGV[8])
   redis.call('HINCRBY', K_META, 'adopted_count', 1)
   out[#out + 1] = id
   out[#out + 1] = redis.call('HGET', K_GENS, id) or ''
@@ -240,20 +265,20 @@ return out
 """
 )
 
-# ARGV[7..14]: retry_after_ms (-1: none), backoff_base_ms, backoff_cap_ms,
+# ARGV[8..15]: retry_after_ms (-1: none), backoff_base_ms, backoff_cap_ms,
 # max_penalty_ms, min_factor, concurrency, requests, window_ms -> {pause_ms, factor}
 PENALTY = (
     PRELUDE
     + """
 nudge(freed)
-redis.call('HSET', K_META, 'limit_n', ARGV[12], 'limit_r', ARGV[13], 'window_ms', ARGV[14])
+redis.call('HSET', K_META, 'limit_n', ARGV[13], 'limit_r', ARGV[14], 'window_ms', ARGV[15])
 local consecutive = redis.call('HINCRBY', K_META, 'consecutive_429', 1)
 redis.call('HINCRBY', K_META, 'rate_limited', 1)
-local pause = tonumber(ARGV[7])
+local pause = tonumber(ARGV[8])
 if pause < 0 then
-  pause = math.min(tonumber(ARGV[9]), tonumber(ARGV[8]) * 2 ^ (consecutive - 1))
+  pause = math.min(tonumber(ARGV[10]), tonumber(ARGV[9]) * 2 ^ (consecutive - 1))
 else
-  pause = math.min(pause, tonumber(ARGV[10]))
+  pause = math.min(pause, tonumber(ARGV[11]))
 end
 pause = math.floor(pause)
 local m = redis.call('HMGET', K_META, 'blocked_until', 'decrease_after', 'factor')
@@ -262,14 +287,14 @@ redis.call('HSET', K_META, 'blocked_until', blocked)
 local factor = tonumber(m[3] or '1')
 -- 429s answering requests sent before this pause began do not cut again
 if now >= (tonumber(m[2]) or 0) then
-  factor = math.max(tonumber(ARGV[11]), factor * 0.5)
+  factor = math.max(tonumber(ARGV[12]), factor * 0.5)
   redis.call('HSET', K_META, 'factor', tostring(factor), 'decrease_after', blocked)
 end
 return {blocked - now, tostring(factor)}
 """
 )
 
-# ARGV[7]: recovery step -> factor
+# ARGV[8]: recovery step -> factor
 SUCCESS = (
     PRELUDE
     + """
@@ -277,7 +302,7 @@ nudge(freed)
 redis.call('HSET', K_META, 'consecutive_429', 0)
 local factor = tonumber(redis.call('HGET', K_META, 'factor') or '1')
 if factor < 1 then
-  factor = math.min(1, factor + tonumber(ARGV[7]))
+  factor = math.min(1, factor + tonumber(ARGV[8]))
   redis.call('HSET', K_META, 'factor', tostring(factor))
   nudge(1)
 end
@@ -285,13 +310,13 @@ return tostring(factor)
 """
 )
 
-# No prelude: mark a brand-new key group as known-fresh (no hold). -> 1 if created
+# No prelude: create the state of a brand-new key group. -> 1 if created
 BOOTSTRAP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('HEXISTS', KEYS[9], 'created_ms') == 1 then return 0 end
 if redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
-redis.call('HSET', KEYS[9], 'created_ms', now, 'last_ms', now, 'hold_until', 0)
+redis.call('HSET', KEYS[9], 'created_ms', now, 'last_ms', now, 'hold_until', 0, 'epoch', now)
 return 1
 """
 

@@ -8,11 +8,13 @@ holder (an *orphan*) until another worker adopts it; a 429 pauses every worker
 of the family and cuts a shared back-off factor; waiters are served first come,
 first served, woken by pub/sub as a hint and by polling as the truth.
 
-When Redis loses its state (restart without persistence, FLUSH, eviction) or was
-unreachable for longer than a lease TTL, new grants are held for
-``max(lease_ttl, window) + heartbeat`` so that holders re-register first. While
-Redis is down, ``acquire`` waits (creates pause) and nothing raises; releases
-and generation ids are retried by the heartbeat.
+When Redis loses its state (restart without persistence, FLUSH, eviction) or
+nothing reached it for longer than a lease TTL (an outage, a clock jump), the
+state gets a new *epoch*: new grants are held for 1.5 heartbeats while every
+live worker re-registers its leases and its grants of the last window (so the
+sliding log is whole again). While Redis is down, ``acquire`` waits (creates
+pause) and nothing raises; releases and generation ids are retried by the
+heartbeat.
 
 ::
 
@@ -30,6 +32,7 @@ import os
 import random
 import socket
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from typing import Any, Self, TypeVar
 
@@ -210,6 +213,7 @@ async def inspect_state(
                 "expired_count",
                 "adopted_count",
                 "reinsert_count",
+                "regranted_count",
                 "late_count",
                 "lost_count",
                 "gap_count",
@@ -252,7 +256,9 @@ class _FamilyConfig:
     window_ms: int
     hold_ms: int
 
-    def head(self, lease_ttl_ms: int, waiter_ttl_ms: int, orphan_max_ms: int) -> list[Any]:
+    def head(
+        self, lease_ttl_ms: int, waiter_ttl_ms: int, orphan_max_ms: int, epoch: str | None
+    ) -> list[Any]:
         return [
             lease_ttl_ms,
             lease_ttl_ms,
@@ -260,6 +266,7 @@ class _FamilyConfig:
             waiter_ttl_ms,
             orphan_max_ms,
             self.channel,
+            epoch or "",
         ]
 
 
@@ -274,7 +281,8 @@ class RedisLimiter:
     third of it. ``poll_max`` bounds a waiter's sleep between attempts.
     ``orphan_max`` bounds how long a dead holder's submitted generation can
     count when no worker adopts it. ``hold`` overrides the pause after lost
-    state or an outage. ``owner`` names this worker in ``lumasched limits``.
+    state or an outage (default: 1.5 heartbeats). ``owner`` names this worker
+    in ``lumasched limits``.
 
     Must be used as an async context manager (it runs the heartbeat and the
     wake-up subscriber); asyncio only (redis-py).
@@ -336,15 +344,16 @@ class RedisLimiter:
                 keys=[f"{prefix}:{name}" for name in lua.KEY_NAMES],
                 channel=f"{prefix}:freed",
                 window_ms=round(window * 1000),
-                hold_ms=round(
-                    (max(lease_ttl, window) + self.heartbeat if hold is None else hold) * 1000
-                ),
+                hold_ms=round((1.5 * self.heartbeat if hold is None else hold) * 1000),
             )
         self._scripts = {
             name: self._client.register_script(getattr(lua, name))
             for name in ("ACQUIRE", "RELEASE", "RENEW", "ABANDON", "ADOPT", "PENALTY", "SUCCESS")
         }
         self._held: dict[tuple[Family, str], str | None] = {}
+        self._recent: dict[Family, deque[tuple[str, float]]] = {f: deque() for f in Family}
+        """Grants of the last window (ticket, local time): re-registered if Redis loses them."""
+        self._epoch: dict[Family, str | None] = dict.fromkeys(Family)
         self._unreleased: set[tuple[Family, str]] = set()
         self._waiters: dict[Family, list[_Waiter]] = {family: [] for family in Family}
         self._factor: dict[Family, float] = dict.fromkeys(Family, 1.0)
@@ -399,11 +408,9 @@ class RedisLimiter:
         self._held.clear()
 
     async def bootstrap(self) -> bool:
-        """Declare never-used limiter state fresh, so the first start does not
-        pay the hold that protects against lost state. Does nothing (returns
-        False) when the state exists or any lease is held. Only call it when no
-        other worker of this account ran within the last window
-        (``lumasched limits --init`` does the same)."""
+        """Create this account's limiter state if it does not exist yet (returns
+        True then). Optional: the first call of a worker that has seen no state
+        before does the same. Tests use it to start from a known epoch."""
         return await bootstrap_state(self._client, self.namespace, self.account)
 
     # --- the Limiter protocol ------------------------------------------------------
@@ -444,6 +451,14 @@ class RedisLimiter:
                     self._note_event(family, _text(result[4]))
                     if granted:
                         self._held[family, lease_id] = None
+                        if _text(result[2]) == "ok":
+                            self._recent[family].append((ticket, self._clock.monotonic()))
+                    if self._epoch_changed(family, _text(result[6])):
+                        try:
+                            await self._reregister(family)
+                        except REDIS_DOWN as exc:
+                            self._note_down(exc)  # the heartbeat tries again
+                    if granted:
                         return
                     waiter.rank = int(result[5])
                     if reason == "hold":
@@ -583,14 +598,53 @@ class RedisLimiter:
 
     async def _call(self, name: str, family: Family, args: Sequence[Any]) -> Any:
         config = self._families[family]
-        head = config.head(self._lease_ttl_ms, self._waiter_ttl_ms, self._orphan_max_ms)
+        head = config.head(
+            self._lease_ttl_ms, self._waiter_ttl_ms, self._orphan_max_ms, self._epoch[family]
+        )
         self.round_trips += 1
         return await _uncancellable(self._scripts[name](keys=config.keys, args=[*head, *args]))
 
-    async def _renew(self, family: Family, leases: list[tuple[str, str]]) -> None:
-        flat = [item for pair in leases for item in pair]
-        result = await self._call("RENEW", family, [self.owner, *flat])
+    def _epoch_changed(self, family: Family, epoch: str) -> bool:
+        """Note the state's epoch; True when it changed since we last saw it (the
+        state was lost, or nothing reached Redis for a while)."""
+        known, self._epoch[family] = self._epoch[family], epoch
+        return known is not None and known != epoch
+
+    def _recent_grants(self, family: Family) -> list[tuple[str, int]]:
+        window = self._families[family].window_ms / 1000
+        recent, now = self._recent[family], self._clock.monotonic()
+        while recent and recent[0][1] <= now - window:
+            recent.popleft()
+        return [(ticket, round((now - at) * 1000)) for ticket, at in recent]
+
+    def _leases_of(self, family: Family) -> list[tuple[str, str]]:
+        return [(lid, gen or "") for (fam, lid), gen in self._held.items() if fam is family]
+
+    async def _reregister(self, family: Family) -> None:
+        grants = self._recent_grants(family)
+        leases = self._leases_of(family)
+        logger.warning(
+            "%s: limiter state in Redis was lost or interrupted; re-registering "
+            "%d lease(s) and %d grant(s) of the last window",
+            family.value,
+            len(leases),
+            len(grants),
+        )
+        await self._renew(family, leases, grants)
+
+    async def _renew(
+        self,
+        family: Family,
+        leases: list[tuple[str, str]],
+        grants: list[tuple[str, int]] | None = None,
+    ) -> None:
+        flat: list[Any] = [item for pair in leases for item in pair]
+        flat += [item for pair in grants or () for item in pair]
+        window_ms = self._families[family].window_ms
+        result = await self._call("RENEW", family, [self.owner, window_ms, len(leases), *flat])
         self._note_event(family, _text(result[1]))
+        if self._epoch_changed(family, _text(result[2])) and grants is None:
+            await self._reregister(family)
         for (lease_id, _), status in zip(leases, result[0], strict=True):
             if int(status) != 1:
                 self.reregistered += 1
@@ -605,8 +659,8 @@ class RedisLimiter:
         for family, lease_id in list(self._unreleased):
             await self._release_remote(family, lease_id, "")
         for family in Family:
-            leases = [(lid, gen or "") for (fam, lid), gen in self._held.items() if fam is family]
-            if not leases:
+            leases = self._leases_of(family)
+            if not leases and not self._recent_grants(family):
                 continue
             await self._renew(family, leases)
             # a lease released while the renew was on its way must not stay renewed

@@ -140,7 +140,10 @@ def main() -> None:
     params = json.loads(sys.argv[1])
     role = params.pop("role")
     runner = {"holder": _holder, "emulator": _emulator_worker}[role]
-    result = asyncio.run(runner(**params))
+    if role == "holder":
+        result = asyncio.run(runner(**params))
+    else:
+        result = asyncio.run(asyncio.wait_for(runner(**params), 40))  # a traceback, not a hang
     print(json.dumps(result), flush=True)
 
 

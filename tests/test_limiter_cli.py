@@ -56,19 +56,27 @@ async def test_shows_holders_generations_and_waiters(
             await limiter.release(V, lease)
 
 
-async def test_init_spares_a_fresh_account_the_hold(
+async def test_init_creates_the_state_once(
     redis_server: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """--init marks never-used state fresh: the first grant does not wait."""
+    """--init creates the account's state (found by --all); a second --init leaves it."""
     namespace = "t" + uuid.uuid4().hex[:10]
     monkeypatch.setenv("OTHER_KEY_VAR", KEY)
     args = ["--redis", redis_server, "--namespace", namespace, "--api-key-env", "OTHER_KEY_VAR"]
     assert await anyio.to_thread.run_sync(main, [*args, "--init"]) == 0
-    async with RedisLimiter(redis_server, api_key=KEY, namespace=namespace) as limiter:
-        with anyio.fail_after(1):
-            await limiter.acquire(V, "first")
-        await limiter.release(V, "first")
+    assert await anyio.to_thread.run_sync(main, [*args, "--init"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "state created",
+        "state already exists: left alone",
+    ]
+    monkeypatch.delenv("LUMAAI_API_KEY", raising=False)
+    code = await anyio.to_thread.run_sync(
+        main, ["--redis", redis_server, "--namespace", namespace, "--all"]
+    )
+    assert code == 0
+    assert f"account {account_id(KEY)}" in capsys.readouterr().out
 
 
 def test_without_a_redis_url_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:

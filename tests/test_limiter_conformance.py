@@ -172,7 +172,7 @@ async def test_fast_and_slow_waiters_share_fairly(new_limiter: NewLimiter) -> No
     slow = await new_limiter(limits_of(1, 1000, 1.0), poll_max=0.5)
     fast = await new_limiter(limits_of(1, 1000, 1.0), poll_max=0.02)
     grants = {"slow": 0, "fast": 0}
-    deadline = time.monotonic() + 1.5
+    deadline = time.monotonic() + 1.0
 
     async def loop(limiter: Limiter, name: str) -> None:
         while time.monotonic() < deadline:
@@ -185,7 +185,7 @@ async def test_fast_and_slow_waiters_share_fairly(new_limiter: NewLimiter) -> No
     async with anyio.create_task_group() as tg:
         tg.start_soon(loop, fast, "fast")
         tg.start_soon(loop, slow, "slow")
-    assert grants["slow"] >= 5
+    assert grants["slow"] >= 4
     assert abs(grants["fast"] - grants["slow"]) <= 2
 
 

@@ -9,6 +9,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 
 import anyio
 import pytest
@@ -67,11 +68,16 @@ async def test_worker_processes_share_limits_exactly(redis_server: str) -> None:
             for _ in range(3)
         ]
         results = []
-        for proc in workers:
-            with anyio.fail_after(40):
-                out, _ = await anyio.to_thread.run_sync(proc.communicate)
-            assert proc.returncode == 0
-            results.append(json.loads(out.strip().splitlines()[-1]))
+        try:
+            for proc in workers:
+                out, _ = await anyio.to_thread.run_sync(partial(proc.communicate, timeout=45))
+                assert proc.returncode == 0
+                results.append(json.loads(out.strip().splitlines()[-1]))
+        finally:
+            for proc in workers:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
         stats = emu.inspect
     assert sum(int(r["created"]) for r in results) == 36
     assert sum(int(r["rate_limited"]) for r in results) == 0
@@ -125,9 +131,9 @@ async def test_killed_holder_slots_return_within_ttl_or_are_adopted(
 async def test_redis_restart_mid_run_no_violation_no_loss(
     redis_process: RedisServer,  # noqa: F811
 ) -> None:
-    """Redis restarts empty mid-run: every job finishes, the cap and the window
-    hold, and new grants wait while holders re-register."""
-    per, cap, rate = 0.5, 3, 12
+    """Redis restarts empty mid-run: every job finishes; the cap and the sliding
+    window hold because workers re-register their leases and recent grants."""
+    per, cap, rate = 1.0, 3, 8
     limits = video(cap, rate, per)
     namespace = ns()
     kw = dict(api_key=KEY, namespace=namespace, lease_ttl=0.6, heartbeat=0.15, poll_max=0.1)
@@ -147,8 +153,8 @@ async def test_redis_restart_mid_run_no_violation_no_loss(
         done += 1
 
     async def worker(limiter: RedisLimiter, first_hold: float) -> None:
-        for n in range(4):
-            await job(limiter, first_hold if n == 0 else 0.1)
+        for n in range(2):
+            await job(limiter, first_hold if n == 0 else 0.05)
 
     async with (
         RedisLimiter(redis_process.url, limits, window_margin=0.05, **kw) as a,  # type: ignore[arg-type]
@@ -158,22 +164,21 @@ async def test_redis_restart_mid_run_no_violation_no_loss(
         async with anyio.create_task_group() as tg:
             for n, limiter in enumerate((a, b) * 4):
                 # two jobs span the restart: their leases must be re-registered
-                tg.start_soon(worker, limiter, 1.2 if n < 2 else 0.1)
-            await anyio.sleep(0.4)
+                tg.start_soon(worker, limiter, 0.8 if n < 2 else 0.05)
+            while len(grants) < rate:  # the window is full: now Redis forgets it
+                await anyio.sleep(0.01)
             redis_process.stop()
-            restarted_at = time.monotonic()
-            await anyio.sleep(0.3)
+            await anyio.sleep(0.1)
             redis_process.start()
         assert a.reregistered + b.reregistered >= 1
         redis = aioredis.Redis.from_url(redis_process.url)
         state = await inspect_state(redis, namespace, account_id(KEY), V)
         await redis.aclose()
-    assert done == 32
+    assert done == 16
     assert peak <= cap
     assert max_in_window(grants, per) <= rate
     assert state.counters["lost_count"] >= 1
-    # the hold after the loss: no grant in the first lease TTL after Redis came back
-    assert not [t for t in grants if restarted_at + 0.3 < t < restarted_at + 0.3 + 0.6]
+    assert state.counters["regranted_count"] >= 1
 
 
 async def test_lost_state_holds_new_grants_until_holders_reregister(
@@ -188,6 +193,8 @@ async def test_lost_state_holds_new_grants_until_holders_reregister(
         RedisLimiter(redis_process.url, limits, **kw) as b,  # type: ignore[arg-type]
     ):
         await a.bootstrap()
+        await b.acquire(V, "earlier")  # b has worked before: it knows the state
+        await b.release(V, "earlier")
         await a.acquire(V, "held")
         redis = aioredis.Redis.from_url(redis_process.url)
         await redis.flushall()
@@ -314,3 +321,12 @@ async def test_keys_never_contain_the_api_key(
                 )
         assert KEY not in repr(lim)
         await lim.release(V, "a")
+
+
+async def test_first_start_grants_without_a_hold(redis_server: str) -> None:  # noqa: F811
+    """A worker that never saw any state creates it and is granted at once."""
+    async with RedisLimiter(redis_server, video(2, 10, 1.0), api_key=KEY, namespace=ns()) as lim:
+        with anyio.fail_after(0.5):
+            await lim.acquire(V, "first")
+        assert (await lim.statistics())[V].hold_remaining == 0
+        await lim.release(V, "first")
