@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from lumasched.emulator import Emulator
-from lumasched.limits import Family, FamilyLimits, Limits
-from lumasched.redis_limiter import RedisLimiter, account_id, inspect_state
+from lumasched.limits import Family, FamilyLimits, Limits, make_limiter
+from lumasched.redis_limiter import RedisLimiter, _text, account_id, inspect_state
 from tests._redis_fixtures import (  # noqa: F401
     RedisServer,
     redis_process,
@@ -330,3 +330,32 @@ async def test_first_start_grants_without_a_hold(redis_server: str) -> None:  # 
             await lim.acquire(V, "first")
         assert (await lim.statistics())[V].hold_remaining == 0
         await lim.release(V, "first")
+
+
+async def test_dead_waiter_blocks_the_queue_only_briefly(redis_server: str) -> None:  # noqa: F811
+    """A waiter that died at the head of the queue is dropped after the waiter TTL
+    (4 polls + 0.5 s), so the next waiter gets the slot."""
+    limits = video(1, 100, 1.0)
+    async with RedisLimiter(
+        redis_server, limits, api_key=KEY, namespace=ns(), poll_max=0.05
+    ) as limiter:
+        await limiter.acquire(V, "holder")
+        # a waiter that queues once and then vanishes (its process was killed)
+        config = limiter._families[V]
+        refused = await limiter._call(
+            "ACQUIRE", V, ["dead-ticket", "dead-lease", "ghost", 1, 100, config.window_ms]
+        )
+        assert _text(refused[2]) == "full"
+        await limiter.release(V, "holder")
+        start = time.monotonic()
+        with anyio.fail_after(2):
+            await limiter.acquire(V, "next")
+        assert 0.3 < time.monotonic() - start < 1.2
+        await limiter.release(V, "next")
+
+
+def test_make_limiter_with_a_redis_url_shares_through_redis() -> None:
+    """make_limiter(redis_url=...) gives a RedisLimiter keyed by the hashed API key."""
+    limiter = make_limiter(Limits(), redis_url="redis://127.0.0.1:1/0", api_key=KEY)
+    assert isinstance(limiter, RedisLimiter)
+    assert limiter.account == account_id(KEY) and KEY not in repr(limiter)
