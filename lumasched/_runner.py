@@ -36,6 +36,10 @@ __all__ = ["Display", "RunOptions", "RunOutcome", "run_batch"]
 _EMULATOR_KEY = "lm-emulator"
 
 
+class _HardStop(Exception):
+    """A second Ctrl-C: leave the scheduler at once."""
+
+
 @attrs.frozen
 class RunOptions:
     manifest: Manifest
@@ -102,18 +106,14 @@ def _cost_of(prices: PriceTable | None) -> Any:
 
 async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
     """Run the manifest; returns the outcome (never raises for job failures)."""
-    from lumasched.api import LumaClient
     from lumasched.journal import Journal
-    from lumasched.scheduler import Scheduler
 
     started = time.monotonic()
     outcome = RunOutcome(total=options.total)
-    limits = options.limits
-    settings = options.settings
     options.out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(options.journal_path, batch=options.manifest.path.name)
     stopping = anyio.Event()
-    hard_stop = anyio.CancelScope()
+    driving = anyio.CancelScope()
     interrupts = 0
 
     def on_sigint() -> None:
@@ -124,49 +124,71 @@ async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
             stopping.set()
         else:
             display.note("second Ctrl-C: stopping now; the journal keeps every job for a rerun")
-            hard_stop.cancel()
+            driving.cancel()
 
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, on_sigint)
     try:
-        with journal, hard_stop:
-            async with AsyncExitStack() as stack:
-                if options.emulator:
-                    from lumasched.emulator import Emulator, EmulatorConfig
-
-                    emu = await stack.enter_async_context(
-                        Emulator(EmulatorConfig(limits=limits, speed=options.emulator_speed))
-                    )
-                    settings = attrs.evolve(settings, api_key=_EMULATOR_KEY, base_url=emu.base_url)
-                    display.note(f"emulator running at {emu.base_url}")
-                client = await stack.enter_async_context(LumaClient(settings=settings))
-                limiter = make_limiter(
-                    limits, redis_url=settings.redis_url, api_key=settings.api_key
-                )
-                await stack.enter_async_context(limiter)
-                scheduler = Scheduler(
-                    client,
-                    limiter=limiter,
-                    journal=journal,
-                    out_dir=options.out_dir,
-                    callback_url=options.callback_url,
-                    budget_cents=options.budget_cents,
-                    cost_of=_cost_of(options.prices) if options.budget_cents is not None else None,
-                )
-                results = ResultsWriter(options.results_path)
-                stack.callback(results.close)
-                await stack.enter_async_context(scheduler)
-                display.start(scheduler, options.out_dir)
-                try:
-                    await _drive(options, scheduler, results, display, outcome, stopping)
-                finally:
-                    outcome.counters = scheduler.counters()
-                    outcome.spent_cents = scheduler.spent_cents
+        with journal:
+            try:
+                await _run(options, journal, display, outcome, stopping, driving)
+            except* _HardStop:
+                pass
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         display.stop()
         outcome.elapsed = time.monotonic() - started
     return outcome
+
+
+async def _run(
+    options: RunOptions,
+    journal: Any,
+    display: Display,
+    outcome: RunOutcome,
+    stopping: anyio.Event,
+    driving: anyio.CancelScope,
+) -> None:
+    from lumasched.api import LumaClient
+    from lumasched.scheduler import Scheduler
+
+    limits = options.limits
+    settings = options.settings
+    async with AsyncExitStack() as stack:
+        if options.emulator:
+            from lumasched.emulator import Emulator, EmulatorConfig
+
+            emu = await stack.enter_async_context(
+                Emulator(EmulatorConfig(limits=limits, speed=options.emulator_speed))
+            )
+            settings = attrs.evolve(settings, api_key=_EMULATOR_KEY, base_url=emu.base_url)
+            display.note(f"emulator running at {emu.base_url}")
+        client = await stack.enter_async_context(LumaClient(settings=settings))
+        limiter = make_limiter(limits, redis_url=settings.redis_url, api_key=settings.api_key)
+        await stack.enter_async_context(limiter)
+        scheduler = Scheduler(
+            client,
+            limiter=limiter,
+            journal=journal,
+            out_dir=options.out_dir,
+            callback_url=options.callback_url,
+            budget_cents=options.budget_cents,
+            cost_of=_cost_of(options.prices) if options.budget_cents is not None else None,
+        )
+        results = ResultsWriter(options.results_path)
+        stack.callback(results.close)
+        await stack.enter_async_context(scheduler)
+        display.start(scheduler, options.out_dir)
+        try:
+            with driving:
+                await _drive(options, scheduler, results, display, outcome, stopping)
+        finally:
+            outcome.counters = scheduler.counters()
+            outcome.spent_cents = scheduler.spent_cents
+        if driving.cancelled_caught:
+            # Leaving the scheduler with an exception stops it at once; what is
+            # in flight stays in the journal for the next run.
+            raise _HardStop
 
 
 async def _drive(
@@ -200,35 +222,54 @@ async def _drive(
         await scheduler.stop_creating()
 
     budget_noted = False
+
+    def record(job: Job, result: JobResult | None) -> None:
+        nonlocal budget_noted
+        family_counts = outcome.by_family.setdefault(job.family, Counter())
+        error = job.error
+        if result is not None:
+            outcome.completed += 1
+            family_counts["completed"] += 1
+            _note_latency(outcome, job)
+            results.write(result_line(job, result))
+            display.item_done(job, result, None)
+        elif isinstance(error, JobDeferred):
+            outcome.not_run[error.reason] += 1
+            family_counts["not run"] += 1
+            if error.reason == "budget" and not budget_noted:
+                budget_noted = True
+                display.note(
+                    f"budget reached (${scheduler.spent_cents / 100:,.2f} of "
+                    f"${(options.budget_cents or 0) / 100:,.2f} estimated): creating no "
+                    "more; the rest stays queued in the journal for a later run"
+                )
+        else:
+            reason = failure_reason(error)
+            outcome.failed.append((job.key, reason))
+            family_counts["failed"] += 1
+            results.write(result_line(job, None))
+            display.item_done(job, None, reason)
+
+    # At most `window` unfinished jobs at a time: the manifest is read lazily.
+    slots = anyio.Semaphore(window)
+
+    async def follow(job: Job) -> None:
+        try:
+            try:
+                result: JobResult | None = await job.result()
+            except Exception:  # a failure is a value on the job (job.error)
+                result = None
+            record(job, result)
+        finally:
+            slots.release()
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_stop)
         tg.start_soon(display.refresh_loop)
-        async for job in scheduler.as_completed(items(), max_pending=window):
-            family_counts = outcome.by_family.setdefault(job.family, Counter())
-            error = job.error
-            if error is None:
-                result = await job.result()
-                outcome.completed += 1
-                family_counts["completed"] += 1
-                _note_latency(outcome, job)
-                results.write(result_line(job, result))
-                display.item_done(job, result, None)
-            elif isinstance(error, JobDeferred):
-                outcome.not_run[error.reason] += 1
-                family_counts["not run"] += 1
-                if error.reason == "budget" and not budget_noted:
-                    budget_noted = True
-                    display.note(
-                        f"budget reached (${scheduler.spent_cents / 100:,.2f} of "
-                        f"${(options.budget_cents or 0) / 100:,.2f} estimated): creating no "
-                        "more; the rest stays queued in the journal for a later run"
-                    )
-            else:
-                reason = failure_reason(error)
-                outcome.failed.append((job.key, reason))
-                family_counts["failed"] += 1
-                results.write(result_line(job, None))
-                display.item_done(job, None, reason)
+        async with anyio.create_task_group() as jobs:
+            for key, request in items():
+                await slots.acquire()
+                jobs.start_soon(follow, scheduler.submit(request, key=key))
         tg.cancel_scope.cancel()
 
 

@@ -134,3 +134,29 @@ async def test_piped_output_is_plain_timestamped_lines(emu: Emulator, tmp_path: 
     assert all(stamp.match(line) for line in lines[:summary]), lines[:summary]
     assert sum(" completed " in line for line in lines[:summary]) == len(ITEMS)
     assert any(line.startswith("elapsed ") for line in lines[summary:])
+
+
+async def test_second_ctrl_c_stops_at_once_and_rerun_resumes(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """Ctrl-C twice: exit 130 without waiting; in-flight jobs stay journalled and a rerun
+    polls them (never re-creates) and finishes the batch."""
+    process = await _start(emu, tmp_path)
+    await _wait_for_creates(emu, 4)
+    await asyncio.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 10)
+    assert process.returncode == 130, (stdout.decode(), stderr.decode())
+    assert "second Ctrl-C: stopping now" in stdout.decode()
+    with Journal(tmp_path / "out" / "journal.sqlite") as journal:
+        submitted = journal.counts().get("submitted", 0)
+    assert submitted == 4, "the in-flight generations are journalled with their ids"
+
+    rerun = await _start(emu, tmp_path)
+    stdout, _ = await asyncio.wait_for(rerun.communicate(), 45)
+    assert rerun.returncode == 0, stdout.decode()
+    assert "resumed     clip-00 (polling" in stdout.decode()
+    assert emu.inspect.creates_total == len(ITEMS)
+    assert emu.inspect.duplicate_creates == 0
