@@ -397,3 +397,38 @@ def test_a_journal_belongs_to_one_manifest(
     assert "belongs to batch 'first.jsonl'" in err
     assert API_KEY not in err
     assert cli_env.inspect.creates_total == 1
+
+
+async def test_live_display_renders_families_and_summary(
+    cli_env: ThreadedEmulator, tmp_path: Path
+) -> None:
+    """The terminal display shows a row per family with done counts, then the summary."""
+    from rich.console import Console
+
+    from lumasched import _progress, _runner
+    from lumasched._config import Settings
+    from lumasched.limits import Family
+    from lumasched.manifest import Manifest
+
+    manifest = Manifest(write_jsonl(tmp_path / "m.jsonl", MIXED_ITEMS[:3]))
+    manifest.check()
+    console = Console(record=True, force_terminal=True, width=100)
+    totals = {Family.IMAGE: 2, Family.VIDEO: 1}
+    display = _progress.LiveDisplay(limits=fx.FAST_LIMITS, totals=totals, console=console)
+    options = _runner.RunOptions(
+        manifest=manifest,
+        out_dir=tmp_path / "out",
+        journal_path=tmp_path / "out" / "journal.sqlite",
+        results_path=tmp_path / "out" / "results.jsonl",
+        limits=fx.FAST_LIMITS,
+        settings=Settings.from_env(),
+        total=3,
+    )
+    outcome = await _runner.run_batch(options, display)
+    display.summary(outcome)
+    text = console.export_text()
+    assert "family  queued  creating  dreaming  downloading  done  failed" in text
+    assert "lumasched run summary" in text
+    assert outcome.completed == 3 and not outcome.failed
+    last_video_row = [line for line in text.splitlines() if line.startswith("video ")][-1]
+    assert last_video_row.split()[5] == "1"
