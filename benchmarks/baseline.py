@@ -1,7 +1,7 @@
 """The batch a user would write with the official SDK: the yardstick for client cost.
 
 ``AsyncLumaAI`` with its defaults (``max_retries=2``), an ``asyncio.Semaphore``
-held from create to terminal state, a poll-every-N-seconds loop on
+held from the create until the file is on disk, a poll-every-N-seconds loop on
 ``generations.get``, and the asset streamed to disk with ``httpx``. Nothing here
 is tuned: it is the obvious code, so the comparison is the one users would make.
 """
@@ -61,19 +61,19 @@ async def _one(
             assert generation.id is not None
             generation = await client.generations.get(generation.id)
             result.gets += 1
-    if generation.state == "failed" or generation.assets is None:
-        result.failed += 1
-        return
-    url = generation.assets.video or generation.assets.image
-    assert url is not None
-    target = out_dir / f"{spec['id']}{'.mp4' if kind == 'video' else '.jpg'}"
-    async with http.stream("GET", url) as response:
-        response.raise_for_status()
-        with target.open("wb") as out:
-            async for chunk in response.aiter_bytes():
-                out.write(chunk)
-                result.bytes += len(chunk)
-    result.completed += 1
+        if generation.state == "failed" or generation.assets is None:
+            result.failed += 1
+            return
+        url = generation.assets.video or generation.assets.image
+        assert url is not None
+        target = out_dir / f"{spec['id']}{'.mp4' if kind == 'video' else '.jpg'}"
+        async with http.stream("GET", url) as response:
+            response.raise_for_status()
+            with target.open("wb") as out:
+                async for chunk in response.aiter_bytes():
+                    out.write(chunk)
+                    result.bytes += len(chunk)
+        result.completed += 1
 
 
 async def run_baseline(
