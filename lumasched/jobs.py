@@ -9,6 +9,7 @@ follow one table (``TRANSITIONS``) and each one is published as a ``JobEvent``.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ __all__ = [
     "JobState",
     "Timings",
 ]
+
+logger = logging.getLogger("lumasched.scheduler")
 
 
 class JobState(enum.StrEnum):
@@ -210,10 +213,23 @@ class Job:
         self._done.set()
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
-            callback(self)
+            _call(callback, self)
 
     def _add_done_callback(self, callback: Callable[[Job], object]) -> None:
+        """Call ``callback(job)`` once the job is done (at once if it is). A callback
+        that raises is logged: it must not break the scheduler finishing jobs."""
         if self.done:
-            callback(self)
+            _call(callback, self)
         else:
             self._callbacks.append(callback)
+
+    def _remove_done_callback(self, callback: Callable[[Job], object]) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+
+def _call(callback: Callable[[Job], object], job: Job) -> None:
+    try:
+        callback(job)
+    except Exception:
+        logger.exception("done callback %r of job %r failed", callback, job.key)

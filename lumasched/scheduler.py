@@ -32,13 +32,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import attrs
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lumasched._clock import SYSTEM_CLOCK, Clock
@@ -195,6 +196,9 @@ class Scheduler:
         self._reconcile_lock: anyio.Lock | None = None
         self._flush_lock = anyio.Lock()
         self._tg: TaskGroup | None = None
+        self._host: TaskGroup | None = None
+        self._host_task = 0
+        self._workers_done: anyio.Event | None = None
         self._closed = False
         self.events = EventHub()
         self._n: dict[str, int] = dict.fromkeys(
@@ -224,42 +228,85 @@ class Scheduler:
         self._idle = anyio.Event()
         self._idle.set()
         self._reconcile_lock = anyio.Lock()
+        self._workers_done = anyio.Event()
         if self._own_limiter:
             await self._limiter.__aenter__()
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
-        tg.start_soon(self._poller.run)
-        tg.start_soon(self._journal_writer)
-        tg.start_soon(self._adopt_orphans_loop)
-        for family in Family:
-            tg.start_soon(self._dispatch, family)
+        # The entering task owns `host`; the scheduler's own tasks run in a task
+        # group inside it, so that stopping them (from any task) never cancels
+        # the code in the caller's `async with` block.
+        host = anyio.create_task_group()
+        await host.__aenter__()
+        try:
+            self._tg = await host.start(self._run_workers)
+        except BaseException as exc:
+            host.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await host.__aexit__(type(exc), exc, exc.__traceback__)
+                if self._own_limiter:
+                    await self._limiter.__aexit__(None, None, None)
+            raise
+        self._host = host
+        self._host_task = anyio.get_current_task().id
         if self._resume_on_enter:
             self.resume()
         return self
 
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+    async def _run_workers(self, *, task_status: TaskStatus[TaskGroup]) -> None:
+        assert self._workers_done is not None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._poller.run)
+                tg.start_soon(self._journal_writer)
+                tg.start_soon(self._adopt_orphans_loop)
+                for family in Family:
+                    tg.start_soon(self._dispatch, family)
+                task_status.started(tg)
+                await anyio.sleep_forever()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None  # one level of grouping, as before
+            raise
+        finally:
+            self._workers_done.set()
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
         try:
             if exc_type is None:
                 await self.join()
             else:
                 self._stop("shutdown")
         finally:
-            await self._close(exc_type, exc, tb)
+            suppress = await self._close(exc_type, exc, tb)
+        return suppress
 
-    async def _close(self, exc_type: object = None, exc: object = None, tb: object = None) -> None:
-        tg, self._tg = self._tg, None
-        if tg is None:
-            return
-        self._closed = True
-        self._stop("shutdown")
-        for job in list(self._jobs.values()):
-            if not job.done:
-                self._defer(job, "shutdown", move=False)
-        tg.cancel_scope.cancel()
+    async def _close(self, exc_type: object = None, exc: object = None, tb: object = None) -> bool:
+        """Stop every task of the scheduler, then (in the entering task only) exit
+        its task group. Whatever happens on the way, the task group is exited."""
+        workers, host = self._tg, self._host
+        if workers is None or host is None:
+            return False
+        if not self._closed:
+            self._closed = True
+            try:
+                self._stop("shutdown")
+                for job in list(self._jobs.values()):
+                    if not job.done:
+                        self._defer(job, "shutdown", move=False)
+            finally:
+                workers.cancel_scope.cancel()
+        if anyio.get_current_task().id != self._host_task:
+            # Only the task that entered a task group may exit it: wait here for
+            # the scheduler's tasks to end; __aexit__ exits the group.
+            assert self._workers_done is not None
+            with anyio.CancelScope(shield=True):
+                await self._workers_done.wait()
+                await self._flush_rows()
+            return False
         try:
-            await tg.__aexit__(exc_type, exc, tb)  # type: ignore[arg-type]
+            return bool(await host.__aexit__(exc_type, exc, tb))  # type: ignore[arg-type]
         finally:
+            self._host = None
+            self._tg = None
             with anyio.CancelScope(shield=True):
                 await self._flush_rows()
                 self.events.close()
@@ -286,6 +333,12 @@ class Scheduler:
         if wait:
             await self.join()
         await self._close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the Scheduler is closed")
+        if self._tg is None:
+            raise RuntimeError("use the Scheduler inside 'async with'")
 
     def _stop(self, reason: str) -> None:
         if self._stopped_reason is None:
@@ -327,8 +380,7 @@ class Scheduler:
         the same ``Job``. References made with ``ref()`` (or ``depends_on``) must
         name jobs submitted earlier.
         """
-        if self._tg is None:
-            raise RuntimeError("use the Scheduler inside 'async with'")
+        self._check_open()
         if key is None:
             key = uuid.uuid4().hex[:12]
         existing = self._jobs.get(key)
@@ -341,8 +393,7 @@ class Scheduler:
 
     def resume(self) -> list[Job]:
         """Pick up every unfinished job of the journal (without re-submitting them)."""
-        if self._tg is None:
-            raise RuntimeError("use the Scheduler inside 'async with'")
+        self._check_open()
         if self._journal is None:
             return []
         jobs: list[Job] = []
@@ -487,24 +538,35 @@ class Scheduler:
         limit = max_pending or self.max_pending
         pull = _puller(items)
         send, receive = anyio.create_memory_object_stream[Job](float("inf"))
-        pending = 0
+        unfinished: set[Job] = set()
         exhausted = False
-        with send, receive:
-            while True:
-                while not exhausted and pending < limit:
-                    try:
-                        item = await pull()
-                    except StopAsyncIteration:
-                        exhausted = True
-                        break
-                    job = self._submit_item(item)
-                    pending += 1
-                    job._add_done_callback(send.send_nowait)
-                if pending == 0:
-                    return
-                job = await receive.receive()
-                pending -= 1
-                yield job
+
+        def deliver(job: Job) -> None:
+            # A job may finish after this generator has ended (it was cancelled,
+            # or the consumer left): then there is no one to tell.
+            with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                send.send_nowait(job)
+
+        try:
+            with send, receive:
+                while True:
+                    while not exhausted and len(unfinished) < limit:
+                        try:
+                            item = await pull()
+                        except StopAsyncIteration:
+                            exhausted = True
+                            break
+                        job = self._submit_item(item)
+                        unfinished.add(job)
+                        job._add_done_callback(deliver)
+                    if not unfinished:
+                        return
+                    job = await receive.receive()
+                    unfinished.discard(job)
+                    yield job
+        finally:
+            for job in unfinished:
+                job._remove_done_callback(deliver)
 
     async def map(
         self,
@@ -548,12 +610,12 @@ class Scheduler:
             await self._limiter.acquire(family, lease)
             job = self._pop(family)
             if job is None or self._stopped_reason is not None:
-                await self._limiter.release(family, lease)
+                await self._release_lease(family, lease)
                 if job is not None:
                     self._defer(job, self._stopped_reason or "stopped")
                 continue
             if not self._within_budget(job):
-                await self._limiter.release(family, lease)
+                await self._release_lease(family, lease)
                 self._defer(job, "budget")
                 self._stop("budget")
                 continue
@@ -1037,7 +1099,7 @@ class Scheduler:
     def _follow_orphan(self, family: Family, lease: str, generation_id: str) -> None:
         async def done(_: object) -> None:
             if getattr(_, "is_terminal", True):
-                await self._limiter.release(family, lease)
+                await self._release_lease(family, lease)
 
         if generation_id in self._gen_owner:
             return
@@ -1131,8 +1193,11 @@ class Scheduler:
             scope.cancel()
         lease = self._held.pop(job.key, None)
         if lease is not None:
-            with anyio.CancelScope(shield=True):
-                await self._limiter.release(job.family, lease)
+            await self._release_lease(job.family, lease)
+
+    async def _release_lease(self, family: Family, lease: str) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._limiter.release(family, lease)
 
     # -- journal writes --------------------------------------------------------------
 
