@@ -54,6 +54,9 @@ class RunOptions:
     budget_cents: float | None = None
     prices: PriceTable | None = None
     total: int = 0
+    claim_ttl: float | None = None
+    """With Redis: seconds a stopped host's item claims and slots stay taken."""
+    reconcile_settle: float | None = None
 
 
 @attrs.define
@@ -150,7 +153,7 @@ async def _run(
     driving: anyio.CancelScope,
 ) -> None:
     from lumasched.api import LumaClient
-    from lumasched.scheduler import Scheduler
+    from lumasched.scheduler import DEFAULT_RECONCILE_SETTLE, Scheduler
 
     limits = options.limits
     settings = options.settings
@@ -164,8 +167,24 @@ async def _run(
             settings = attrs.evolve(settings, api_key=_EMULATOR_KEY, base_url=emu.base_url)
             display.note(f"emulator running at {emu.base_url}")
         client = await stack.enter_async_context(LumaClient(settings=settings))
-        limiter = make_limiter(limits, redis_url=settings.redis_url, api_key=settings.api_key)
+        ttl = {"lease_ttl": options.claim_ttl} if settings.redis_url and options.claim_ttl else {}
+        limiter = make_limiter(
+            limits, redis_url=settings.redis_url, api_key=settings.api_key, **ttl
+        )
         await stack.enter_async_context(limiter)
+        claims = None
+        if settings.redis_url is not None and not options.emulator:
+            from lumasched.claims import DEFAULT_CLAIM_TTL, ClaimStore, manifest_id
+
+            # Several hosts work the manifest together (docs/multihost.md).
+            claims = await stack.enter_async_context(
+                ClaimStore(
+                    settings.redis_url,
+                    api_key=settings.api_key,
+                    manifest=manifest_id(options.manifest.path),
+                    ttl=options.claim_ttl or DEFAULT_CLAIM_TTL,
+                )
+            )
         scheduler = Scheduler(
             client,
             limiter=limiter,
@@ -174,6 +193,12 @@ async def _run(
             callback_url=options.callback_url,
             budget_cents=options.budget_cents,
             cost_of=_cost_of(options.prices) if options.budget_cents is not None else None,
+            claims=claims,
+            reconcile_settle=(
+                DEFAULT_RECONCILE_SETTLE
+                if options.reconcile_settle is None
+                else options.reconcile_settle
+            ),
         )
         results = ResultsWriter(options.results_path)
         stack.callback(results.close)
@@ -181,7 +206,9 @@ async def _run(
         display.start(scheduler, options.out_dir)
         try:
             with driving:
-                await _drive(options, scheduler, results, display, outcome, stopping)
+                await _drive(
+                    options, scheduler, results, display, outcome, stopping, claims, journal
+                )
         finally:
             outcome.counters = scheduler.counters()
             outcome.spent_cents = scheduler.spent_cents
@@ -198,11 +225,27 @@ async def _drive(
     display: Display,
     outcome: RunOutcome,
     stopping: anyio.Event,
+    claims: Any = None,
+    journal: Any = None,
 ) -> None:
     from lumasched.scheduler import Scheduler
 
     limits = options.limits
     window = max(256, 4 * (limits.video.concurrency + limits.image.concurrency))
+    claimed = None
+    if claims is not None:
+        from lumasched._multihost import ClaimedRun
+
+        # Claim items only a little ahead of the slots, so hosts share the work.
+        window = max(8, 2 * (limits.video.concurrency + limits.image.concurrency))
+        claimed = ClaimedRun(
+            options.manifest,
+            claims,
+            journal,
+            outcome=outcome,
+            stopping=stopping,
+            note=display.note,
+        )
 
     def items() -> Iterator[tuple[str, CreateRequest]]:
         for item in options.manifest.submission_order():
@@ -259,7 +302,8 @@ async def _drive(
                 result: JobResult | None = await job.result()
             except Exception:  # a failure is a value on the job (job.error)
                 result = None
-            record(job, result)
+            if claimed is None or await claimed.record(job):
+                record(job, result)
         finally:
             slots.release()
 
@@ -267,10 +311,15 @@ async def _drive(
         tg.start_soon(watch_stop)
         tg.start_soon(display.refresh_loop)
         async with anyio.create_task_group() as jobs:
-            for key, request in items():
+            async for key, request in claimed.items() if claimed else _aiter(items()):
                 await slots.acquire()
                 jobs.start_soon(follow, scheduler.submit(request, key=key))
         tg.cancel_scope.cancel()
+
+
+async def _aiter(items: Iterator[tuple[str, CreateRequest]]) -> Any:
+    for item in items:
+        yield item
 
 
 def _note_latency(outcome: RunOutcome, job: Job) -> None:

@@ -130,8 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--redis",
         metavar="URL",
-        help="share the limits with other processes through Redis (default: $LUMASCHED_REDIS_URL)",
+        help="share the limits with other processes through Redis (default: $LUMASCHED_REDIS_URL); "
+        "the same command on several hosts then works the manifest together",
     )
+    run.add_argument(
+        "--claim-ttl",
+        metavar="SECONDS",
+        type=float,
+        help="with --redis: how long a stopped host's items and slots stay taken before "
+        "another host takes them over (default 30)",
+    )
+    run.add_argument("--reconcile-settle", type=float, help=argparse.SUPPRESS)  # tests only
     run.add_argument(
         "--no-progress",
         action="store_true",
@@ -434,6 +443,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--budget must be a non-negative number of US dollars")
     if args.emulator_speed <= 0:
         raise ConfigurationError("--emulator-speed must be > 0")
+    if args.claim_ttl is not None and not args.claim_ttl > 0:
+        raise ConfigurationError("--claim-ttl must be > 0")
     limits = Limits.from_toml(args.limits) if args.limits else Limits.tier(args.tier)
     prices = _prices(args.prices)
     settings = _settings(args, need_key=False)
@@ -480,6 +491,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         budget_cents=None if args.budget is None else args.budget * 100.0,
         prices=prices,
         total=summary.count,
+        claim_ttl=args.claim_ttl,
+        reconcile_settle=args.reconcile_settle,
     )
     outcome = asyncio.run(_runner.run_batch(options, display))
     display.summary(outcome)

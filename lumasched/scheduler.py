@@ -72,6 +72,7 @@ from lumasched.limits import Family, Limiter, Limits, family_of
 
 if TYPE_CHECKING:
     from lumasched.api import LumaClient
+    from lumasched.claims import ItemClaims
     from lumasched.downloads import Downloader
     from lumasched.poller import Poller
 
@@ -113,6 +114,10 @@ class Scheduler:
         resume: on entering, pick up every unfinished job of the journal (as
             ``resume()`` does); otherwise journalled jobs are picked up when their
             key is submitted again.
+        claims: when several hosts work one manifest (``lumasched.claims``):
+            each create's intent is recorded there first (and not sent if
+            another host took the item over), then its generation id; reconcile
+            never adopts a generation another host's item owns.
         reconcile_settle: after a create with an unknown outcome, how long (from
             its send time) the list endpoint must keep *not* showing it before the
             create may be retried; ``reconcile_give_up``: when to stop trying and
@@ -143,6 +148,7 @@ class Scheduler:
         reconcile_skew: float = DEFAULT_SKEW,
         owner: str | None = None,
         resume: bool = False,
+        claims: ItemClaims | None = None,
     ) -> None:
         if budget_cents is not None and cost_of is None:
             raise ValueError("budget_cents needs cost_of to estimate what a request costs")
@@ -176,6 +182,7 @@ class Scheduler:
         self._skew = reconcile_skew
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._resume_on_enter = resume
+        self._claims = claims
 
         self._jobs: dict[str, Job] = {}
         self._gen_owner: dict[str, str] = {}
@@ -672,6 +679,18 @@ class Scheduler:
             sent_at=sent_at,
             owner=self._owner,
         )
+        if self._claims is not None and not await self._claims.before_create(
+            job.key, body=body, sent_at=sent_at, lease_id=lease
+        ):
+            from lumasched.claims import ClaimLost
+
+            # Another worker holds the item now (see docs/multihost.md): send nothing.
+            await self._release(job)
+            await self._write(
+                self._jw().clear_intent, job.key, state="pending", reason="claim lost"
+            )
+            self._fail(job, ClaimLost(job.key), journal=False)
+            return
         try:
             generation = await self._send_create(job, request, body)
         except RateLimitError as exc:
@@ -745,6 +764,8 @@ class Scheduler:
         job.generation_id = generation.id
         self._gen_owner[generation.id] = job.key
         await self._write(self._jw().record_submitted, job.key, generation.id)
+        if self._claims is not None:
+            await self._claims.created(job.key, generation.id)
         job.timings = attrs.evolve(job.timings, created=_now())
         self._n["creates"] += 1
         await self._limiter.mark_submitted(job.family, lease, generation.id)
@@ -775,11 +796,16 @@ class Scheduler:
             try:
                 async with self._reconcile_lock:
                     self._n["reconciles"] += 1
+                    taken = self._taken_for(job)
+                    if self._claims is not None:
+                        # generations other hosts' items own are taken too
+                        elsewhere = await self._claims.taken_generations(job.key)
+                        taken = partial(_taken_anywhere, taken, elsewhere)
                     found = await find_created(
                         self._client,
                         body=body,
                         sent_at=sent_at,
-                        is_taken=self._taken_for(job),
+                        is_taken=taken,
                         skew=self._skew,
                     )
                     if found.generation is None and self._twin_in_flight(job, body):
@@ -789,6 +815,14 @@ class Scheduler:
                     elif found.generation is not None and self._twin_in_flight(job, body):
                         found = attrs.evolve(
                             found, generation=None, conclusive=False, reason="twin in flight"
+                        )
+                    if (
+                        found.generation is not None
+                        and self._claims is not None
+                        and not await self._claims.found(job.key, found.generation.id, body)
+                    ):
+                        found = attrs.evolve(
+                            found, generation=None, conclusive=False, reason="claimed elsewhere"
                         )
                     if found.generation is not None:
                         self._n["reconciled_found"] += 1
@@ -1325,6 +1359,10 @@ def _match_body(request: CreateRequest) -> dict[str, Any]:
     if source is not None:
         body = {**body, "generation_id": source}
     return body
+
+
+def _taken_anywhere(here: Callable[[str], bool], elsewhere: frozenset[str], gid: str) -> bool:
+    return gid in elsewhere or here(gid)
 
 
 def _fingerprint(body: dict[str, Any]) -> str:
