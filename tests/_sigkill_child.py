@@ -20,6 +20,7 @@ LIMITS = Limits(
     video=FamilyLimits(concurrency=3, requests=30, per_seconds=1.0),
     image=FamilyLimits(concurrency=4, requests=40, per_seconds=1.0),
 )
+WINDOW_MARGIN = 0.2  # as in tests/_engine_fixtures.py: above the loop lag of a loaded machine
 
 
 def items(n: int) -> list[tuple[str, ImageRequest | VideoRequest]]:
@@ -34,7 +35,7 @@ async def main(base_url: str, journal_path: str, out_dir: str, n: int) -> None:
         async with LumaClient("k", base_url, retry=RetryPolicy.for_tests()) as client:
             scheduler = Scheduler(
                 client,
-                limiter=InProcessLimiter(LIMITS),
+                limiter=InProcessLimiter(LIMITS, window_margin=WINDOW_MARGIN),
                 journal=journal,
                 out_dir=Path(out_dir),
                 poller=Poller(client, first_probe=0.05, min_interval=0.02, max_interval=0.3),

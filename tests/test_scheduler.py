@@ -4,8 +4,10 @@ cancellation, reconcile, budget, bounded iteration, events."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -58,6 +60,35 @@ async def test_mixed_batch_within_limits(tmp_path: Path) -> None:
         assert counters.families[Family.VIDEO].completed == 8
         assert counters.families[Family.IMAGE].completed == 14
         assert counters.polls > 0
+
+
+class _SlowFirstIntents(Journal):
+    """A journal whose first intents commit slowly, as fsync does on a loaded machine."""
+
+    slow = 8
+
+    def record_intent(self, key: str, **fields: Any) -> None:
+        if self.slow > 0:
+            self.slow -= 1
+            time.sleep(0.12)
+        super().record_intent(key, **fields)
+
+
+async def test_creates_delayed_after_their_grant_stay_within_the_window(tmp_path: Path) -> None:
+    """A wave of creates held up between grant and send (slow journal) and the next wave
+    sent at once still land in distinct server windows: zero 429s."""
+    rate_bound = Limits(image=FamilyLimits(concurrency=20, requests=8, per_seconds=1.0))
+    with _SlowFirstIntents(tmp_path / "j.db") as journal:
+        async with engine(
+            limits=rate_bound, emu_limits=rate_bound, latency=0.05, journal=journal
+        ) as (emu, _, scheduler):
+            jobs = [
+                scheduler.submit(ImageRequest(f"a cat number {i}"), key=f"k{i}") for i in range(16)
+            ]
+            for job in jobs:
+                await job
+    assert_within_limits(emu, rate_bound)
+    assert scheduler.counters().rate_limited == 0
 
 
 async def test_429_storm_is_absorbed() -> None:
