@@ -95,16 +95,17 @@ local function live_owner(id)
 end
 """
 
-# ARGV: seen, me, ttl_ms, item -> {status, state, record json, ms left on the holder's lease}
+# ARGV: seen, me, ttl_ms, item
+# -> {status, state, record json, ms left on the holder's lease, holder (or last holder)}
 _CLAIM = (
     _PRELUDE
     + """
 local state = redis.call('HGET', K_STATE, item)
 local rec = redis.call('HGET', K_ITEMS, item) or ''
-if state == 'completed' or state == 'failed' then return {'done', state, rec, 0} end
-local holder, deadline = live_owner(item)
-if holder and holder ~= me then return {'taken', state or '', rec, deadline - now} end
 local prev = redis.call('HGET', K_OWNER, item)
+if state == 'completed' or state == 'failed' then return {'done', state, rec, 0, prev or ''} end
+local holder, deadline = live_owner(item)
+if holder and holder ~= me then return {'taken', state or '', rec, deadline - now, holder} end
 redis.call('ZADD', K_LEASES, now + ttl, item)
 redis.call('HSET', K_OWNER, item, me)
 if not state then
@@ -113,7 +114,7 @@ if not state then
 end
 local status = 'claimed'
 if prev and prev ~= me then status = 'adopted' end
-return {status, state, rec, ttl}
+return {status, state, rec, ttl, prev or ''}
 """
 )
 
@@ -417,10 +418,11 @@ class ClaimStore:
 
     async def claim(self, key: str) -> Claim:
         """Take the item if it is free, ours, or its holder's lease expired."""
-        raw = await self._run("claim", key)
+        raw = await self._retrying(self._run, "claim", key)
         status, state, text, ms = ClaimStatus(_text(raw[0])), _text(raw[1]), _text(raw[2]), raw[3]
         record = ClaimRecord.from_json(key, state, text)
-        # as its last holder wrote it: ``owner`` is that holder
+        # as its last holder left it: ``owner`` is that holder
+        record = attrs.evolve(record, owner=_text(raw[4]) or record.owner)
         if status in (ClaimStatus.CLAIMED, ClaimStatus.ADOPTED):
             self._records[key] = attrs.evolve(record, owner=self.owner, host=self.host)
         if status is ClaimStatus.ADOPTED:
@@ -431,7 +433,7 @@ class ClaimStore:
         """Where each of ``keys`` stands (those with a record), claiming nothing.
         ``CLAIMED``/``ADOPTED`` here mean: free to claim."""
         wanted = list(keys)
-        raw = await self._client.eval(_PEEK, len(self._keys), *self._keys, *wanted)
+        raw = await self._retrying(self._client.eval, _PEEK, len(self._keys), *self._keys, *wanted)
         now = int(raw[0])
         if self._seen and not int(raw[1]):
             self._note_lost()
@@ -489,20 +491,11 @@ class ClaimStore:
             generation_id=None,
             updated_at=time.time(),
         )
-        from lumasched.redis_limiter import REDIS_DOWN
-
-        delay = 0.05
-        while True:
-            try:
-                answer = await self._update(key, "intent", record, fp=fingerprint(body))
-                break
-            except ClaimsLostError:
-                return False
-            except REDIS_DOWN as exc:
-                # No intent on record, no create: creates pause until Redis is back.
-                logger.warning("item %s: cannot record the create intent (%s); waiting", key, exc)
-                await anyio.sleep(delay)
-                delay = min(1.0, delay * 2)
+        try:
+            # No intent on record, no create: while Redis is down, creates pause.
+            answer = await self._retrying(self._update, key, "intent", record, fp=fingerprint(body))
+        except ClaimsLostError:
+            return False
         if answer != "ok":
             self._records.pop(key, None)
             logger.warning("item %s: claim lost before its create; not sending it", key)
@@ -573,7 +566,7 @@ class ClaimStore:
             bytes=bytes,
             updated_at=time.time(),
         )
-        await self._update(key, "finish", record)
+        await self._retrying(self._update, key, "finish", record)
 
     async def fail(self, key: str, *, reason: str, error_type: str | None = None) -> None:
         record = self._records.pop(key, None) or ClaimRecord(key, owner=self.owner)
@@ -585,14 +578,14 @@ class ClaimStore:
             error_type=error_type,
             updated_at=time.time(),
         )
-        await self._update(key, "finish", record)
+        await self._retrying(self._update, key, "finish", record)
 
     async def release(self, key: str) -> None:
         """Give the item back unfinished: another worker may take it at once and
         continues from its record (polls its generation, reconciles its intent)."""
         record = self._records.pop(key, None)
         if record is not None:
-            await self._update(key, "release", record)
+            await self._retrying(self._update, key, "release", record)
 
     # -- internals -------------------------------------------------------------------
 
@@ -606,13 +599,17 @@ class ClaimStore:
             raise ClaimStoreUnavailable(f"Redis unreachable: {exc}") from exc
 
     async def _retrying(self, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
+        """``fn(...)``, called again while Redis is unreachable (claiming and
+        recording pause; nothing is lost)."""
         from lumasched.redis_limiter import REDIS_DOWN
 
         delay = 0.05
         while True:
             try:
                 return await fn(*args, **kw)
-            except REDIS_DOWN:
+            except REDIS_DOWN as exc:
+                if delay == 0.05:
+                    logger.warning("Redis unreachable (%s): item claims wait", type(exc).__name__)
                 await anyio.sleep(delay)
                 delay = min(1.0, delay * 2)
 

@@ -1,0 +1,150 @@
+"""``ClaimStore`` against a real redis-server: who may work an item, and when."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+from lumasched.claims import ClaimsLostError, ClaimStatus, ClaimStore
+from tests._redis_fixtures import RedisServer, redis_process, redis_server
+
+__all__ = ["redis_process", "redis_server"]
+
+pytestmark = pytest.mark.redis
+
+BODY = {"prompt": "a lighthouse at dawn", "model": "photon-1"}
+
+
+@pytest.fixture
+async def client(redis_server: str) -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.Redis.from_url(redis_server)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+def manifest() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def store(client: aioredis.Redis, manifest: str, owner: str, ttl: float = 30.0) -> ClaimStore:
+    """A worker that never heartbeats (not entered): its claims lapse after ``ttl``."""
+    return ClaimStore(client, api_key="sk-claims", manifest=manifest, owner=owner, ttl=ttl)
+
+
+async def test_an_item_is_claimed_by_one_worker_at_a_time(
+    client: aioredis.Redis, manifest: str
+) -> None:
+    """A live claim makes the item TAKEN for everyone else; its holder may claim again."""
+    a, b = store(client, manifest, "a"), store(client, manifest, "b")
+    assert (await a.claim("x")).status is ClaimStatus.CLAIMED
+    taken = await b.claim("x")
+    assert taken.status is ClaimStatus.TAKEN and 0 < taken.expires_in <= 30
+    assert taken.record.owner == "a"
+    assert (await a.claim("x")).status is ClaimStatus.CLAIMED
+
+
+async def test_an_expired_claim_is_adopted_with_what_its_holder_recorded(
+    client: aioredis.Redis, manifest: str
+) -> None:
+    """Once the holder's lease lapses another worker adopts the item and gets its
+    intent and generation id (to poll, not create again)."""
+    dead, heir = store(client, manifest, "dead", ttl=0.2), store(client, manifest, "heir")
+    await dead.claim("x")
+    assert await dead.before_create("x", body=BODY, sent_at=1000.5, lease_id="lease-1")
+    assert await dead.created("x", "gen-1")
+    assert (await heir.claim("x")).status is ClaimStatus.TAKEN
+    await anyio.sleep(0.3)
+    adopted = await heir.claim("x")
+    assert adopted.status is ClaimStatus.ADOPTED
+    record = adopted.record
+    assert (record.owner, record.state, record.generation_id) == ("dead", "submitted", "gen-1")
+    assert (record.intent_body, record.intent_at, record.lease_id) == (BODY, 1000.5, "lease-1")
+
+
+async def test_a_worker_that_lost_its_claim_may_not_send_the_create(
+    client: aioredis.Redis, manifest: str
+) -> None:
+    """The intent is fenced: after a take-over the late holder is refused."""
+    late, heir = store(client, manifest, "late", ttl=0.2), store(client, manifest, "heir")
+    await late.claim("x")
+    await anyio.sleep(0.3)
+    assert (await heir.claim("x")).status is ClaimStatus.ADOPTED
+    assert not await late.before_create("x", body=BODY, sent_at=1.0, lease_id="l")
+    assert await heir.before_create("x", body=BODY, sent_at=2.0, lease_id="l2")
+
+
+async def test_a_clean_exit_hands_unfinished_items_over_at_once(
+    client: aioredis.Redis, manifest: str
+) -> None:
+    """Leaving the context releases held claims: no wait for the TTL."""
+    async with store(client, manifest, "leaving") as leaving:
+        await leaving.claim("x")
+        assert await leaving.created("x", "gen-1")
+    adopted = await store(client, manifest, "heir").claim("x")
+    assert adopted.status is ClaimStatus.ADOPTED and adopted.record.generation_id == "gen-1"
+
+
+async def test_the_heartbeat_keeps_claims_alive(client: aioredis.Redis, manifest: str) -> None:
+    """A live worker's claims outlast many TTLs."""
+    async with store(client, manifest, "alive", ttl=0.3) as alive:
+        await alive.claim("x")
+        await anyio.sleep(0.8)
+        assert (await store(client, manifest, "other").claim("x")).status is ClaimStatus.TAKEN
+
+
+async def test_finished_items_are_done_for_everyone(client: aioredis.Redis, manifest: str) -> None:
+    """A completed or failed item is DONE, with where its file is or why it failed."""
+    a, b = store(client, manifest, "a"), store(client, manifest, "b")
+    await a.claim("x")
+    await a.complete("x", generation_id="gen-1", path="/out/x.mp4", sha256="ab", bytes=3)
+    await a.claim("y")
+    await a.fail("y", reason="moderated", error_type="GenerationFailed")
+    done = await b.claim("x")
+    assert done.status is ClaimStatus.DONE
+    assert (done.record.path, done.record.sha256, done.record.host) == ("/out/x.mp4", "ab", a.host)
+    failed = await b.claim("y")
+    assert failed.status is ClaimStatus.DONE and failed.record.reason == "moderated"
+    assert {k: c.status for k, c in (await b.peek(["x", "y", "z"])).items()} == {
+        "x": ClaimStatus.DONE,
+        "y": ClaimStatus.DONE,
+    }
+
+
+async def test_reconcile_never_adopts_another_item_s_generation(
+    client: aioredis.Redis, manifest: str
+) -> None:
+    """A listed generation is refused for an item while another item owns it, or while
+    another live worker's create of the same body awaits its answer."""
+    a, b = store(client, manifest, "a"), store(client, manifest, "b")
+    await a.claim("twin-1")
+    await b.claim("twin-2")
+    assert await a.before_create("twin-1", body=BODY, sent_at=1.0, lease_id="l1")
+    assert not await b.found("twin-2", "gen-1", BODY), "twin-1's create is in flight"
+    assert await a.created("twin-1", "gen-1")
+    assert await b.taken_generations("twin-2") == frozenset({"gen-1"})
+    assert not await b.found("twin-2", "gen-1", BODY), "gen-1 is twin-1's"
+    assert await b.found("twin-2", "gen-2", BODY)
+    assert (await b.peek(["twin-2"]))["twin-2"].record.generation_id == "gen-2"
+
+
+async def test_lost_redis_state_stops_all_claiming(redis_process: RedisServer) -> None:
+    """After a FLUSH (or a restart without persistence) nothing is claimed or
+    created any more: items other hosts finished would look new."""
+    redis = aioredis.Redis.from_url(redis_process.url)
+    try:
+        worker = store(redis, "m", "w")
+        await worker.claim("x")
+        await redis.flushall()
+        with pytest.raises(ClaimsLostError):
+            await worker.claim("y")
+        assert worker.lost
+        assert not await worker.before_create("x", body=BODY, sent_at=1.0, lease_id="l")
+    finally:
+        await redis.aclose()
