@@ -45,15 +45,21 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import anyio
 import attrs
+import redis.asyncio as aioredis
 
 from lumasched.errors import LumaError
-
-if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+from lumasched.redis_limiter import (
+    DEFAULT_SOCKET_TIMEOUT,
+    REDIS_DOWN,
+    _pairs,
+    _text,
+    _uncancellable,
+    account_id,
+)
 
 __all__ = [
     "DEFAULT_CLAIM_TTL",
@@ -225,15 +231,6 @@ def claims_prefix(namespace: str, account: str, manifest: str) -> str:
     return f"{namespace}:{{{account}:m:{manifest}}}"
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _pairs(flat: Iterable[Any]) -> dict[str, str]:
-    items = [_text(v) for v in flat]
-    return dict(zip(items[::2], items[1::2], strict=True))
-
-
 def fingerprint(body: dict[str, Any]) -> str:
     """Identifies identical create bodies (twins) without storing them twice."""
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
@@ -358,10 +355,6 @@ class ClaimStore:
         owner: str | None = None,
         host: str | None = None,
     ) -> None:
-        import redis.asyncio as aioredis
-
-        from lumasched.redis_limiter import DEFAULT_SOCKET_TIMEOUT, account_id
-
         if ttl <= 0:
             raise ValueError("ttl must be > 0")
         self.ttl = ttl
@@ -591,8 +584,6 @@ class ClaimStore:
 
     async def _guarded(self, call: Awaitable[T]) -> T:
         """``call``, with Redis outages as a ``LumaError`` (reconcile retries those)."""
-        from lumasched.redis_limiter import REDIS_DOWN
-
         try:
             return await call
         except REDIS_DOWN as exc:
@@ -601,8 +592,6 @@ class ClaimStore:
     async def _retrying(self, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
         """``fn(...)``, called again while Redis is unreachable (claiming and
         recording pause; nothing is lost)."""
-        from lumasched.redis_limiter import REDIS_DOWN
-
         delay = 0.05
         while True:
             try:
@@ -614,8 +603,6 @@ class ClaimStore:
                 delay = min(1.0, delay * 2)
 
     async def _run(self, name: str, key: str, *args: Any) -> Any:
-        from lumasched.redis_limiter import _uncancellable
-
         seen = "1" if self._seen else "0"
         argv = [seen, self.owner, round(self.ttl * 1000), key, *args]
         result = await _uncancellable(self._scripts[name](keys=self._keys, args=argv))
@@ -655,8 +642,6 @@ class ClaimStore:
         )
 
     async def _heartbeat(self) -> None:
-        from lumasched.redis_limiter import REDIS_DOWN
-
         while True:
             await anyio.sleep(self.ttl / 3 * random.uniform(0.9, 1.0))
             keys = list(self._records)
