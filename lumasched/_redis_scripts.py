@@ -104,13 +104,15 @@ local function nudge(n)
 end
 """
 
-# ARGV[8..13]: ticket, lease_id, owner, concurrency, requests, window_ms
-# -> {granted 1|0, hint_ms (-1: none), 'ok'|'dup'|reason, factor, event, rank, epoch}
+# ARGV[8..14]: ticket, lease_id, owner, concurrency, requests, window_ms, rate (1|0;
+# 0: a slot only, for a generation created earlier: no token, no 429 pause)
+# -> {granted 1|0, hint_ms (-1: none), 'ok'|'slot'|'dup'|reason, factor, event, rank, epoch}
 ACQUIRE = (
     PRELUDE
     + """
 local ticket, lease_id, owner = ARGV[8], ARGV[9], ARGV[10]
 local n_limit, r_limit, window = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local rate = ARGV[14] ~= '0'
 nudge(freed)
 local m = redis.call('HMGET', K_META, 'hold_until', 'blocked_until', 'factor')
 local factor_s = m[3] or '1'
@@ -131,7 +133,9 @@ local rank = redis.call('ZRANK', K_QUEUE, ticket)
 local hold_until = tonumber(m[1]) or 0
 if now < hold_until then return {0, hold_until - now, 'hold', factor_s, event, rank, epoch} end
 local blocked = tonumber(m[2]) or 0
-if now < blocked then return {0, blocked - now, 'blocked', factor_s, event, rank, epoch} end
+if rate and now < blocked then
+  return {0, blocked - now, 'blocked', factor_s, event, rank, epoch}
+end
 local factor = tonumber(factor_s)
 local eff_n = math.max(1, math.floor(n_limit * factor + 1e-9))
 local eff_r = math.max(1, math.floor(r_limit * factor + 1e-9))
@@ -143,25 +147,28 @@ if free <= 0 then
   return {0, hint, 'full', factor_s, event, rank, epoch}
 end
 if rank >= free then return {0, -1, 'queued', factor_s, event, rank, epoch} end
-redis.call('ZREMRANGEBYSCORE', K_RLOG, '-inf', now - window)
-local used = redis.call('ZCARD', K_RLOG)
-if rank >= eff_r - used then
-  -- strict FIFO for tokens too: this ticket goes when entry idx leaves the window
-  local idx = used - eff_r + rank
-  local hint = -1
-  if idx >= 0 and idx < used then
-    local e = redis.call('ZRANGE', K_RLOG, idx, idx, 'WITHSCORES')
-    hint = tonumber(e[2]) + window - now
+if rate then
+  redis.call('ZREMRANGEBYSCORE', K_RLOG, '-inf', now - window)
+  local used = redis.call('ZCARD', K_RLOG)
+  if rank >= eff_r - used then
+    -- strict FIFO for tokens too: this ticket goes when entry idx leaves the window
+    local idx = used - eff_r + rank
+    local hint = -1
+    if idx >= 0 and idx < used then
+      local e = redis.call('ZRANGE', K_RLOG, idx, idx, 'WITHSCORES')
+      hint = tonumber(e[2]) + window - now
+    end
+    return {0, hint, 'rate', factor_s, event, rank, epoch}
   end
-  return {0, hint, 'rate', factor_s, event, rank, epoch}
+  redis.call('ZADD', K_RLOG, now, ticket)  -- the ticket names this grant (re-registration)
+  redis.call('PEXPIRE', K_RLOG, 2 * window)
+  redis.call('HINCRBY', K_META, 'granted', 1)
 end
-redis.call('ZADD', K_RLOG, now, ticket)  -- the ticket names this grant (re-registration)
-redis.call('PEXPIRE', K_RLOG, 2 * window)
 redis.call('ZADD', K_LEASES, now + lease_ttl, lease_id)
 redis.call('HSET', K_OWNERS, lease_id, owner)
 redis.call('ZREM', K_QUEUE, ticket)
 redis.call('ZREM', K_WAITERS, ticket)
-redis.call('HINCRBY', K_META, 'granted', 1)
+if not rate then return {1, 0, 'slot', factor_s, event, 0, epoch} end
 return {1, 0, 'ok', factor_s, event, 0, epoch}
 """
 )

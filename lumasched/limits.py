@@ -202,10 +202,14 @@ class Limiter(Protocol):
 
     async def __aexit__(self, *exc_info: object) -> None: ...
 
-    async def acquire(self, family: Family, lease_id: str) -> None:
+    async def acquire(self, family: Family, lease_id: str, *, rate: bool = True) -> None:
         """Wait (FIFO) until one concurrency slot and one create-rate token are both
         free, and take them together. Idempotent on ``lease_id``. If cancelled while
-        waiting, nothing is taken."""
+        waiting, nothing is taken.
+
+        With ``rate=False`` take only the slot, for a generation created earlier
+        (e.g. by a previous run) that is to be followed to its end: no create
+        will be sent, so no rate token is spent and no 429 pause applies."""
         ...
 
     async def release(self, family: Family, lease_id: str) -> None:
@@ -286,6 +290,7 @@ def scaled(limit: int, factor: float) -> int:
 @attrs.define(eq=False)
 class _Waiter:
     lease_id: str
+    rate: bool = True
     wake: anyio.Event = attrs.field(factory=anyio.Event)
     done: anyio.Event = attrs.field(factory=anyio.Event)
 
@@ -331,23 +336,27 @@ class _Family:
         while self.log and self.log[0] <= horizon:
             self.log.popleft()
 
-    def blocked_for(self, now: float) -> float | None:
+    def blocked_for(self, now: float, *, rate: bool = True) -> float | None:
         """0 if a grant is possible now; seconds until one may be (penalty or
-        rate); None if only a release can help."""
-        if now < self.penalty_until:
+        rate); None if only a release can help. Without ``rate``, only the
+        concurrency cap counts."""
+        if rate and now < self.penalty_until:
             return self.penalty_until - now
         if len(self.held) >= self.effective_concurrency:
             return None
+        if not rate:
+            return 0.0
         self.prune(now)
         over = len(self.log) - self.effective_requests
         if over >= 0:
             return max(1e-3, self.log[over] + self.window - now)
         return 0.0
 
-    def grant(self, lease_id: str, now: float) -> None:
+    def grant(self, lease_id: str, now: float, *, rate: bool = True) -> None:
         self.held[lease_id] = None
-        self.log.append(now)
-        self.granted += 1
+        if rate:
+            self.log.append(now)
+            self.granted += 1
 
     def kick_head(self) -> None:
         if self.queue:
@@ -431,7 +440,7 @@ class InProcessLimiter:
     async def __aexit__(self, *exc_info: object) -> None:
         return None
 
-    async def acquire(self, family: Family, lease_id: str) -> None:
+    async def acquire(self, family: Family, lease_id: str, *, rate: bool = True) -> None:
         await anyio.lowlevel.checkpoint_if_cancelled()
         state = self._families[Family(family)]
         while (other := state.pending.get(lease_id)) is not None:
@@ -439,10 +448,10 @@ class InProcessLimiter:
         if lease_id in state.held:
             return
         now = self._clock.monotonic()
-        if not state.queue and state.blocked_for(now) == 0:
-            state.grant(lease_id, now)
+        if not state.queue and state.blocked_for(now, rate=rate) == 0:
+            state.grant(lease_id, now, rate=rate)
             return
-        waiter = _Waiter(lease_id)
+        waiter = _Waiter(lease_id, rate)
         state.queue.append(waiter)
         state.pending[lease_id] = waiter
         try:
@@ -450,10 +459,10 @@ class InProcessLimiter:
                 delay: float | None = None
                 if state.queue[0] is waiter:
                     now = self._clock.monotonic()
-                    delay = state.blocked_for(now)
+                    delay = state.blocked_for(now, rate=rate)
                     if delay == 0:
                         state.queue.popleft()
-                        state.grant(lease_id, now)
+                        state.grant(lease_id, now, rate=rate)
                         return
                 await self._wait(waiter, delay)
         finally:

@@ -415,7 +415,7 @@ class RedisLimiter:
 
     # --- the Limiter protocol ------------------------------------------------------
 
-    async def acquire(self, family: Family, lease_id: str) -> None:
+    async def acquire(self, family: Family, lease_id: str, *, rate: bool = True) -> None:
         family = Family(family)
         if (family, lease_id) in self._held:
             return
@@ -439,6 +439,7 @@ class RedisLimiter:
                             config.limits.concurrency,
                             config.limits.requests,
                             config.window_ms,
+                            1 if rate else 0,
                         ],
                     )
                 except REDIS_DOWN as exc:

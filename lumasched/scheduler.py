@@ -1075,7 +1075,8 @@ class Scheduler:
         with anyio.CancelScope() as scope:
             self._acquiring[job.key] = scope
             try:
-                await self._limiter.acquire(job.family, lease)
+                # The generation exists: it needs a slot, not a create-rate token.
+                await self._limiter.acquire(job.family, lease, rate=False)
                 self._held[job.key] = lease
                 await self._limiter.mark_submitted(job.family, lease, record.generation_id)
             finally:
@@ -1086,7 +1087,8 @@ class Scheduler:
     async def _reconcile_restored(self, job: Job, record: JournalRecord) -> None:
         assert record.intent_body is not None and record.intent_at is not None
         lease = record.lease_id or uuid.uuid4().hex
-        await self._limiter.acquire(job.family, lease)
+        # Reconcile sends no create (if it finds none, the job queues for a new grant).
+        await self._limiter.acquire(job.family, lease, rate=False)
         self._held[job.key] = lease
         self._n["ambiguous_creates"] += 1
         await self._reconcile(job, lease, record.intent_body, record.intent_at)

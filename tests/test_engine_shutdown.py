@@ -13,7 +13,7 @@ import pytest
 from lumasched.api import ImageRequest
 from lumasched.jobs import JobDeferred, JobState
 from lumasched.journal import Journal
-from lumasched.limits import FamilyLimits, Limits
+from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.scheduler import Scheduler
 from tests._engine_fixtures import client_for, emulator, scheduler_for
 
@@ -89,3 +89,23 @@ async def test_shutdown_from_another_task(tmp_path: Path) -> None:
             assert [job.state for job in jobs[:2]] == [JobState.SUBMITTED] * 2
             assert all(isinstance(job.error, JobDeferred) for job in jobs)
             _assert_in_flight_journalled(journal, scheduler)
+
+
+async def test_resumed_generations_take_slots_but_no_rate_tokens(tmp_path: Path) -> None:
+    """On resume, generations created by the earlier run hold a slot while they run but
+    spend no create-rate token: only the creates actually sent are granted tokens."""
+    async with emulator(limits=TWO, latency=0.5) as emu, client_for(emu) as client:
+        with Journal(tmp_path / "j.db") as journal:
+            async with scheduler_for(client, limits=TWO, journal=journal) as first:
+                for key, request in _items(6):
+                    first.submit(request, key=key)
+                await _wait_for_creates(emu, 2)
+                await first.shutdown(wait=False)
+            async with scheduler_for(client, limits=TWO, journal=journal) as second:
+                for job in second.resume():
+                    await job
+                stats = (await second.limiter.statistics())[Family.IMAGE]
+            assert journal.counts() == {"completed": 6}
+    assert emu.inspect.creates_total == 6
+    assert stats.granted == 4
+    assert emu.inspect.families[Family.IMAGE].peak_concurrency <= 2

@@ -144,6 +144,40 @@ async def test_slot_and_token_taken_together(new_limiter: NewLimiter) -> None:
     await limiter.release(V, second)
 
 
+async def test_slot_only_acquire_spends_no_rate_token(new_limiter: NewLimiter) -> None:
+    """acquire(rate=False) takes a slot at once with the window used up, spends no
+    token and ignores a 429 pause; a normal acquire still waits for the window."""
+    limiter = await new_limiter(limits_of(4, 1, 1.0))  # 2 slots once the 429 halves it
+    created, restored, nxt = lid(), lid(), lid()
+    await limiter.acquire(V, created)
+    await limiter.note_rate_limited(V, 5.0)
+    with anyio.fail_after(1):
+        await limiter.acquire(V, restored, rate=False)
+    stats = (await limiter.statistics())[V]
+    assert (stats.held, stats.window_used, stats.granted) == (2, 1, 1)
+    with anyio.move_on_after(0.15) as scope:
+        await limiter.acquire(V, nxt)
+    assert scope.cancelled_caught
+    for lease in (created, restored):
+        await limiter.release(V, lease)
+
+
+async def test_slot_only_acquire_waits_for_a_free_slot(new_limiter: NewLimiter) -> None:
+    """acquire(rate=False) still respects the concurrency cap, in turn with other waiters."""
+    limiter = await new_limiter(limits_of(1, 100, 1.0))
+    holder, restored = lid(), lid()
+    await limiter.acquire(V, holder)
+    with anyio.move_on_after(0.15) as scope:
+        await limiter.acquire(V, restored, rate=False)
+    assert scope.cancelled_caught
+    await limiter.release(V, holder)
+    with anyio.fail_after(2):
+        await limiter.acquire(V, restored, rate=False)
+    stats = (await limiter.statistics())[V]
+    assert (stats.held, stats.window_used) == (1, 1)
+    await limiter.release(V, restored)
+
+
 async def test_fifo_first_waiter_served_first(new_limiter: NewLimiter) -> None:
     """When a slot frees, the waiter that came first gets it, not the quickest poller."""
     slow = await new_limiter(limits_of(1, 1000, 1.0), poll_max=0.5)
