@@ -26,15 +26,16 @@ import anyio
 
 from lumasched._results import failure_reason
 from lumasched.api import request_to_dict
-from lumasched.claims import ClaimLost, ClaimRecord, ClaimStatus, ClaimStore
+from lumasched.claims import Claim, ClaimLost, ClaimRecord, ClaimStatus, ClaimStore, manifest_id
 from lumasched.jobs import Job, JobDeferred
 from lumasched.journal import Journal, NewJob
 from lumasched.limits import Family
 from lumasched.manifest import Manifest, ManifestItem
 
 if TYPE_CHECKING:
+    from lumasched._config import Settings
     from lumasched.api import CreateRequest
-__all__ = ["ClaimedRun"]
+__all__ = ["ClaimedRun", "cluster_view"]
 
 logger = logging.getLogger("lumasched.claims")
 
@@ -273,3 +274,13 @@ def _ref(item_id: str) -> str:
     from lumasched.scheduler import Scheduler
 
     return Scheduler.ref(item_id)
+
+
+async def cluster_view(settings: Settings, batch: str) -> dict[str, Claim]:
+    """Every item of manifest ``batch`` (its file name) that Redis has a record of."""
+    assert settings.redis_url is not None
+    store = ClaimStore(
+        settings.redis_url, api_key=settings.api_key, manifest=manifest_id(batch), owner="status"
+    )
+    async with store:
+        return await store.snapshot()

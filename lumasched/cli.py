@@ -157,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("dir", metavar="DIR", type=Path, help="the --out directory of a run")
     status.add_argument("--journal", metavar="PATH", type=Path, help="journal file to read")
     status.add_argument("-v", "--verbose", action="store_true", help="list every item")
+    status.add_argument(
+        "--redis",
+        metavar="URL",
+        help="also show the record all hosts share in Redis (default: $LUMASCHED_REDIS_URL)",
+    )
 
     get = sub.add_parser("get", help="show one generation (JSON)")
     get.add_argument("id", metavar="ID")
@@ -405,6 +410,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         _err(f"no journal at {path} (is {args.dir} the --out directory of a run?)")
         return EXIT_USAGE
     with Journal(path) as journal:
+        batch = journal.batch
         counts = journal.counts()
         total = sum(counts.values())
         _out(f"journal {path}: {total} item{'s' if total != 1 else ''}")
@@ -430,7 +436,39 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 _out(f"  {record.key}: {record.reason or 'no reason recorded'}")
         if unfinished:
             _out(f"{unfinished} not finished: run the same command again to resume them")
+    settings = _settings(args, need_key=False)
+    if settings.redis_url is not None and batch:
+        _cluster_status(settings, batch, verbose=args.verbose)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _cluster_status(settings: Settings, batch: str, *, verbose: bool) -> None:
+    """The manifest's record in Redis, as every host sees it (docs/multihost.md)."""
+    from collections import Counter
+
+    from lumasched._multihost import cluster_view
+    from lumasched.redis_limiter import REDIS_DOWN
+
+    try:
+        view = asyncio.run(cluster_view(settings, batch))
+    except REDIS_DOWN as exc:
+        _err(f"could not read the record in Redis: {exc}")
+        return
+    if not view:
+        _out(f"Redis: no record of {batch} for this API key")
+        return
+    states = Counter(claim.record.state for claim in view.values())
+    summary = ", ".join(f"{n} {state}" for state, n in states.most_common())
+    _out(f"Redis (all hosts): {len(view)} items: {summary}")
+    hosts = Counter(c.record.host for c in view.values() if c.record.state == "completed")
+    for host, n in sorted(hosts.items(), key=lambda pair: str(pair[0])):
+        _out(f"  completed on {host}: {n}")
+    for key, claim in sorted(view.items()):
+        record = claim.record
+        if verbose or (record.state not in ("completed", "failed") and claim.expires_in > 0):
+            held = f"held by {record.owner} {claim.expires_in:.0f}s" if claim.expires_in else ""
+            gid = record.generation_id or "-"
+            _out(f"  {key}  {record.state}  {gid}  {record.path or ''}  {held}".rstrip())
 
 
 # -- run ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from lumasched.claims import Claim, ClaimStatus, ClaimStore, manifest_id
+from lumasched.cli import main
 from tests._cli_fixtures import (
     API_KEY,
     LIMITS_TOML,
@@ -178,7 +179,11 @@ def _check_exactly_once(emu: ThreadedEmulator, redis_url: str, manifest: Path) -
 
 
 def test_three_workers_share_one_manifest(
-    slow_emulator: ThreadedEmulator, redis_process: RedisServer, tmp_path: Path
+    slow_emulator: ThreadedEmulator,
+    redis_process: RedisServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Three runs of one manifest: each item created once, by one of them, and reported once."""
     emulator = slow_emulator
@@ -197,6 +202,12 @@ def test_three_workers_share_one_manifest(
             assert line["sha256"] == view[key].record.sha256
             assert Path(line["path"]).parent == out
     assert sorted(reported) == sorted(item["id"] for item in ITEMS)
+    # Any host's status shows the record all hosts share.
+    monkeypatch.setenv("LUMAAI_API_KEY", API_KEY)
+    assert main(["status", str(outs[0]), "--redis", redis_process.url]) == 0
+    shown = capsys.readouterr().out
+    assert f"Redis (all hosts): {len(ITEMS)} items: {len(ITEMS)} completed" in shown
+    assert API_KEY not in shown
 
 
 def _wait_for(predicate: Any, timeout: float, what: str) -> None:
