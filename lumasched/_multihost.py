@@ -141,6 +141,8 @@ class ClaimedRun:
             self._waiting[item.id] = item
             return None
         if claim.status is ClaimStatus.DONE:
+            if await anyio.to_thread.run_sync(self._finished_here, item.id, claim.record):
+                return item.id, item.resolve(_ref)  # reported again from the journal
             self._done_elsewhere(item, claim.record)
             return None
         for dep in item.deps:
@@ -201,6 +203,18 @@ class ClaimedRun:
             item.id,
             claim.owner,
             claim.generation_id or "intent",
+        )
+
+    def _finished_here(self, key: str, claim: ClaimRecord) -> bool:
+        """Did this host finish the item (in an earlier run)? Then a rerun lists it
+        in results.jsonl again, as without Redis."""
+        local = self._journal.get(key)
+        return (
+            local is not None
+            and local.finished
+            and local.state == claim.state
+            and local.path == claim.path
+            and claim.host == self._claims.host
         )
 
     def _seed_finished(self, item: ManifestItem, claim: ClaimRecord) -> None:

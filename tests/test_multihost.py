@@ -210,6 +210,20 @@ def test_three_workers_share_one_manifest(
     assert API_KEY not in shown
 
 
+def test_a_rerun_reports_what_it_finished_before(
+    emulator: ThreadedEmulator, redis_process: RedisServer, tmp_path: Path
+) -> None:
+    """Running the same command again creates nothing and lists every item it
+    finished earlier in results.jsonl, as a run without Redis does."""
+    manifest = _manifest(tmp_path)
+    for _ in range(2):
+        worker = _spawn(manifest, tmp_path / "out", redis_process.url, emulator.base_url)
+        (output,) = _finish([worker])
+        assert worker.returncode == 0, output
+        assert sorted(_results(tmp_path / "out")) == sorted(item["id"] for item in ITEMS)
+    _check_exactly_once(emulator, redis_process.url, manifest)
+
+
 def _wait_for(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
