@@ -204,7 +204,6 @@ class Scheduler:
         self._flush_lock = anyio.Lock()
         self._tg: TaskGroup | None = None
         self._host: TaskGroup | None = None
-        self._host_task = 0
         self._workers_done: anyio.Event | None = None
         self._closed = False
         self.events = EventHub()
@@ -253,7 +252,6 @@ class Scheduler:
                     await self._limiter.__aexit__(None, None, None)
             raise
         self._host = host
-        self._host_task = anyio.get_current_task().id
         if self._resume_on_enter:
             self.resume()
         return self
@@ -283,15 +281,16 @@ class Scheduler:
             else:
                 self._stop("shutdown")
         finally:
-            suppress = await self._close(exc_type, exc, tb)
+            suppress = await self._exit_host(exc_type, exc, tb)
         return suppress
 
-    async def _close(self, exc_type: object = None, exc: object = None, tb: object = None) -> bool:
-        """Stop every task of the scheduler, then (in the entering task only) exit
-        its task group. Whatever happens on the way, the task group is exited."""
-        workers, host = self._tg, self._host
-        if workers is None or host is None:
-            return False
+    async def _close(self) -> None:
+        """Stop every task of the scheduler and wait for them to end (from any
+        task: the task group itself is exited only by ``__aexit__``, in the task
+        that entered it, whatever scopes the caller has opened since)."""
+        workers = self._tg
+        if workers is None or self._workers_done is None:
+            return
         if not self._closed:
             self._closed = True
             try:
@@ -301,24 +300,27 @@ class Scheduler:
                         self._defer(job, "shutdown", move=False)
             finally:
                 workers.cancel_scope.cancel()
-        if anyio.get_current_task().id != self._host_task:
-            # Only the task that entered a task group may exit it: wait here for
-            # the scheduler's tasks to end; __aexit__ exits the group.
-            assert self._workers_done is not None
-            with anyio.CancelScope(shield=True):
-                await self._workers_done.wait()
-                await self._flush_rows()
+        with anyio.CancelScope(shield=True):
+            await self._workers_done.wait()
+            await self._flush_rows()
+            self.events.close()
+
+    async def _exit_host(self, exc_type: object, exc: object, tb: object) -> bool:
+        host = self._host
+        if host is None:
             return False
         try:
-            return bool(await host.__aexit__(exc_type, exc, tb))  # type: ignore[arg-type]
+            await self._close()
         finally:
             self._host = None
-            self._tg = None
-            with anyio.CancelScope(shield=True):
-                await self._flush_rows()
-                self.events.close()
+            try:
+                suppress = bool(await host.__aexit__(exc_type, exc, tb))  # type: ignore[arg-type]
+            finally:
+                self._tg = None
                 if self._own_limiter:
-                    await self._limiter.__aexit__(None, None, None)
+                    with anyio.CancelScope(shield=True):
+                        await self._limiter.__aexit__(None, None, None)
+        return suppress
 
     async def join(self) -> None:
         """Wait until every submitted job has finished (or been deferred)."""

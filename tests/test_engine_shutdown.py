@@ -109,3 +109,18 @@ async def test_resumed_generations_take_slots_but_no_rate_tokens(tmp_path: Path)
     assert emu.inspect.creates_total == 6
     assert stats.granted == 4
     assert emu.inspect.families[Family.IMAGE].peak_concurrency <= 2
+
+
+async def test_shutdown_inside_a_nested_scope(tmp_path: Path) -> None:
+    """shutdown(wait=False) awaited inside a timeout scope of the entering task stops the
+    scheduler; the task group is exited only when the async with block is left."""
+    async with emulator(limits=TWO, latency=2.0) as emu, client_for(emu) as client:
+        with Journal(tmp_path / "j.db") as journal:
+            async with scheduler_for(client, limits=TWO, journal=journal) as scheduler:
+                for key, request in _items(6):
+                    scheduler.submit(request, key=key)
+                await _wait_for_creates(emu, 2)
+                with anyio.fail_after(5):
+                    await scheduler.shutdown(wait=False)
+                await scheduler.shutdown()  # again: nothing left to do
+            _assert_in_flight_journalled(journal, scheduler)
