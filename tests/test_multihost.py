@@ -116,7 +116,7 @@ def _spawn(
     )
 
 
-def _finish(workers: Sequence[subprocess.Popen[str]], timeout: float = 25.0) -> list[str]:
+def _finish(workers: Sequence[subprocess.Popen[str]], timeout: float = 40.0) -> list[str]:
     outputs = []
     for worker in workers:
         try:
