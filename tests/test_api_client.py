@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import re
@@ -275,6 +276,31 @@ async def test_key_never_appears(mocked: aioresponses, caplog: pytest.LogCapture
     assert caplog.text
     leaked = [text for text in seen if API_KEY in text]
     assert not leaked
+
+
+async def test_key_stays_out_of_a_malformed_answer_s_exception_chain() -> None:
+    """An unparsable HTTP answer raises TransportError whose aiohttp cause does not hold the key."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        base = f"http://127.0.0.1:{port}/v1"
+        async with LumaClient(API_KEY, base, retry=RetryPolicy.never()) as c:
+            with pytest.raises(TransportError) as info:
+                await c.ping()
+    chain: list[BaseException] = []
+    error: BaseException | None = info.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__
+    assert isinstance(chain[1], aiohttp.ClientResponseError)
+    assert not [e for e in chain if API_KEY in repr(e) + str(e) + repr(vars(e))]
 
 
 async def test_key_and_base_url_from_environment(

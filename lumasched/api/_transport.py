@@ -13,6 +13,7 @@ from importlib import metadata
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from lumasched.errors import (
     APIStatusError,
@@ -62,8 +63,21 @@ def translate_errors(method: str, url: str) -> Iterator[None]:
     except builtins.TimeoutError as exc:  # includes aiohttp.ServerTimeoutError (a read timeout)
         raise TimeoutError(f"timed out ({method} {url})", method=method, url=url) from exc
     except (aiohttp.ClientError, OSError) as exc:
+        if isinstance(exc, aiohttp.ClientResponseError):
+            _drop_credentials(exc)
         reason = str(exc) or type(exc).__name__
         raise TransportError(f"{reason} ({method} {url})", method=method, url=url) from exc
+
+
+def _drop_credentials(exc: aiohttp.ClientResponseError) -> None:
+    # aiohttp keeps the request's headers on the error, and its repr shows them:
+    # without this the API key would ride along in every exception chain.
+    info = exc.request_info
+    headers = CIMultiDict(info.headers)
+    headers.popall("Authorization", None)
+    exc.request_info = aiohttp.RequestInfo(
+        info.url, info.method, CIMultiDictProxy(headers), info.real_url
+    )
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
