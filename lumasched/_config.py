@@ -44,11 +44,15 @@ class Settings:
         api_key: str | None = None,
         base_url: str | None = None,
         redis_url: str | None = None,
+        api_key_env: str = ENV_API_KEY,
     ) -> Settings:
-        """Explicit arguments win over the environment, which wins over defaults."""
+        """Explicit arguments win over the environment, which wins over defaults.
+
+        ``api_key_env`` names the variable that holds the key (``LUMAAI_API_KEY``).
+        """
         env = os.environ if environ is None else environ
         return cls(
-            api_key=api_key or env.get(ENV_API_KEY) or None,
+            api_key=api_key or env.get(api_key_env) or None,
             base_url=(base_url or env.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/"),
             redis_url=redis_url or env.get(ENV_REDIS_URL) or None,
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -156,14 +155,11 @@ async def _run(args: argparse.Namespace, url: str, api_key: str | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    settings = Settings.from_env(redis_url=args.redis)
+    settings = Settings.from_env(redis_url=args.redis, api_key_env=args.api_key_env)
     if settings.redis_url is None:
         print(f"lumasched limits: give --redis URL or set {ENV_REDIS_URL}", file=sys.stderr)
         return 2
-    api_key = (
-        settings.api_key if args.api_key_env == ENV_API_KEY else os.environ.get(args.api_key_env)
-    ) or None
     try:
-        return asyncio.run(_run(args, settings.redis_url, api_key))
+        return asyncio.run(_run(args, settings.redis_url, settings.api_key))
     except KeyboardInterrupt:
         return 130

@@ -22,8 +22,7 @@ async def test_shows_holders_generations_and_waiters(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The table names each holder and generation, counts waiters and window use,
-    and never prints the API key."""
+    """The table names holders, generations, waiters and window use, never the API key."""
     namespace = "t" + uuid.uuid4().hex[:10]
     monkeypatch.setenv("LUMAAI_API_KEY", KEY)
     limits = Limits(video=FamilyLimits(2, 20, 60.0))
