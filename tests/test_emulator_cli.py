@@ -27,7 +27,7 @@ def _get(url: str, key: str | None = None) -> tuple[int, dict]:
 
 
 def test_serves_prints_base_url_and_stops_on_sigterm(tmp_path):
-    """The first stdout line is the base URL; the API and /_emulator/stats work; SIGTERM exits 0."""
+    """Prints the base URL first, serves API and stats, logs requests at -v, exits 0 on SIGTERM."""
     limits = tmp_path / "limits.toml"
     limits.write_text("[video]\nconcurrency = 3\n")
     key = "lm-secret-cli-key"
@@ -46,6 +46,7 @@ def test_serves_prints_base_url_and_stops_on_sigterm(tmp_path):
             "100",
             "--seed",
             "1",
+            "-v",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -65,6 +66,8 @@ def test_serves_prints_base_url_and_stops_on_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
+    assert "GET /dream-machine/v1/ping -> 200" in err
+    assert "GET /dream-machine/v1/ping -> 401" in err
     assert key not in out + err
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ CAMERA_MOTIONS: tuple[str, ...] = (
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("lumasched.emulator")
 _NOT_FOUND = "Generation not found"
 
 
@@ -56,6 +58,18 @@ class _Routes:
         self.emu = emu
 
     # -- plumbing ----------------------------------------------------------------
+    @staticmethod
+    @web.middleware
+    async def log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """One INFO line per request (``lumasched emulator -v``); never the headers."""
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            log.info("%s %s -> %d", request.method, request.path_qs, exc.status)
+            raise
+        log.info("%s %s -> %d", request.method, request.path_qs, response.status)
+        return response
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         name = request.match_info.route.name or ""
@@ -344,7 +358,7 @@ class _Routes:
 
 def build_app(emu: Emulator) -> tuple[web.Application, _Routes]:
     routes = _Routes(emu)
-    app = web.Application(middlewares=[routes.middleware])
+    app = web.Application(middlewares=[routes.log_requests, routes.middleware])
     p = API_PREFIX
     add = app.router.add_route
     add("POST", f"{p}/generations/video", routes.creator("video"), name="api:create:video")

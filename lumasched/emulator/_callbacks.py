@@ -87,7 +87,7 @@ class CallbackSender:
                         self._inspect().callbacks_delivered += 1
                         return
             except (aiohttp.ClientError, TimeoutError) as exc:
-                log.debug("callback to %s failed: %s", url, exc)
+                log.info("callback to %s failed: %s", url, exc)
             if attempt + 1 < attempts:
                 await asyncio.sleep(self._config.callback_retry_delay)
         self._inspect().callbacks_failed += 1
