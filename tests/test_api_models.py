@@ -27,6 +27,7 @@ from lumasched.api import (
     request_from_dict,
 )
 from lumasched.api._converter import structure_page, structure_strings
+from lumasched.api._validation import problems_of
 from lumasched.errors import Problem, ValidationError
 
 
@@ -76,7 +77,7 @@ RULES: list[tuple[str, str, dict[str, Any], list[str]]] = [
     (
         "loop reverse extend",
         "video",
-        {"loop": True, "keyframes": {"frame1": GEN}},
+        {"prompt": "abc", "loop": True, "keyframes": {"frame1": GEN}},
         ["loop: Loop is not supported for extend reverse"],
     ),
     (
@@ -94,8 +95,14 @@ RULES: list[tuple[str, str, dict[str, Any], list[str]]] = [
     (
         "loop two videos",
         "video",
-        {"loop": True, "keyframes": {"frame0": GEN, "frame1": GEN}},
+        {"prompt": "abc", "loop": True, "keyframes": {"frame0": GEN, "frame1": GEN}},
         ["loop: Loop is not supported for interpolate between two videos"],
+    ),
+    (
+        "extend without prompt",
+        "video",
+        {"keyframes": {"frame0": GEN}},
+        ["prompt: Prompt is required"],
     ),
     (
         "weight above 1",
@@ -271,20 +278,25 @@ def test_validate_on_constructed_request() -> None:
     request = VideoRequest(None, loop=True, keyframes=Keyframes(frame1=GenerationKeyframe("g")))
     with pytest.raises(ValidationError) as info:
         request.validate()
-    assert info.value.problems == [Problem("loop", "Loop is not supported for extend reverse")]
+    assert info.value.problems == [
+        Problem("prompt", "Prompt is required"),
+        Problem("loop", "Loop is not supported for extend reverse"),
+    ]
 
 
-def test_keyframes_make_the_prompt_optional() -> None:
-    """A video from keyframes alone is valid; extend with loop is allowed."""
-    request_from_dict("video", {"keyframes": {"frame0": IMG}})
-    request_from_dict("video", {"loop": True, "keyframes": {"frame0": GEN}})
-    request_from_dict("video", {"loop": True, "keyframes": {"frame1": IMG}})
+def test_image_keyframes_make_the_prompt_optional() -> None:
+    """A video from image keyframes alone is valid; extend with loop is allowed."""
+    assert request_from_dict("video", {"keyframes": {"frame0": IMG}}).prompt is None
+    extend = {"prompt": "abc", "loop": True, "keyframes": {"frame0": GEN}}
+    assert request_from_dict("video", extend).loop is True
+    assert request_from_dict("video", {"loop": True, "keyframes": {"frame1": IMG}}).loop is True
 
 
 def test_weights_at_the_bounds_are_valid() -> None:
     """0 and 1 are valid weights, four references are allowed."""
-    ImageRequest("abc", image_ref=[ImageRef("u", 0), ImageRef("u", 1)] * 2).validate()
-    ImageRequest("abc", character_ref=CharacterRef.of("a", "b", "c", "d")).validate()
+    refs = ImageRequest("abc", image_ref=[ImageRef("u", 0), ImageRef("u", 1)] * 2)
+    character = ImageRequest("abc", character_ref=CharacterRef.of("a", "b", "c", "d"))
+    assert problems_of(refs) == problems_of(character) == []
 
 
 def test_duration_accepts_any_whole_seconds() -> None:

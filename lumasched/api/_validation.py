@@ -158,7 +158,10 @@ def _video(c: _Checker, r: VideoRequest) -> None:
     has_frames = r.keyframes is not None and (
         r.keyframes.frame0 is not None or r.keyframes.frame1 is not None
     )
-    c.prompt("prompt", r.prompt, required=not has_frames)
+    # The docs: "When image is not provided as keyframes, prompt is required."
+    frames = (r.keyframes.frame0, r.keyframes.frame1) if r.keyframes is not None else ()
+    has_image = any(isinstance(frame, ImageKeyframe) for frame in frames)
+    c.prompt("prompt", r.prompt, required=not has_image)
     c.one_of("aspect_ratio", r.aspect_ratio, ASPECT_RATIOS, optional=True)
     c.one_of("resolution", r.resolution, RESOLUTIONS, optional=True)
     if r.duration is not None and not (
