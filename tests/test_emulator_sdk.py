@@ -268,24 +268,22 @@ async def test_legacy_generations_path(sdk, luma_emulator, http):
     await check_assets(http, await wait_terminal(sdk, data["id"]))
 
 
-async def test_aiohttp_transport_headers_accepted(luma_emulator, http):
-    """The headers the SDK's aiohttp backend sends (lower-cased) authenticate and work."""
+async def test_sdk_aiohttp_backend(luma_emulator, http):
+    """The SDK's own aiohttp backend (lumaai[aiohttp]) authenticates and runs a job to its file."""
     from tests._emulator_fixtures import API_KEY
 
-    headers = {
-        "Accept": "application/json",
-        "User-Agent": "AsyncLumaAI/Python 1.21.0",
-        "x-stainless-lang": "python",
-        "x-stainless-package-version": "1.21.0",
-        "x-stainless-async": "async:asyncio",
-        "x-stainless-retry-count": "0",
-        "x-stainless-read-timeout": "60",
-        "authorization": f"Bearer {API_KEY}",
-        "content-type": "application/json",
-    }
-    url = f"{luma_emulator.base_url}/generations/image"
-    async with http.post(
-        url, data=b'{"model":"photon-1","prompt":"a cat"}', headers=headers
-    ) as response:
-        assert response.status == 201
-        assert (await response.json())["state"] == "queued"
+    async with lumaai.AsyncLumaAI(
+        auth_token=API_KEY,
+        base_url=luma_emulator.base_url,
+        max_retries=0,
+        http_client=lumaai.DefaultAioHttpClient(),
+    ) as client:
+        created = await client.generations.image.create(model="photon-1", prompt="a cat")
+        assert created.state == "queued"
+        done = await wait_terminal(client, created.id)
+        await check_assets(http, done)
+        assert [g.id for g in (await client.generations.list()).generations] == [created.id]
+        assert (await client.ping.check()).message == "pong"
+        await client.generations.delete(created.id)
+    assert luma_emulator.inspect.unauthorized == 0
+    assert luma_emulator.inspect.deletes == 1
