@@ -35,18 +35,8 @@ from typing import Any
 import attrs
 import yaml
 
-from lumasched.api import (
-    AudioRequest,
-    CreateRequest,
-    ImageRequest,
-    ModifyVideoRequest,
-    ReframeImageRequest,
-    ReframeVideoRequest,
-    UpscaleRequest,
-    VideoRequest,
-    replace_generation_refs,
-    request_from_dict,
-)
+from lumasched.api import CreateRequest, replace_generation_refs, request_from_dict
+from lumasched.api._models import KINDS, REFRAME_INT_FIELDS, REQUEST_CLASSES
 from lumasched.errors import Problem, ValidationError
 from lumasched.limits import Family, family_of
 
@@ -61,24 +51,6 @@ __all__ = [
     "ref_placeholder",
 ]
 
-KINDS = (
-    "image",
-    "video",
-    "reframe_image",
-    "reframe_video",
-    "modify_video",
-    "upscale",
-    "audio",
-)
-_REQUEST_CLASSES: dict[str, type[Any]] = {
-    "image": ImageRequest,
-    "video": VideoRequest,
-    "reframe_image": ReframeImageRequest,
-    "reframe_video": ReframeVideoRequest,
-    "modify_video": ModifyVideoRequest,
-    "upscale": UpscaleRequest,
-    "audio": AudioRequest,
-}
 _SOURCE_KINDS = frozenset({"upscale", "audio"})
 # Kinds whose result is a video: the only generations a keyframe, an upscale or
 # an audio request can build on.
@@ -630,7 +602,7 @@ def _suggestion(kind: str, path: str) -> str:
     """``" (did you mean 'prompt'?)"`` for a typo'd top-level field, else ``""``."""
     if "." in path or "[" in path:
         return ""
-    cls = _REQUEST_CLASSES.get(kind)
+    cls = REQUEST_CLASSES.get(kind)
     if cls is None:
         return ""
     names = [a.name for a in attrs.fields(cls)]
@@ -734,18 +706,7 @@ _CSV_JSON_FIELDS = frozenset(
 # ... these are true/false, and these are numbers.
 _CSV_BOOL_FIELDS = frozenset({"loop", "sync"})
 _CSV_FLOAT_FIELDS = frozenset({"weight", "sync_timeout"})
-_CSV_INT_FIELDS = frozenset(
-    {
-        "grid_position_x",
-        "grid_position_y",
-        "x_start",
-        "x_end",
-        "y_start",
-        "y_end",
-        "resized_width",
-        "resized_height",
-    }
-)
+_CSV_INT_FIELDS = frozenset(REFRAME_INT_FIELDS)
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
 

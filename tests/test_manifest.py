@@ -246,6 +246,17 @@ def test_csv_dotted_columns_json_cells_and_types(tmp_path: Path) -> None:
     assert vid["keyframes"]["frame0"]["url"] == "https://x.test/b.jpg"
 
 
+def test_csv_reframe_pixel_columns_are_integers(tmp_path: Path) -> None:
+    """Reframe grid, crop and resize cells are read as integers; anything else is a problem."""
+    header = "id,type,media.url,aspect_ratio,x_start,x_end,resized_width\n"
+    good = write(tmp_path, "ok.csv", header + "r,reframe_image,https://x.test/a.jpg,1:1,0,64,32\n")
+    (item,) = load_manifest(good)
+    body = item.request.to_body()
+    assert (body["x_start"], body["x_end"], body["resized_width"]) == (0, 64, 32)
+    bad = write(tmp_path, "bad.csv", header + "r,reframe_image,https://x.test/a.jpg,1:1,0,1.5,\n")
+    assert problems_of(bad) == [f"{bad}:2: x_end: must be an integer, got '1.5'"]
+
+
 def test_csv_refs_and_line_numbers_after_multiline_cells(tmp_path: Path) -> None:
     """A quoted cell spanning lines keeps later rows' line numbers right; refs work in CSV."""
     path = write(

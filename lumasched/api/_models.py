@@ -24,6 +24,7 @@ __all__ = [
     "KINDS",
     "MODIFY_MODES",
     "RAY_MODELS",
+    "REFRAME_INT_FIELDS",
     "RESOLUTIONS",
     "VIDEO_MODELS",
     "Assets",
@@ -286,6 +287,10 @@ class _Reframe(_Request):
     resized_width: int | None = attrs.field(default=None, kw_only=True)
     resized_height: int | None = attrs.field(default=None, kw_only=True)
     callback_url: str | None = attrs.field(default=None, kw_only=True)
+
+
+REFRAME_INT_FIELDS = tuple(a.name for a in attrs.fields(_Reframe) if str(a.type) == "int | None")
+"""The reframe requests' pixel fields (grid position, crop bounds, resize): integers."""
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from lumasched.api._models import (
     IMAGE_MODELS,
     MODIFY_MODES,
     RAY_MODELS,
+    REFRAME_INT_FIELDS,
     RESOLUTIONS,
     VIDEO_MODELS,
     AudioRequest,
@@ -114,8 +115,7 @@ class _Checker:
             self.text(f"{path}.url", media.url)
 
     def non_negative(self, request: ReframeImageRequest | ReframeVideoRequest) -> None:
-        names = ("grid_position_x", "grid_position_y", "x_start", "x_end", "y_start", "y_end")
-        for name in (*names, "resized_width", "resized_height"):
+        for name in REFRAME_INT_FIELDS:
             value = getattr(request, name)
             if value is None:
                 continue

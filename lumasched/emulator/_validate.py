@@ -12,13 +12,20 @@ from typing import Any, Protocol
 
 import attrs
 
+from lumasched.api._models import (
+    IMAGE_FORMATS,
+    IMAGE_MODELS,
+    MODIFY_MODES,
+    RAY_MODELS,
+    REFRAME_INT_FIELDS,
+    VIDEO_MODELS,
+)
 from lumasched.limits import Family, family_of
 from lumasched.pricing import ASPECT_RATIOS, RESOLUTIONS
 
 __all__ = [
     "CONCEPTS",
     "GENERATION_TYPES",
-    "MODES",
     "ApiError",
     "CreateSpec",
     "validate_create",
@@ -26,12 +33,7 @@ __all__ = [
 
 PROMPT_MIN = 3
 PROMPT_MAX = 5000
-VIDEO_MODELS = ("ray-2", "ray-flash-2", "ray-1-6")
-DERIVED_VIDEO_MODELS = ("ray-2", "ray-flash-2")
-IMAGE_MODELS = ("photon-1", "photon-flash-1")
 DURATIONS = ("5s", "9s")
-FORMATS = ("jpg", "png")
-MODES = tuple(f"{m}_{i}" for m in ("adhere", "flex", "reimagine") for i in (1, 2, 3))
 MAX_REFS = 4
 
 CONCEPTS: tuple[str, ...] = (
@@ -326,22 +328,10 @@ def _image(body: Mapping[str, Any]) -> CreateSpec:
         model=model,
         media="image",
         aspect_ratio=_check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), "16:9"),
-        image_format=_check_choice(body, "format", FORMATS, "jpg"),
+        image_format=_check_choice(body, "format", IMAGE_FORMATS, "jpg"),
         prompt=prompt,
         input_urls=tuple(urls),
     )
-
-
-_REFRAME_INTS = (
-    "grid_position_x",
-    "grid_position_y",
-    "x_start",
-    "x_end",
-    "y_start",
-    "y_end",
-    "resized_width",
-    "resized_height",
-)
 
 
 def _required(body: Mapping[str, Any], *keys: str) -> None:
@@ -353,7 +343,7 @@ def _required(body: Mapping[str, Any], *keys: str) -> None:
 def _media_edit(body: Mapping[str, Any], kind: str) -> CreateSpec:
     _required(body, "generation_type", "media", "model")
     _check_generation_type(body, kind, required=True)
-    models = IMAGE_MODELS if kind == "reframe_image" else DERIVED_VIDEO_MODELS
+    models = IMAGE_MODELS if kind == "reframe_image" else RAY_MODELS
     model = _check_choice(body, "model", models, models[0])
     urls = [_require_url(body["media"], "media")]
     if body.get("first_frame") is not None:
@@ -362,11 +352,11 @@ def _media_edit(body: Mapping[str, Any], kind: str) -> CreateSpec:
     aspect_ratio = "16:9"
     if kind == "modify_video":
         _required(body, "mode")
-        _check_choice(body, "mode", MODES, MODES[0])
+        _check_choice(body, "mode", MODIFY_MODES, MODIFY_MODES[0])
     else:
         _required(body, "aspect_ratio")
         aspect_ratio = _check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), "16:9")
-        for key in _REFRAME_INTS:
+        for key in REFRAME_INT_FIELDS:
             value = body.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise bad(f"{key} must be an integer")
@@ -375,7 +365,7 @@ def _media_edit(body: Mapping[str, Any], kind: str) -> CreateSpec:
         model=model,
         media="image" if kind == "reframe_image" else "video",
         aspect_ratio=aspect_ratio,
-        image_format=_check_choice(body, "format", FORMATS, "jpg"),
+        image_format=_check_choice(body, "format", IMAGE_FORMATS, "jpg"),
         prompt=prompt,
         input_urls=tuple(urls),
     )
