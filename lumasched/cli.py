@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from lumasched._config import API_KEY_HELP, Settings
+from lumasched._config import API_KEY_HELP, ENV_API_KEY, Settings
 from lumasched.errors import ConfigurationError, JournalError, LumaError, NotFoundError
 from lumasched.limits import Family, Limits
 
@@ -93,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         "2 usage or manifest error (nothing was sent), 130 interrupted (rerun resumes).",
     )
     run.add_argument("manifest", metavar="MANIFEST", help="a .jsonl, .csv or .yaml manifest")
-    run.add_argument("--out", "-o", metavar="DIR", required=True, type=Path, help="output dir")
+    run.add_argument(
+        "--out",
+        "-o",
+        metavar="DIR",
+        required=True,
+        type=Path,
+        help="where the files, results.jsonl and the journal go (created if missing)",
+    )
     run.add_argument(
         "--emulator",
         action="store_true",
@@ -107,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --emulator: divide modelled latencies by X "
         f"(default {DEFAULT_EMULATOR_SPEED:g})",
     )
-    run.add_argument("--limits", metavar="FILE", help="account limits (TOML)")
+    run.add_argument(
+        "--limits",
+        metavar="FILE",
+        help="account limits: a TOML file with [video] and [image] tables of "
+        "concurrency, requests, per_seconds",
+    )
     run.add_argument(
         "--tier", default="build", help="named limits tier when no --limits (default: build)"
     )
@@ -155,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         "what a rerun would still do. Reads only; sends nothing.",
     )
     status.add_argument("dir", metavar="DIR", type=Path, help="the --out directory of a run")
-    status.add_argument("--journal", metavar="PATH", type=Path, help="journal file to read")
+    status.add_argument(
+        "--journal",
+        metavar="PATH",
+        type=Path,
+        help=f"journal file to read (default: DIR/{JOURNAL_NAME})",
+    )
     status.add_argument("-v", "--verbose", action="store_true", help="list every item")
     status.add_argument(
         "--redis",
@@ -163,24 +180,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="also show the record all hosts share in Redis (default: $LUMASCHED_REDIS_URL)",
     )
 
-    get = sub.add_parser("get", help="show one generation (JSON)")
-    get.add_argument("id", metavar="ID")
+    get = sub.add_parser(
+        "get",
+        help="show one generation (JSON)",
+        description="Print one generation as JSON: state, failure reason, asset URLs, "
+        f"the request. Needs ${ENV_API_KEY}.",
+    )
+    get.add_argument("id", metavar="ID", help="a generation id")
     _api_options(get)
 
-    lst = sub.add_parser("list", help="list generations, newest first")
-    lst.add_argument("--limit", type=int, default=20, help="how many (default 20)")
-    lst.add_argument("--offset", type=int, default=0)
+    lst = sub.add_parser(
+        "list",
+        help="list generations, newest first",
+        description="List one page of the account's generations (id, state, type, model, "
+        f"created, failure reason). Needs ${ENV_API_KEY}.",
+    )
+    lst.add_argument("--limit", type=int, default=20, help="page size (default 20)")
+    lst.add_argument("--offset", type=int, default=0, help="generations to skip first (default 0)")
     lst.add_argument("--json", action="store_true", help="one JSON object per line")
     _api_options(lst)
 
-    delete = sub.add_parser("delete", help="delete generations")
-    delete.add_argument("ids", metavar="ID", nargs="+")
+    delete = sub.add_parser(
+        "delete",
+        help="delete generations",
+        description="Delete generations from the account. The API has no cancel, and "
+        "whether deleting a running generation stops it is not documented. "
+        f"Needs ${ENV_API_KEY}. Exit status 1 if any id was not found.",
+    )
+    delete.add_argument("ids", metavar="ID", nargs="+", help="generation ids")
     _api_options(delete)
 
-    download = sub.add_parser("download", help="download a completed generation's asset")
-    download.add_argument("id", metavar="ID")
+    download = sub.add_parser(
+        "download",
+        help="download a completed generation's asset",
+        description="Download a completed generation's video (or its image, for an image "
+        "generation), resuming after a cut and checking its size; prints the path, size and "
+        f"sha256. Needs ${ENV_API_KEY}.",
+    )
+    download.add_argument("id", metavar="ID", help="a generation id")
     download.add_argument(
-        "--out", "-o", metavar="PATH", type=Path, default=Path("."), help="a directory or a file"
+        "--out",
+        "-o",
+        metavar="PATH",
+        type=Path,
+        default=Path("."),
+        help="a file, or a directory to write ID.EXT into (default: the current directory)",
     )
     _api_options(download)
 
@@ -189,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("camera-motions", "list camera motions (legacy endpoint)"),
         ("credits", "show the account's credit balance"),
     ):
-        _api_options(sub.add_parser(name, help=text, description=text))
+        description = f"{text[0].upper()}{text[1:]}. Needs ${ENV_API_KEY}."
+        _api_options(sub.add_parser(name, help=text, description=description))
 
     for name, (_, text) in _DELEGATED.items():
         sub.add_parser(name, help=text + f" (see: lumasched {name} --help)", add_help=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.util
 import json
@@ -321,20 +322,22 @@ def test_api_commands(
     assert "credit balance" in capsys.readouterr().out
     assert run("delete", generation_id) == 0
     assert run("get", generation_id) == 1
-    assert "404" in capsys.readouterr().err or "not found" in capsys.readouterr().err.lower()
+    assert "404" in capsys.readouterr().err
 
 
 def test_help_is_useful_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    """--help works on each command and names its options."""
-    for command, needle in (
-        ("run", "--dry-run"),
-        ("status", "DIR"),
-        ("get", "ID"),
-        ("list", "--limit"),
-        ("download", "--out"),
-    ):
-        assert run(command, "--help") == 0
-        assert needle in capsys.readouterr().out
+    """Each command's --help describes it and explains every argument."""
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    undocumented = []
+    for name, sub in commands.choices.items():
+        if name in ("emulator", "limits"):
+            continue  # their own parsers; see the next test
+        assert run(name, "--help") == 0
+        assert sub.description, f"{name} has no description"
+        assert sub.description.split(".")[0] in " ".join(capsys.readouterr().out.split())
+        undocumented += [f"{name} {a.dest}" for a in sub._actions if not a.help]
+    assert undocumented == []
     assert run("--help") == 0
     text = capsys.readouterr().out
     assert "emulator" in text and "limits" in text
