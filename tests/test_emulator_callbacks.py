@@ -104,7 +104,7 @@ async def test_non_200_is_retried_three_times_100ms_apart(receiver):
         times = [t for t, _ in receiver.received]
         assert len(times) == 4
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert all(0.09 <= gap < 0.3 for gap in gaps), gaps
+        assert all(0.09 <= gap < 0.6 for gap in gaps), gaps  # 100 ms, plus a busy machine
         inspect = emu.inspect
         assert (inspect.callbacks_sent, inspect.callbacks_retried) == (4, 3)
         assert (inspect.callbacks_delivered, inspect.callbacks_failed) == (0, 1)

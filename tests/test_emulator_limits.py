@@ -120,20 +120,21 @@ async def test_unreachable_keyframe_fails_to_read_frames(sdk, luma_emulator):
 
 
 async def test_speed_scales_latency():
-    """The same job takes ~10x longer at speed 20 than at speed 200 (photon-flash-1: 6 s base)."""
+    """The same job takes 10x longer at speed 20 than at speed 200 (photon-flash-1: 6 s base)."""
 
-    async def time_to_done(speed: float) -> float:
+    async def time_to_done(speed: float) -> tuple[float, float]:
         async with Emulator(speed=speed, jitter=0.0) as emu, _client(emu) as client:
             started = time.monotonic()
             generation = await client.generations.image.create(
                 model="photon-flash-1", prompt="a cat"
             )
             await wait_terminal(client, generation.id)
-            return time.monotonic() - started
+            timeline = emu.store.get(generation.id).timeline
+            return timeline.done_at - timeline.created, time.monotonic() - started
 
-    fast, slow = await time_to_done(200.0), await time_to_done(20.0)
-    assert 0.03 <= fast < 0.2
-    assert 0.3 <= slow < 0.6
+    (fast, fast_seen), (slow, slow_seen) = await time_to_done(200.0), await time_to_done(20.0)
+    assert (fast, slow) == (pytest.approx(0.03), pytest.approx(0.3))
+    assert fast_seen >= fast and slow_seen >= slow  # never reported done early
 
 
 async def test_latency_model_orders_models_resolutions_durations():
@@ -155,12 +156,15 @@ async def test_latency_model_orders_models_resolutions_durations():
 
 async def test_fixed_latency_is_exact_and_states_progress():
     """fixed_latency L: queued, then dreaming after L/5, completed at L (not scaled by speed)."""
-    async with Emulator(fixed_latency=0.3, speed=1000) as emu, _client(emu) as client:
+    async with Emulator(fixed_latency=0.6, speed=1000) as emu, _client(emu) as client:
         generation = await client.generations.create(model="ray-2", prompt="a cat")
         assert generation.state == "queued"
-        await asyncio.sleep(0.15)
+        timeline = emu.store.get(generation.id).timeline
+        assert timeline.dreaming_at - timeline.created == pytest.approx(0.12)
+        assert timeline.done_at - timeline.created == pytest.approx(0.6)
+        await asyncio.sleep(0.15)  # dreaming from 0.12 s to 0.6 s: room for a slow machine
         assert (await client.generations.get(generation.id)).state == "dreaming"
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
         assert (await client.generations.get(generation.id)).state == "completed"
 
 
