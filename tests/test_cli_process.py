@@ -136,11 +136,8 @@ async def test_piped_output_is_plain_timestamped_lines(emu: Emulator, tmp_path: 
     assert any(line.startswith("elapsed ") for line in lines[summary:])
 
 
-async def test_second_ctrl_c_stops_at_once_and_rerun_resumes(
-    emu: Emulator, tmp_path: Path
-) -> None:
-    """Ctrl-C twice: exit 130 without waiting; in-flight jobs stay journalled and a rerun
-    polls them (never re-creates) and finishes the batch."""
+async def test_second_ctrl_c_stops_at_once_and_rerun_resumes(emu: Emulator, tmp_path: Path) -> None:
+    """Ctrl-C twice exits 130 at once; a rerun polls the in-flight jobs, never re-creating them."""
     process = await _start(emu, tmp_path)
     await _wait_for_creates(emu, 4)
     await asyncio.sleep(0.1)

@@ -145,8 +145,7 @@ async def test_slot_and_token_taken_together(new_limiter: NewLimiter) -> None:
 
 
 async def test_slot_only_acquire_spends_no_rate_token(new_limiter: NewLimiter) -> None:
-    """acquire(rate=False) takes a slot at once with the window used up, spends no
-    token and ignores a 429 pause; a normal acquire still waits for the window."""
+    """acquire(rate=False) takes a slot despite a full window or 429 pause, spending no token."""
     limiter = await new_limiter(limits_of(4, 1, 1.0))  # 2 slots once the 429 halves it
     created, restored, nxt = lid(), lid(), lid()
     await limiter.acquire(V, created)
@@ -283,8 +282,7 @@ async def test_acquire_and_release_are_idempotent(new_limiter: NewLimiter) -> No
 
 
 async def test_429_pauses_and_backs_off_then_recovers(new_limiter: NewLimiter) -> None:
-    """A 429 pauses new grants for Retry-After and halves the effective limits;
-    successes bring them back, never above the configured limits."""
+    """A 429 pauses grants for Retry-After and halves the limits; successes restore them."""
     limiter = await new_limiter(limits_of(4, 10, 1.0))
     await limiter.note_rate_limited(V, 0.3)
     await limiter.note_rate_limited(V, 0.3)  # same episode: no second cut

@@ -47,8 +47,7 @@ async def client(redis_server: str) -> AsyncIterator[aioredis.Redis]:  # noqa: F
 
 @pytest.mark.slow
 async def test_worker_processes_share_limits_exactly(redis_server: str) -> None:  # noqa: F811
-    """Three processes on one key: zero 429s, and peak concurrency and window use
-    reach the limits exactly."""
+    """Three processes on one key: zero 429s; peak concurrency and window use hit the limits."""
     limits = Limits(video=FamilyLimits(2, 4, 1.0), image=FamilyLimits(4, 8, 1.0))
     namespace = ns()
     async with RedisLimiter(redis_server, limits, api_key=KEY, namespace=namespace) as lim:
@@ -92,8 +91,7 @@ async def test_worker_processes_share_limits_exactly(redis_server: str) -> None:
 async def test_killed_holder_slots_return_within_ttl_or_are_adopted(
     redis_server: str,  # noqa: F811
 ) -> None:
-    """SIGKILL a holder: its unsubmitted slot is free within the lease TTL; its
-    submitted one still counts until another worker adopts and releases it."""
+    """A SIGKILLed holder's slots return within the TTL, or once adopted if submitted."""
     namespace, ttl = ns(), 1.0
     limits = video(3, 100, 1.0)
     async with RedisLimiter(redis_server, limits, api_key=KEY, namespace=namespace) as lim:
@@ -131,8 +129,7 @@ async def test_killed_holder_slots_return_within_ttl_or_are_adopted(
 async def test_redis_restart_mid_run_no_violation_no_loss(
     redis_process: RedisServer,  # noqa: F811
 ) -> None:
-    """Redis restarts empty mid-run: every job finishes; the cap and the sliding
-    window hold because workers re-register their leases and recent grants."""
+    """Redis restarting empty mid-run: every job finishes within the cap and the window."""
     per, cap, rate = 1.0, 3, 8
     limits = video(cap, rate, per)
     namespace = ns()
@@ -184,8 +181,7 @@ async def test_redis_restart_mid_run_no_violation_no_loss(
 async def test_lost_state_holds_new_grants_until_holders_reregister(
     redis_process: RedisServer,  # noqa: F811
 ) -> None:
-    """After FLUSHALL, a held lease is re-registered by its heartbeat and new
-    grants wait for the hold, so the cap is never exceeded."""
+    """After FLUSHALL, heartbeats re-register leases and new grants wait: the cap holds."""
     limits = video(1, 100, 0.3)
     kw = dict(api_key=KEY, namespace=ns(), lease_ttl=0.6, heartbeat=0.1)
     async with (
@@ -213,8 +209,7 @@ async def test_lost_state_holds_new_grants_until_holders_reregister(
 async def test_redis_down_pauses_acquire_and_nothing_raises(
     redis_process: RedisServer,  # noqa: F811
 ) -> None:
-    """With Redis down, acquire waits, release and 429 notes do not raise; when
-    Redis is back, the waiting acquire is granted."""
+    """With Redis down acquire waits and nothing raises; when it is back the acquire is granted."""
     limits = video(2, 100, 0.3)
     async with RedisLimiter(
         redis_process.url, limits, api_key=KEY, namespace=ns(), lease_ttl=0.5, hold=0.2
@@ -235,8 +230,7 @@ async def test_redis_down_pauses_acquire_and_nothing_raises(
 
 
 async def test_cancel_during_command_gives_the_grant_back(redis_server: str) -> None:  # noqa: F811
-    """Cancelled while its EVALSHA is stuck in Redis, an acquire waits for the
-    outcome and releases what it got: no slot, no queue ticket leaks."""
+    """An acquire cancelled mid-EVALSHA waits for the outcome and gives back what it got."""
     limits = video(1, 100, 1.0)
     async with RedisLimiter(
         redis_server, limits, api_key=KEY, namespace=ns(), heartbeat=10
@@ -261,8 +255,7 @@ async def test_cancel_during_command_gives_the_grant_back(redis_server: str) -> 
 async def test_outage_longer_than_ttl_extends_leases_and_holds(
     redis_server: str,  # noqa: F811
 ) -> None:
-    """If nothing reached Redis for longer than a lease TTL (an outage), live leases
-    are extended rather than reaped, and new grants are held."""
+    """After an outage longer than a lease TTL, live leases are extended and new grants held."""
     limits = video(5, 100, 0.3)
     namespace = ns()
     async with RedisLimiter(
@@ -283,8 +276,7 @@ async def test_outage_longer_than_ttl_extends_leases_and_holds(
 
 
 async def test_one_workers_429_pauses_every_worker(redis_server: str) -> None:  # noqa: F811
-    """A Retry-After noted by one worker pauses the family for all, and the
-    back-off factor is shared."""
+    """One worker's Retry-After pauses the family for every worker and shares the back-off."""
     limits = video(4, 100, 1.0)
     kw = dict(api_key=KEY, namespace=ns())
     async with (
@@ -332,9 +324,60 @@ async def test_first_start_grants_without_a_hold(redis_server: str) -> None:  # 
         await lim.release(V, "first")
 
 
+async def test_workers_starting_together_on_an_empty_redis_are_granted_at_once(
+    redis_process: RedisServer,  # noqa: F811
+) -> None:
+    """Four processes with the default lease settings start together on an empty
+    Redis, with no bootstrap: the whole first window of grants comes well within
+    one heartbeat (no lost-state or outage hold), and no loss is recorded."""
+    namespace, workers, each = ns(), 4, 2
+    redis = aioredis.Redis.from_url(redis_process.url)
+    assert await redis.dbsize() == 0
+    procs = [
+        spawn_worker(
+            "burst",
+            stdin=True,
+            url=redis_process.url,
+            namespace=namespace,
+            limits={"video": [8, workers * each, 60.0]},
+            leases=each,
+            patience=5.0,
+        )
+        for _ in range(workers)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            with anyio.fail_after(30):
+                line = await anyio.to_thread.run_sync(proc.stdout.readline)
+            assert line.strip() == "READY"
+        assert await redis.dbsize() == 0  # connected, nothing created yet
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            out, _ = await anyio.to_thread.run_sync(partial(proc.communicate, timeout=30))
+            assert proc.returncode == 0
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        state = await inspect_state(redis, namespace, account_id(KEY), V)
+    finally:
+        await redis.aclose()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    delays = [delay for result in results for delay in result["delays"]]
+    assert len(delays) == workers * each and None not in delays
+    assert max(delays) < 2.0  # the default heartbeat is 10 s and a hold 15 s
+    assert state.counters["granted"] == workers * each
+    assert "lost_count" not in state.counters and "gap_count" not in state.counters
+    assert state.hold_remaining == 0
+
+
 async def test_dead_waiter_blocks_the_queue_only_briefly(redis_server: str) -> None:  # noqa: F811
-    """A waiter that died at the head of the queue is dropped after the waiter TTL
-    (4 polls + 0.5 s), so the next waiter gets the slot."""
+    """A dead waiter at the queue's head is dropped after the waiter TTL; the next one gets in."""
     limits = video(1, 100, 1.0)
     async with RedisLimiter(
         redis_server, limits, api_key=KEY, namespace=ns(), poll_max=0.05

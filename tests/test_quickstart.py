@@ -22,8 +22,7 @@ def _results(out: Path) -> dict[str, dict[str, object]]:
 def test_quickstart_batch_runs_and_resumes_without_creating_again(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`lumasched run examples/quickstart.jsonl --out out --emulator` ends with every item
-    on disk as a verified file; running it again creates nothing."""
+    """The README quick start puts every item on disk, verified; a rerun creates nothing."""
     monkeypatch.delenv("LUMAAI_API_KEY", raising=False)
     out = tmp_path / "out"
     args = ["run", str(ROOT / "examples" / "quickstart.jsonl"), "--out", str(out), "--emulator"]
