@@ -34,6 +34,9 @@ from lumasched.pricing import PriceTable, estimate_cost_cents
 __all__ = ["Display", "RunOptions", "RunOutcome", "run_batch"]
 
 _EMULATOR_KEY = "lm-emulator"
+EMULATOR_STATE_NAME = "emulator-state.sqlite"
+"""With ``--emulator``: the emulator's generations, next to the journal, so a
+rerun resumes against them as it would against the real API."""
 
 
 class _HardStop(Exception):
@@ -162,7 +165,13 @@ async def _run(
             from lumasched.emulator import Emulator, EmulatorConfig
 
             emu = await stack.enter_async_context(
-                Emulator(EmulatorConfig(limits=limits, speed=options.emulator_speed))
+                Emulator(
+                    EmulatorConfig(
+                        limits=limits,
+                        speed=options.emulator_speed,
+                        state_path=options.journal_path.parent / EMULATOR_STATE_NAME,
+                    )
+                )
             )
             settings = attrs.evolve(settings, api_key=_EMULATOR_KEY, base_url=emu.base_url)
             display.note(f"emulator running at {emu.base_url}")
@@ -195,7 +204,9 @@ async def _run(
             cost_of=_cost_of(options.prices) if options.budget_cents is not None else None,
             claims=claims,
             reconcile_settle=(
-                DEFAULT_RECONCILE_SETTLE
+                # The in-process emulator's state file holds every create it
+                # accepted before it stopped: nothing more can show up later.
+                (0.0 if options.emulator else DEFAULT_RECONCILE_SETTLE)
                 if options.reconcile_settle is None
                 else options.reconcile_settle
             ),

@@ -156,8 +156,9 @@ class _Routes:
             default_video_model=emu.config.default_video_model,
         )
         emu.store.admit(spec.family, now)
-        emu.inspect.note_create(kind, body_fingerprint(kind, source_id, body))
-        record = emu.store.create(spec, body, now)
+        fingerprint = body_fingerprint(kind, source_id, body)
+        emu.inspect.note_create(kind, fingerprint)
+        record = emu.store.create(spec, body, now, fingerprint)
         emu.callbacks.schedule(record)
         if emu.faults.drop_after_create():
             assert request.transport is not None

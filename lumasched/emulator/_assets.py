@@ -148,6 +148,10 @@ class AssetSigner:
     def __init__(self, secret: bytes):
         self._secret = secret
 
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
     def _sig(self, path: str, iat: int, exp: int | None) -> str:
         message = f"{path}|{iat}|{exp}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]

@@ -56,17 +56,21 @@ class CallbackSender:
     def pending(self) -> int:
         return len(self._tasks)
 
-    def schedule(self, record: Record) -> None:
-        """Announce ``record``'s coming state changes to its ``callback_url``."""
+    def schedule(self, record: Record, *, after: float | None = None) -> None:
+        """Announce ``record``'s coming state changes to its ``callback_url``
+        (only those later than ``after``, a ``time.monotonic`` value)."""
         url = record.callback_url
-        if url is None or self._session is None:
+        if url is None or self._session is None or record.deleted:
             return
-        task = asyncio.create_task(self._lifecycle(record, record.version, url))
+        events = [at for at, _ in record.timeline.events if after is None or at > after]
+        if not events:
+            return
+        task = asyncio.create_task(self._lifecycle(record, record.version, url, events))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _lifecycle(self, record: Record, version: int, url: str) -> None:
-        for at, _state in record.timeline.events:
+    async def _lifecycle(self, record: Record, version: int, url: str, events: list[float]) -> None:
+        for at in events:
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             if record.deleted or record.version != version:
                 return

@@ -74,6 +74,12 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
         help="upscale/audio restart the source generation instead of creating a new one",
     )
     add("--public-url", help="origin written into asset URLs (default http://HOST:PORT)")
+    add(
+        "--state",
+        metavar="FILE",
+        help="keep generations, deletions and credits in this SQLite file across restarts "
+        "(default: memory only)",
+    )
     add("--fault-5xx", type=float, default=0.0, metavar="P", help="5xx answers on any route")
     add("--fault-429", type=float, default=0.0, metavar="P", help="429 answers on any route")
     add(
@@ -124,6 +130,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             faults=faults,
             derived_new_id=not args.same_id_derived,
             public_url=args.public_url,
+            state_path=args.state,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(str(exc)) from exc
@@ -138,6 +145,13 @@ async def _serve(config: EmulatorConfig) -> None:
         async with Emulator(config) as emu:
             print(emu.base_url, flush=True)
             print(f"stats: {emu.stats_url}", file=sys.stderr, flush=True)
+            if config.state_path is not None:
+                kept = sum(1 for r in emu.store.records.values() if not r.deleted)
+                print(
+                    f"state: {config.state_path} ({kept} generations kept)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             await stop.wait()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -157,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         asyncio.run(_serve(config))
+    except ConfigurationError as exc:
+        print(f"lumasched emulator: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(
             f"lumasched emulator: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr

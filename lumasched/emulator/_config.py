@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Self
 
@@ -105,6 +107,10 @@ def _words(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
@@ -160,3 +166,9 @@ class EmulatorConfig:
     callback_timeout: float = 5.0
     public_url: str | None = None
     """Origin written into asset URLs (default ``http://HOST:PORT``)."""
+    state_path: Path | None = attrs.field(default=None, converter=_optional_path)
+    """A SQLite file that keeps generations, deletions, credits and the asset
+    signing key across restarts (None: memory only). Started again on the same
+    file, the emulator serves the same generations, each going on along its
+    timeline; with ``port=0`` it tries the port it last served on first, so
+    asset URLs handed out before keep working."""

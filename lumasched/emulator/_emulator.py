@@ -7,6 +7,7 @@ import random
 import socket
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Self
 
 import attrs
@@ -17,6 +18,7 @@ from lumasched.emulator._assets import AssetSigner
 from lumasched.emulator._callbacks import CallbackSender
 from lumasched.emulator._config import EmulatorConfig, Faults
 from lumasched.emulator._faults import FaultInjector
+from lumasched.emulator._persist import StateFile
 from lumasched.emulator._state import Record, Store
 from lumasched.emulator._stats import Inspector
 from lumasched.limits import Family
@@ -33,7 +35,9 @@ class Emulator:
             assert emu.inspect.rate_limited_total == 0
 
     Keyword arguments override fields of ``config`` (an ``EmulatorConfig``);
-    ``faults`` may be given as a ``Faults`` or a mapping.
+    ``faults`` may be given as a ``Faults`` or a mapping. With
+    ``state_path``, generations outlive the emulator: ``start()`` takes back
+    what the file holds (``ConfigurationError`` if another emulator has it open).
     """
 
     def __init__(self, config: EmulatorConfig | None = None, **overrides: Any):
@@ -51,6 +55,7 @@ class Emulator:
             self.config.faults, random.Random(rng.getrandbits(64)), self.inspect
         )
         self.signer = AssetSigner(rng.getrandbits(256).to_bytes(32, "big"))
+        self._state_file: StateFile | None = None
         app, routes = build_app(self)
         self._app = app
         self._routes = routes
@@ -80,16 +85,24 @@ class Emulator:
             raise RuntimeError(f"an emulator cannot be started when {self._state}")
         self._state = "starting"
         config = self.config
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        ports = [config.port]
+        if config.state_path is not None:
+            try:
+                last_port = self._restore(config.state_path)
+            except BaseException:
+                self._state = "closed"
+                raise
+            if config.port == 0 and last_port:
+                ports.insert(0, last_port)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((config.host, config.port))
+            sock = self._bind(config.host, ports)
         except OSError:
-            sock.close()
             self._state = "closed"
+            self._close_state_file()
             raise
         self._port = sock.getsockname()[1]
+        if self._state_file is not None:
+            self._state_file.save_port(self._port)
         runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=1.0)
         self._runner = runner
         try:
@@ -100,17 +113,63 @@ class Emulator:
             sock.close()
             await self.close()
             raise
+        now = time.monotonic()
+        for record in self.store.records.values():
+            self.callbacks.schedule(record, after=now)
         self._state = "running"
+
+    def _restore(self, path: Path) -> int | None:
+        """Open the state file and take back its generations; the last port."""
+        state_file = StateFile(
+            path, balance_cents=self.config.credit_balance_cents, secret=self.signer.secret
+        )
+        self._state_file = state_file
+        try:
+            saved = state_file.load()
+        except BaseException:
+            self._close_state_file()
+            raise
+        self.signer = AssetSigner(saved.secret)
+        self.store.state_file = state_file
+        self.store.restore(
+            saved.records, saved.jobs, time.monotonic(), balance_cents=saved.balance_cents
+        )
+        return saved.port
+
+    @staticmethod
+    def _bind(host: str, ports: list[int]) -> socket.socket:
+        """A socket bound to the first of ``ports`` that is free."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for i, port in enumerate(ports):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                if i + 1 == len(ports):
+                    raise
+                continue
+            return sock
+        raise AssertionError("no port to bind")
+
+    def _close_state_file(self) -> None:
+        if self._state_file is not None:
+            self._state_file.close()
+            self._state_file = None
 
     async def close(self) -> None:
         """Stop serving, cancel pending callbacks. Safe to call twice."""
         if self._state == "closed":
             return
         self._state = "closed"
-        await self.callbacks.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        try:
+            await self.callbacks.close()
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+        finally:
+            self._close_state_file()
 
     async def serve_forever(self) -> None:
         """Start (if needed) and run until cancelled."""
@@ -182,7 +241,14 @@ class Emulator:
         """Zero every counter in ``inspect`` (in place). With ``generations``,
         also forget every generation, free every slot and restore the balance."""
         if generations:
-            self.store = Store(self.config, random.Random(self._rng.getrandbits(64)), self.inspect)
+            self.store = Store(
+                self.config,
+                random.Random(self._rng.getrandbits(64)),
+                self.inspect,
+                state_file=self._state_file,
+            )
+            if self._state_file is not None:
+                self._state_file.clear(self.config.credit_balance_cents)
         fresh = self._new_inspector()
         for field in attrs.fields(Inspector):
             setattr(self.inspect, field.name, getattr(fresh, field.name))

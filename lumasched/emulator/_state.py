@@ -3,7 +3,8 @@
 No task runs per job: a generation's state is a function of the time (its
 ``Timeline``), and the side effects of a job ending (a concurrency slot freed,
 a refund) are applied by ``Store.settle(now)``, which every request calls
-first. Only callbacks need timers (``_callbacks.py``).
+first. Only callbacks need timers (``_callbacks.py``). With a state file
+(``_persist.py``), every create and delete is written before it is answered.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -24,7 +25,10 @@ from lumasched.emulator._stats import Inspector, _Window
 from lumasched.emulator._validate import GENERATION_TYPES, ApiError, CreateSpec
 from lumasched.limits import Family
 
-__all__ = ["Record", "Store", "Timeline", "format_retry_after"]
+if TYPE_CHECKING:
+    from lumasched.emulator._persist import StateFile
+
+__all__ = ["Record", "SlotJob", "Store", "Timeline", "format_retry_after"]
 
 # (queued, dreaming) seconds at 720p and 5 s; rough figures for the real service.
 BASE_LATENCY: Mapping[str, tuple[float, float]] = {
@@ -131,14 +135,18 @@ class Record:
 
 
 @attrs.frozen(order=True)
-class _Job:
-    """A slot held from create until ``done_at``; heap-ordered by end time."""
+class SlotJob:
+    """A slot held from create until ``done_at``; heap-ordered by end time.
+    Also the create's place in the rate window (``created``), its charge and,
+    for the duplicate counter, the request's fingerprint."""
 
     done_at: float
     seq: int
     family: Family = attrs.field(order=False)
     cost_cents: float = attrs.field(order=False)
     failed: bool = attrs.field(order=False)
+    created: float = attrs.field(order=False)
+    fingerprint: str = attrs.field(order=False, default="")
 
 
 def format_retry_after(seconds: float) -> dict[str, str]:
@@ -151,13 +159,21 @@ def format_retry_after(seconds: float) -> dict[str, str]:
 class Store:
     """All generations plus the account: limits, in-flight jobs, credits."""
 
-    def __init__(self, config: EmulatorConfig, rng: random.Random, inspector: Inspector):
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        rng: random.Random,
+        inspector: Inspector,
+        *,
+        state_file: StateFile | None = None,
+    ):
         self.config = config
         self.rng = rng
         self.inspect = inspector
+        self.state_file = state_file
         self.records: dict[str, Record] = {}
         self._seq = 0
-        self._jobs: list[_Job] = []
+        self._jobs: list[SlotJob] = []
         self.in_flight: dict[Family, int] = {f: 0 for f in Family}
         self._windows = {f: _Window(config.limits[f].per_seconds) for f in Family}
         self.balance_cents = config.credit_balance_cents
@@ -191,7 +207,32 @@ class Store:
         if record is None:
             return False
         record.deleted = True
+        if self.state_file is not None:
+            self.state_file.save_delete(gen_id)
         return True
+
+    def restore(
+        self,
+        records: Iterable[Record],
+        jobs: Iterable[SlotJob],
+        now: float,
+        *,
+        balance_cents: float,
+    ) -> None:
+        """Take back what a state file kept: generations (oldest first), the
+        balance before any charge, and every job's slot, charge and rate-window
+        place. Jobs that ended while the emulator was down are settled (failed
+        ones refunded) at once."""
+        self.balance_cents = balance_cents
+        for record in records:
+            self.records[record.id] = record
+        for job in sorted(jobs, key=lambda j: j.created):
+            self._book(job)
+            self.inspect.note_existing(job.fingerprint)
+        self.settle(now)
+        for family in Family:
+            stats = self.inspect.families[family]
+            stats.peak_concurrency = max(stats.peak_concurrency, self.in_flight[family])
 
     # -- limits ----------------------------------------------------------------
     def admit(self, family: Family, now: float) -> None:
@@ -250,42 +291,64 @@ class Store:
             return JOB_FAILED, False
         return None, False
 
-    def _start(self, spec: CreateSpec, body: Mapping[str, Any], now: float) -> Timeline:
+    def _book(self, job: SlotJob) -> None:
+        """Charge a job, hold its slot until it ends, count it in the rate window."""
+        self.balance_cents -= job.cost_cents
+        self._seq = max(self._seq, job.seq)
+        heapq.heappush(self._jobs, job)
+        self.in_flight[job.family] += 1
+        self._windows[job.family].add(job.created)
+
+    def _start(
+        self, spec: CreateSpec, body: Mapping[str, Any], now: float, fingerprint: str
+    ) -> tuple[Timeline, SlotJob]:
         queued, dreaming = self._latency(spec)
         reason, early = self._failure(spec)
         dreaming_at = now + queued
         done_at = dreaming_at if early else dreaming_at + dreaming
         priced = {**body, "model": spec.model} if spec.kind not in ("upscale", "audio") else body
         cost = self.config.prices.cost_usd(spec.kind, priced) * 100.0
-        self.balance_cents -= cost
-        self._seq += 1
-        heapq.heappush(
-            self._jobs, _Job(done_at, self._seq, spec.family, cost, failed=reason is not None)
+        job = SlotJob(
+            done_at,
+            self._seq + 1,
+            spec.family,
+            cost,
+            failed=reason is not None,
+            created=now,
+            fingerprint=fingerprint,
         )
-        self.in_flight[spec.family] += 1
-        self._windows[spec.family].add(now)
+        self._book(job)
         self.inspect.families[spec.family].note_create(now, self.in_flight[spec.family])
-        return Timeline(now, dreaming_at, done_at, reason)
+        return Timeline(now, dreaming_at, done_at, reason), job
 
     def new_id(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        # A seeded emulator restarted on a state file replays the same ids.
+        while True:
+            gen_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+            if gen_id not in self.records:
+                return gen_id
 
-    def create(self, spec: CreateSpec, body: dict[str, Any], now: float) -> Record:
-        """Start a job for an admitted, valid request; return its generation."""
-        timeline = self._start(spec, body, now)
+    def create(
+        self, spec: CreateSpec, body: dict[str, Any], now: float, fingerprint: str = ""
+    ) -> Record:
+        """Start a job for an admitted, valid request; return its generation.
+        With a state file, the generation is on disk when this returns."""
+        timeline, job = self._start(spec, body, now, fingerprint)
         if spec.source_id is not None and not self.config.derived_new_id:
             record = self.records[spec.source_id]
             record.timeline = timeline
             record.version += 1
-            return record
-        record = Record(
-            id=self.new_id(),
-            seq=self._seq,
-            kind=spec.kind,
-            spec=spec,
-            body=body,
-            created_wall=time.time(),
-            timeline=timeline,
-        )
-        self.records[record.id] = record
+        else:
+            record = Record(
+                id=self.new_id(),
+                seq=self._seq,
+                kind=spec.kind,
+                spec=spec,
+                body=body,
+                created_wall=time.time(),
+                timeline=timeline,
+            )
+            self.records[record.id] = record
+        if self.state_file is not None:
+            self.state_file.save_create(record, job)
         return record

@@ -164,6 +164,12 @@ class Inspector:
         self.count(self.creates_by_kind, kind)
         self.count(self._bodies, fingerprint)
 
+    def note_existing(self, fingerprint: str) -> None:
+        """Remember a create from before a restart (state file), so that
+        repeating it counts as a duplicate; it is not counted as a create."""
+        if fingerprint:
+            self.count(self._bodies, fingerprint)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "creates_total": self.creates_total,
