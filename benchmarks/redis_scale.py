@@ -9,16 +9,14 @@ throughput (jobs / makespan) should be the same all three ways, with zero 429s
 and the emulator's peaks at (never above) the limits. Redis cost is read from
 ``INFO commandstats`` deltas: round trips per job are the commands the client
 sends (each ``EVALSHA`` runs one atomic script), reported apart from the
-commands those scripts run inside Redis; a fresh server per run keeps the counts clean
-(and is first declared new with ``lumasched limits --init``, as the docs tell
-operators to, so the runs do not wait out the lost-state hold).
+commands those scripts run inside Redis; a fresh, empty server per run keeps the
+counts clean and measures what a first deployment gets (no ``lumasched limits
+--init`` beforehand: the workers create the state on their first call).
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
-    REPO_ROOT,
     EmulatorProcess,
     RedisServer,
     Report,
-    child_env,
     run_child,
 )
 from benchmarks.bound import best_makespan
@@ -73,15 +69,6 @@ def one_way(args: argparse.Namespace, processes: int, use_redis: bool) -> dict[s
         limits.write_text(limits_toml(video), encoding="utf-8")
         emu_args = ["--limits", str(limits), "--fixed-latency", str(args.latency)]
         with EmulatorProcess(emu_args) as emu, RedisServer() as redis:
-            if use_redis:
-                # A fresh Redis looks like lost state; declare it new, as an operator would.
-                subprocess.run(
-                    [sys.executable, "-m", "lumasched", "limits", "--redis", redis.url, "--init"],
-                    cwd=REPO_ROOT,
-                    env=child_env(),
-                    check=True,
-                    capture_output=True,
-                )
             before = redis.commandstats()
             start_at = time.time() + 3.0  # every child imported and connected by then
             kwargs = [

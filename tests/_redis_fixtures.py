@@ -111,8 +111,9 @@ def redis_process(tmp_path: Path) -> Iterator[RedisServer]:
 REPO = Path(__file__).resolve().parent.parent
 
 
-def spawn_worker(role: str, **params: object) -> subprocess.Popen[str]:
-    """Start a worker process; it prints one JSON line when done (or READY)."""
+def spawn_worker(role: str, *, stdin: bool = False, **params: object) -> subprocess.Popen[str]:
+    """Start a worker process; it prints one JSON line when done (or READY).
+    ``stdin``: give it a pipe (the ``burst`` role waits for a line on it)."""
     import json
     import os
     import sys
@@ -127,6 +128,7 @@ def spawn_worker(role: str, **params: object) -> subprocess.Popen[str]:
         ],
         cwd=REPO,
         env=env,
+        stdin=subprocess.PIPE if stdin else None,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -139,7 +141,7 @@ def main() -> None:
 
     params = json.loads(sys.argv[1])
     role = params.pop("role")
-    runner = {"holder": _holder, "emulator": _emulator_worker}[role]
+    runner = {"holder": _holder, "emulator": _emulator_worker, "burst": _burst}[role]
     if role == "holder":
         result = asyncio.run(runner(**params))
     else:
@@ -174,6 +176,39 @@ async def _holder(
         sys.stdout.flush()
         await asyncio.sleep(3600)
     return {}
+
+
+async def _burst(
+    url: str, namespace: str, limits: dict[str, list[float]], leases: int, patience: float
+) -> dict[str, object]:
+    """With default lease settings: connect, say READY, wait for a line on stdin,
+    then acquire `leases` video slots at once; report each grant's delay (None:
+    not granted within `patience`) and release them."""
+    import asyncio
+    import sys
+    import time
+
+    import anyio
+
+    from lumasched.limits import Family
+
+    async with _limiter(url, namespace, limits) as limiter:
+        print("READY", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
+        start = time.monotonic()
+        delays: list[float | None] = [None] * leases
+
+        async def one(n: int) -> None:
+            with anyio.move_on_after(patience):
+                await limiter.acquire(Family.VIDEO, f"{limiter.owner}-{n}")
+                delays[n] = time.monotonic() - start
+
+        async with anyio.create_task_group() as tg:
+            for n in range(leases):
+                tg.start_soon(one, n)
+        for n in range(leases):
+            await limiter.release(Family.VIDEO, f"{limiter.owner}-{n}")
+    return {"delays": delays}
 
 
 async def _emulator_worker(
