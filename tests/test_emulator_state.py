@@ -232,3 +232,20 @@ async def test_an_answered_create_survives_sigkill_of_the_emulator(tmp_path: Pat
         kept = emu.generation_json(created.id)
         assert kept is not None and kept["state"] in ("queued", "dreaming")
         assert kept["request"]["prompt"] == "killed right after"
+
+
+async def test_a_same_id_restart_survives_a_restart(tmp_path: Path) -> None:
+    """With ``derived_new_id=False``, an upscale's restart of its source (new
+    timeline, new asset version) is what a restarted emulator serves."""
+    state = tmp_path / "emu.sqlite"
+    settings = {"fixed_latency": 0.05, "derived_new_id": False}
+    async with Emulator(config(state, **settings)) as emu, sdk(emu) as client:
+        source = await client.generations.video.create(prompt="a slow river", model="ray-2")
+        await until(lambda: emu.generation_json(source.id)["state"] == "completed")  # type: ignore[index]
+        await client.generations.upscale(source.id, resolution="1080p")
+    await asyncio.sleep(0.1)
+    async with Emulator(config(state, **settings)) as emu:
+        served = emu.generation_json(source.id)
+        assert served is not None and served["state"] == "completed"
+        assert f"/assets/{source.id}/1/video.mp4" in served["assets"]["video"]
+        assert len(emu.store.records) == 1
