@@ -265,7 +265,7 @@ async def test_key_never_appears(mocked: aioresponses, caplog: pytest.LogCapture
     mocked.get(f"{BASE}/ping", exception=aiohttp.ServerDisconnectedError(), repeat=True)
     seen: list[str] = []
     async with LumaClient(API_KEY, BASE, retry=RetryPolicy.for_tests(2)) as c:
-        seen += [repr(c), str(c), repr(c.stats)]
+        seen += [repr(c), str(c), repr(c.stats), repr(vars(c))]
         for call in (c.get("x"), c.create(VideoRequest("abc")), c.ping()):
             with pytest.raises(Exception) as info:
                 await call

@@ -110,6 +110,15 @@ class ClientStats:
         return sum(self.creates.values())
 
 
+class _Credential(str):
+    """The Authorization header value; its repr hides it (debuggers and ``vars()`` use reprs)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'Bearer ***'"
+
+
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
@@ -171,7 +180,7 @@ class LumaClient:
             )
         if not settings.api_key:
             raise ConfigurationError(f"no API key: {API_KEY_HELP}")
-        self._auth = f"Bearer {settings.api_key}"
+        self._auth = _Credential(f"Bearer {settings.api_key}")
         self.base_url = settings.base_url
         self.retry = retry if retry is not None else RetryPolicy()
         if isinstance(timeout, int | float):
