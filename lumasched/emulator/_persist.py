@@ -12,16 +12,17 @@ A create or delete is committed before it is answered. The file is in WAL mode
 with ``synchronous=NORMAL``: a commit is in the operating system's hands at
 once, so killing the emulator's process at any moment loses nothing that was
 answered; a power cut keeps the file consistent but may lose the last commits.
-One emulator at a time: the file is locked (``flock``) while it is open.
+One emulator at a time: the file is locked (``flock``) while it is open
+(not on Windows).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,9 @@ from lumasched.emulator._state import Record, SlotJob, Timeline
 from lumasched.emulator._validate import CreateSpec
 from lumasched.errors import ConfigurationError
 from lumasched.limits import Family
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = ["SavedState", "StateFile"]
 
@@ -96,7 +100,8 @@ class StateFile:
         except OSError as exc:
             raise ConfigurationError(f"{self.path}: cannot open emulator state: {exc}") from exc
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if sys.platform != "win32":
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(self._lock_fd)
             raise ConfigurationError(
