@@ -23,7 +23,9 @@ after a settle time (see ``docs/guarantees.md``).
 from __future__ import annotations
 
 import enum
+import hashlib
 import itertools
+import json
 import re
 from collections.abc import Callable
 from datetime import UTC
@@ -32,12 +34,29 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
-    from lumasched.api import Generation, LumaClient
+    from lumasched.api import CreateRequest, Generation, LumaClient
 
-__all__ = ["Match", "ReconcileResult", "compare_echo", "find_created"]
+__all__ = ["Match", "ReconcileResult", "compare_echo", "find_created", "fingerprint", "match_body"]
 
 DEFAULT_SKEW = 120.0
 """Seconds the server's clock may be behind ours."""
+
+
+def match_body(request: CreateRequest) -> dict[str, Any]:
+    """What reconcile compares with the server's ``request`` echo: the body sent,
+    plus the source generation of upscale/audio (which travels in the path)."""
+    body = request.to_body()
+    source = getattr(request, "generation_id", None)
+    if source is not None:
+        body = {**body, "generation_id": source}
+    return body
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    """Identifies identical create bodies ("twins": a generation listed may be
+    either one's) without keeping or storing the bodies themselves."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 class Match(enum.Enum):

@@ -51,6 +51,7 @@ import anyio
 import attrs
 import redis.asyncio as aioredis
 
+from lumasched._reconcile import fingerprint
 from lumasched.errors import LumaError
 from lumasched.redis_limiter import (
     DEFAULT_SOCKET_TIMEOUT,
@@ -229,12 +230,6 @@ def manifest_id(manifest: str | os.PathLike[str]) -> str:
 
 def claims_prefix(namespace: str, account: str, manifest: str) -> str:
     return f"{namespace}:{{{account}:m:{manifest}}}"
-
-
-def fingerprint(body: dict[str, Any]) -> str:
-    """Identifies identical create bodies (twins) without storing them twice."""
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 class ClaimStatus(enum.StrEnum):

@@ -1,0 +1,223 @@
+"""Following created generations to their end, through the one ``Poller``.
+
+A job's generation is watched until the server says it is terminal; then its
+slot is freed and, with an output directory, its asset is downloaded before
+the job completes. Leases that dead holders left in a shared limiter
+("orphans") are followed the same way, so their slots come back when their
+generations end rather than never.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+from lumasched._clock import Clock
+from lumasched._jobtable import JobTable
+from lumasched._journal_writes import JournalWriter
+from lumasched._slots import Slots
+from lumasched.errors import DownloadError, GenerationFailed, LumaError
+from lumasched.jobs import Job, JobResult
+from lumasched.jobs import JobState as S
+from lumasched.limits import Family
+
+if TYPE_CHECKING:
+    from lumasched.api import Generation, LumaClient
+    from lumasched.downloads import Downloader
+    from lumasched.poller import LatencyKey, Poller
+
+__all__ = ["Follower"]
+
+logger = logging.getLogger("lumasched.scheduler")
+
+ORPHAN_SCAN_INTERVAL = 10.0
+"""Seconds between asks to the limiter for leases whose holders died."""
+
+
+class Follower:
+    """Watches generations for the scheduler and finishes their jobs.
+
+    ``spawn(fn, *args)`` starts a task in the scheduler's task group (the
+    poller's callbacks must stay quick, so journal writes and downloads run
+    there). ``downloads`` and ``bytes_downloaded`` count what was fetched.
+    """
+
+    def __init__(
+        self,
+        client: LumaClient,
+        poller: Poller,
+        downloader: Downloader | None,
+        out_dir: Path | None,
+        *,
+        table: JobTable,
+        slots: Slots,
+        writes: JournalWriter,
+        clock: Clock,
+        spawn: Callable[..., None],
+    ) -> None:
+        self._client = client
+        self._poller = poller
+        self._downloader = downloader
+        self._out_dir = out_dir
+        self._table = table
+        self._slots = slots
+        self._writes = writes
+        self._clock = clock
+        self._spawn = spawn
+        self.downloads = 0
+        self.bytes_downloaded = 0
+
+    # -- a job's generation ----------------------------------------------------------
+
+    def watch(self, job: Job, generation: Generation, *, learn: bool) -> None:
+        """Follow the generation ``job`` just created (or reconcile found)."""
+        from lumasched.poller import latency_key_for
+
+        if generation.is_terminal:
+            self._spawn(self._on_terminal, job, generation)
+            return
+        self._watch(job, generation.id, key=latency_key_for(job.request), learn=learn)
+
+    def watch_restored(self, job: Job, generation_id: str) -> None:
+        """Follow a generation recorded by an earlier run (its age is unknown, so
+        it teaches the latency estimate nothing)."""
+        self._watch(job, generation_id, key=("restored", None, None), learn=False)
+
+    def _watch(self, job: Job, generation_id: str, *, key: LatencyKey, learn: bool) -> None:
+        self._poller.watch(
+            generation_id,
+            key=key,
+            on_update=partial(self._on_update, job),
+            on_error=partial(self._on_gone, job),
+            learn=learn,
+        )
+
+    async def _on_update(self, job: Job, generation: Generation) -> None:
+        """The poller's callback: stays quick (journal writes happen in a task)."""
+        if not generation.is_terminal:
+            if not job.done:
+                self._table.emit(job, job.state, server_state=str(generation.state))
+            return
+        self._spawn(self._on_terminal, job, generation)
+
+    async def _on_terminal(self, job: Job, generation: Generation) -> None:
+        await self._slots.release(job)
+        if job.done:
+            return
+        completed_at = time.time()
+        job.timings = attrs.evolve(job.timings, completed=completed_at)
+        if generation.state != "completed":
+            await self._writes.update(job.key, generation=generation.to_json())
+            self._table.fail(job, GenerationFailed(generation.id, generation.failure_reason))
+            return
+        downloading = self._out_dir is not None and bool(generation.asset_url)
+        await self._writes.update(
+            job.key,
+            state="downloading" if downloading else "completed",
+            generation=generation.to_json(),
+            completed_at=completed_at,
+        )
+        if downloading:
+            self._table.set_state(job, S.DOWNLOADING)
+            self._spawn(self.download, job, generation)
+        else:
+            self._table.complete(job, JobResult(job.key, generation, timings=job.timings))
+
+    async def _on_gone(self, job: Job, exc: BaseException) -> None:
+        await self._slots.release(job)
+        if not job.done:
+            self._table.fail(job, exc if isinstance(exc, LumaError) else LumaError(str(exc)))
+
+    # -- its asset ---------------------------------------------------------------------
+
+    async def download(self, job: Job, generation: Generation) -> None:
+        from lumasched.downloads import safe_target
+
+        assert self._out_dir is not None and self._downloader is not None
+        url = generation.asset_url
+        assert url is not None
+        try:
+            target = safe_target(self._out_dir, job.key, _extension(url, job.request.kind))
+            result = await self._downloader.download(
+                url, target, refresh_url=partial(self._fresh_url, generation.id)
+            )
+        except (LumaError, ValueError) as exc:
+            error = exc if isinstance(exc, DownloadError) else DownloadError(str(exc))
+            self._table.fail(job, error)
+            return
+        at = time.time()
+        job.timings = attrs.evolve(job.timings, downloaded=at)
+        if not result.skipped:
+            self.downloads += 1
+            self.bytes_downloaded += result.bytes
+        await self._writes.update(
+            job.key,
+            state="completed",
+            path=str(result.path),
+            sha256=result.sha256,
+            bytes=result.bytes,
+            downloaded_at=at,
+        )
+        self._table.complete(
+            job,
+            JobResult(
+                job.key,
+                generation,
+                path=str(result.path),
+                sha256=result.sha256,
+                bytes=result.bytes,
+                timings=job.timings,
+            ),
+        )
+
+    async def _fresh_url(self, generation_id: str) -> str:
+        generation = await self._client.get(generation_id)
+        url = generation.asset_url
+        if url is None:
+            raise DownloadError(f"generation {generation_id} has no asset URL any more")
+        return url
+
+    # -- orphans: leases of dead holders, from a shared limiter ----------------------------
+
+    async def adopt_orphans(self) -> None:
+        """Runs until cancelled."""
+        limiter = self._slots.limiter
+        while True:
+            await self._clock.sleep(ORPHAN_SCAN_INTERVAL)
+            for family in Family:
+                try:
+                    orphans = await limiter.adopt_orphans(family)
+                except Exception as exc:  # a shared limiter's outage must not stop the batch
+                    logger.warning("adopting orphan leases failed: %s", exc)
+                    continue
+                for orphan in orphans:
+                    self._follow_orphan(orphan.family, orphan.lease_id, orphan.generation_id)
+
+    def _follow_orphan(self, family: Family, lease: str, generation_id: str) -> None:
+        async def done(update: object) -> None:
+            # an update without ``is_terminal`` is the poller's error: the generation is gone
+            if getattr(update, "is_terminal", True):
+                await self._slots.release_lease(family, lease)
+
+        if generation_id in self._table.generation_owners:
+            return
+        self._poller.watch(
+            generation_id, key=("orphan", None, None), on_update=done, on_error=done, learn=False
+        )
+
+
+def _extension(url: str, kind: str) -> str:
+    from urllib.parse import urlsplit
+
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    if "." in name:
+        ext = name.rsplit(".", 1)[-1].lower()
+        if ext.isalnum() and len(ext) <= 5:
+            return ext
+    return "jpg" if kind in ("image", "reframe_image") else "mp4"

@@ -1,0 +1,312 @@
+"""The scheduler's jobs: their states, what each waits for, and the ready queues.
+
+Every state change of a job goes through ``JobTable``, which publishes it as a
+``JobEvent``; so does every job's end, which releases the jobs waiting for it
+and, for the last unfinished one, wakes ``join()``. Jobs whose dependencies are
+met wait in one priority queue per family (higher priority first, FIFO within
+a priority) for that family's dispatcher (``lumasched._creating``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anyio
+import attrs
+
+from lumasched._journal_writes import JournalWriter
+from lumasched.api import CreateRequest, generation_refs, request_to_dict
+from lumasched.errors import DependencyFailed
+from lumasched.events import EventHub
+from lumasched.jobs import Job, JobCancelled, JobDeferred, JobEvent, JobResult
+from lumasched.jobs import JobState as S
+from lumasched.journal import NewJob
+from lumasched.limits import Family, family_of
+
+__all__ = ["REF_PREFIX", "JobTable"]
+
+logger = logging.getLogger("lumasched.scheduler")
+
+REF_PREFIX = "job:"
+"""Prefix of the placeholder generation id that stands for another job's generation."""
+
+
+class JobTable:
+    """Every job a scheduler knows, and the one place their states change.
+
+    ``from_journal(key)`` picks up a job of an earlier run that a new job
+    depends on (``None`` if the journal has no such job).
+    """
+
+    def __init__(
+        self,
+        events: EventHub,
+        writes: JournalWriter,
+        *,
+        from_journal: Callable[[str], Job | None],
+    ) -> None:
+        self.events = events
+        self._writes = writes
+        self._from_journal = from_journal
+        self.jobs: dict[str, Job] = {}
+        self.generation_owners: dict[str, str] = {}
+        """generation id -> key of the job it belongs to"""
+        self.unfinished = 0
+        self.stopped_reason: str | None = None
+        """Why creating stopped (``"stopped"``, ``"budget"``, ``"shutdown"``), if it did."""
+        self._seq = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._dependents: dict[str, list[Job]] = {}
+        self._queues: dict[Family, list[tuple[int, int, Job]]] = {f: [] for f in Family}
+        self._wakeups: dict[Family, anyio.Event] = {f: anyio.Event() for f in Family}
+
+    # -- new jobs and their dependencies -----------------------------------------------
+
+    def new_job(
+        self, key: str, request: CreateRequest, priority: int, depends_on: tuple[str, ...]
+    ) -> Job:
+        self._seq += 1
+        job = Job(
+            key=key,
+            request=request,
+            family=family_of(request.kind, request.model),
+            priority=priority,
+            depends_on=depends_on,
+            seq=self._seq,
+        )
+        job._canceller = self.cancel
+        self.jobs[key] = job
+        self.unfinished += 1
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        self.events.count_new(job.family, S.PENDING)
+        return job
+
+    def start(
+        self,
+        request: CreateRequest,
+        *,
+        key: str,
+        priority: int,
+        depends_on: Iterable[Job | str],
+        record: bool = True,
+    ) -> Job:
+        """A job never sent before: queued once what it depends on has completed."""
+        deps = [d if isinstance(d, str) else d.key for d in depends_on]
+        deps += [r[len(REF_PREFIX) :] for r in generation_refs(request) if r.startswith(REF_PREFIX)]
+        job = self.new_job(key, request, priority, tuple(dict.fromkeys(deps)))
+        if record and self._writes.journal is not None:
+            self._writes.add_soon(
+                NewJob(
+                    key=job.key,
+                    kind=job.request.kind,
+                    request=request_to_dict(job.request),
+                    family=job.family.value,
+                    priority=job.priority,
+                    depends_on=job.depends_on,
+                    queued_at=time.time(),
+                )
+            )
+        self._after_deps_known(job)
+        return job
+
+    def _after_deps_known(self, job: Job) -> None:
+        unmet = []
+        for dep_key in job.depends_on:
+            dep = self.jobs.get(dep_key)
+            if dep is None:
+                # Finished in an earlier run (or not re-submitted yet): pick it up.
+                dep = self._from_journal(dep_key)
+            if dep is None:
+                self.fail(job, DependencyFailed(job.key, dep_key, "was never submitted"))
+                return
+            if dep.done and dep.state is not S.COMPLETED:
+                self._fail_dependency(job, dep)
+                return
+            if not dep.done:
+                unmet.append(dep)
+        if unmet:
+            self.set_state(job, S.WAITING, waiting_for=[d.key for d in unmet])
+            for dep in unmet:
+                self._dependents.setdefault(dep.key, []).append(job)
+        else:
+            self.enqueue(job)
+
+    def _fail_dependency(self, job: Job, dep: Job) -> None:
+        if dep.state is S.CANCELLED:
+            why = "was cancelled"
+        elif isinstance(dep.error, JobDeferred):
+            why = f"was deferred ({dep.error.reason})"
+        else:
+            why = f"failed: {dep.error}"
+        self.fail(job, DependencyFailed(job.key, dep.key, why))
+
+    def _on_dependency_done(self, dep: Job) -> None:
+        for job in self._dependents.pop(dep.key, []):
+            if job.done:
+                continue
+            if dep.state is not S.COMPLETED or dep.error is not None:
+                if isinstance(dep.error, JobDeferred) and self.stopped_reason is not None:
+                    self.defer(job, dep.error.reason)
+                else:
+                    self._fail_dependency(job, dep)
+                continue
+            if all(self.jobs[k].state is S.COMPLETED for k in job.depends_on):
+                self.enqueue(job)
+
+    # -- the ready queues ------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> None:
+        if self.stopped_reason is not None:
+            self.defer(job, self.stopped_reason)
+            return
+        self.set_state(job, S.QUEUED)
+        if job.timings.queued is None:
+            job.timings = attrs.evolve(job.timings, queued=time.time())
+        self._push(job)
+
+    def requeue(self, job: Job, reason: str) -> None:
+        """A job whose create surely did not happen: queued again (``reason`` says why)."""
+        job.reason = reason
+        self.set_state(job, S.QUEUED, reason=reason)
+        if self.stopped_reason is not None:
+            self.defer(job, self.stopped_reason)
+            return
+        self._push(job)
+
+    def _push(self, job: Job) -> None:
+        heapq.heappush(self._queues[job.family], (-job.priority, job.seq, job))
+        self._wake(job.family)
+
+    async def wait_ready(self, family: Family) -> None:
+        """Until ``family`` has a queued job and creating has not stopped."""
+        queue = self._queues[family]
+        while not queue or self.stopped_reason is not None:
+            await self._wakeups[family].wait()
+
+    def pop(self, family: Family) -> Job | None:
+        """The next job to create, skipping entries of jobs that left the queue."""
+        queue = self._queues[family]
+        while queue:
+            _, _, job = heapq.heappop(queue)
+            if job.state is S.QUEUED and not job.done:
+                return job
+        return None
+
+    def _wake(self, family: Family) -> None:
+        event = self._wakeups[family]
+        event.set()
+        self._wakeups[family] = anyio.Event()
+
+    def stop(self, reason: str) -> None:
+        """Create nothing more: queued and waiting jobs are deferred."""
+        if self.stopped_reason is None:
+            self.stopped_reason = reason
+            logger.info("creating stopped (%s)", reason)
+        for queue in self._queues.values():
+            while queue:
+                _, _, job = heapq.heappop(queue)
+                if job.state is S.QUEUED:
+                    self.defer(job, reason)
+        for waiters in self._dependents.values():
+            for job in waiters:
+                if not job.done and job.state is S.WAITING:
+                    self.defer(job, reason)
+        for family in Family:
+            self._wake(family)
+
+    def defer_all(self, reason: str) -> None:
+        """Stop, and end every unfinished handle (the journal keeps each job where it was)."""
+        self.stop(reason)
+        for job in list(self.jobs.values()):
+            if not job.done:
+                self.defer(job, reason, move=False)
+
+    async def join(self) -> None:
+        while self.unfinished:
+            await self._idle.wait()
+
+    # -- state changes and endings ---------------------------------------------------
+
+    def set_state(self, job: Job, new: S, **info: Any) -> None:
+        old = job._move(new)
+        if new is not S.PENDING and new is not S.QUEUED:
+            job.reason = info.get("reason")
+        self.emit(job, old, **info)
+
+    def emit(self, job: Job, old: S, **info: Any) -> None:
+        event = JobEvent(
+            key=job.key,
+            old=old,
+            new=job.state,
+            at=time.time(),
+            family=job.family,
+            generation_id=job.generation_id,
+            info=info,
+        )
+        logger.debug(
+            "job %s: %s -> %s",
+            job.key,
+            old,
+            job.state,
+            extra={"job": job.key, "state": str(job.state), "generation_id": job.generation_id},
+        )
+        self.events.publish(event)
+
+    def complete(self, job: Job, result: JobResult) -> None:
+        if job.done:
+            return
+        self.set_state(job, S.COMPLETED)
+        self.finish(job, result, None)
+
+    def fail(self, job: Job, error: BaseException, *, journal: bool = True) -> None:
+        """End ``job`` with ``error``; ``journal=False`` when the caller already
+        recorded the failure."""
+        if job.done:
+            return
+        logger.info("job %s failed: %s", job.key, error)
+        if journal:
+            self._writes.update_soon(
+                job.key, state="failed", reason=str(error), error_type=type(error).__name__
+            )
+        self.set_state(job, S.FAILED, error=str(error))
+        self.finish(job, None, error)
+
+    def cancelled(self, job: Job) -> None:
+        """End ``job`` as cancelled (the caller records it in the journal)."""
+        self.set_state(job, S.CANCELLED)
+        self.finish(job, None, JobCancelled(job.key))
+
+    def defer(self, job: Job, reason: str, *, move: bool = True) -> None:
+        """End the handle with ``JobDeferred``; the job stays in the journal for a
+        later run (with ``move``, a job not yet created goes back to pending)."""
+        if job.done:
+            return
+        if move and job.state in (S.PENDING, S.QUEUED, S.WAITING):
+            job.reason = reason
+            self.set_state(job, S.PENDING, reason=reason)
+            self._writes.update_soon(job.key, state="pending", reason=reason)
+        self.finish(job, None, JobDeferred(job.key, reason))
+
+    def finish(self, job: Job, result: JobResult | None, error: BaseException | None) -> None:
+        if job.done:
+            return
+        job._finish(result, error)
+        self.unfinished -= 1
+        if self.unfinished == 0:
+            self._idle.set()
+        self._on_dependency_done(job)
+
+    def cancel(self, job: Job) -> None:
+        """``job.cancel()``. A created generation runs on, and the poller still
+        follows it to free its slot; a job in ``CREATING`` is decided when its
+        create returns (``lumasched._creating``)."""
+        if job.state in (S.PENDING, S.WAITING, S.QUEUED, S.SUBMITTED, S.DOWNLOADING):
+            self.set_state(job, S.CANCELLED)
+            self._writes.update_soon(job.key, state="cancelled")
+            self.finish(job, None, JobCancelled(job.key))

@@ -1,0 +1,227 @@
+"""Picking up the jobs a journal holds, at the point each one had reached.
+
+A job never sent starts afresh. One with a generation id is polled (never
+created again) and holds a slot while its generation runs. One with an intent
+but no id had a create whose answer was lost: it is reconciled before
+anything else. A completed one is verified on disk (downloaded again if its
+file is gone or changed); a finished one is reported as it ended, except that
+a failed download or an unresolved create is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import attrs
+
+from lumasched._creating import Creator
+from lumasched._following import Follower
+from lumasched._jobtable import JobTable
+from lumasched._journal_writes import JournalWriter
+from lumasched._slots import Slots
+from lumasched.api import CreateRequest, Generation, request_from_dict, request_to_dict
+from lumasched.errors import GenerationFailed, LumaError
+from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult
+from lumasched.jobs import JobState as S
+from lumasched.journal import JournalRecord
+from lumasched.limits import family_of
+
+if TYPE_CHECKING:
+    from lumasched.api import LumaClient
+
+__all__ = ["JournalledFailure", "Restorer"]
+
+logger = logging.getLogger("lumasched.scheduler")
+
+
+class JournalledFailure(LumaError):
+    """A job that failed in an earlier run, as the journal recorded it."""
+
+    def __init__(self, key: str, error_type: str | None, reason: str | None) -> None:
+        self.key = key
+        self.error_type = error_type
+        self.reason = reason
+        super().__init__(f"job {key!r} failed earlier ({error_type}): {reason}")
+
+
+class Restorer:
+    """Turns journal records back into running jobs (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: LumaClient,
+        out_dir: Path | None,
+        *,
+        table: JobTable,
+        slots: Slots,
+        writes: JournalWriter,
+        follower: Follower,
+        creator: Creator,
+        spawn: Callable[..., None],
+    ) -> None:
+        self._client = client
+        self._out_dir = out_dir
+        self._table = table
+        self._slots = slots
+        self._writes = writes
+        self._follower = follower
+        self._creator = creator
+        self._spawn = spawn
+
+    def resume(self) -> list[Job]:
+        """Every unfinished job of the journal, picked up (see ``Scheduler.resume``)."""
+        journal = self._writes.journal
+        if journal is None:
+            return []
+        jobs: list[Job] = []
+        for record in journal.records():
+            if record.key in self._table.jobs:
+                continue
+            recheck = record.state == S.COMPLETED and self._out_dir is not None
+            if record.finished and not _rerunnable(record) and not recheck:
+                continue
+            jobs.append(self.restore(record, None, priority=record.priority))
+        return [job for job in jobs if not job.done or job.state is not S.COMPLETED]
+
+    def restore_key(self, key: str) -> Job | None:
+        """The job ``key`` of the journal, picked up; None if the journal has none."""
+        journal = self._writes.journal
+        record = journal.get(key) if journal is not None else None
+        if record is None:
+            return None
+        return self.restore(record, None, priority=record.priority)
+
+    def restore(
+        self, record: JournalRecord, request: CreateRequest | None, *, priority: int
+    ) -> Job:
+        """The job of ``record``; ``request``, when given, replaces the recorded one
+        of a job never sent."""
+        started = (
+            record.generation_id is not None
+            or record.intent_body is not None
+            or record.state in TERMINAL_STATES
+        )
+        if not started:
+            return self._restart(record, request, priority=priority)
+        request = request_from_dict(record.kind, record.request)
+        job = self._table.new_job(record.key, request, priority, record.depends_on)
+        job.attempts = record.attempts
+        job.generation_id = record.generation_id
+        job.timings = attrs.evolve(
+            job.timings,
+            queued=record.queued_at,
+            created=record.created_at,
+            completed=record.completed_at,
+            downloaded=record.downloaded_at,
+        )
+        if record.generation_id:
+            self._table.generation_owners[record.generation_id] = record.key
+        state = record.state
+        if state == S.COMPLETED:
+            generation = Generation.from_json(record.generation or {"id": record.generation_id})
+            if self._out_dir is None or record.path is None:
+                self._table.set_state(job, S.COMPLETED)
+                result = JobResult(record.key, generation, timings=job.timings)
+                self._table.finish(job, result, None)
+            else:
+                self._table.set_state(job, S.DOWNLOADING, resumed=True)
+                self._spawn(self._verify_or_download, job, record, generation)
+        elif state == S.CANCELLED or (state == S.FAILED and not _rerunnable(record)):
+            self._table.set_state(job, S(state), resumed=True)
+            self._table.finish(job, None, _recorded_error(record))
+        elif record.generation_id:
+            # Created before: poll it (never create again); hold a slot while it runs.
+            self._table.set_state(job, S.SUBMITTED, resumed=True)
+            self._spawn(self._follow, job, record)
+        else:
+            self._table.set_state(job, S.CREATING, resumed=True)
+            self._spawn(self._creator.reconcile_journalled, job, record)
+        return job
+
+    def _restart(
+        self, record: JournalRecord, request: CreateRequest | None, *, priority: int
+    ) -> Job:
+        """A job never sent: start afresh (with the new request, if one was given)."""
+        journal = self._writes.journal
+        if request is None:
+            request = request_from_dict(record.kind, record.request)
+        elif journal is not None:
+            journal.update(
+                record.key,
+                request=request_to_dict(request),
+                kind=request.kind,
+                family=family_of(request.kind, request.model).value,
+            )
+        return self._table.start(
+            request,
+            key=record.key,
+            priority=priority,
+            depends_on=record.depends_on,
+            record=False,
+        )
+
+    async def _follow(self, job: Job, record: JournalRecord) -> None:
+        assert record.generation_id is not None
+        if record.state == "downloading" and record.generation:
+            generation = Generation.from_json(record.generation)
+            self._table.set_state(job, S.DOWNLOADING)
+            await self._follower.download(job, generation)
+            return
+        lease = record.lease_id or uuid.uuid4().hex
+        self._follower.watch_restored(job, record.generation_id)
+        await self._slots.acquire_for_generation(job, lease, record.generation_id)
+        if job.state in TERMINAL_STATES or job.state is S.DOWNLOADING:
+            await self._slots.release(job)
+
+    async def _verify_or_download(
+        self, job: Job, record: JournalRecord, generation: Generation
+    ) -> None:
+        from lumasched.downloads import sha256_file
+
+        assert record.path is not None
+        path = Path(record.path)
+        digest = await anyio.to_thread.run_sync(_digest_if_file, path, sha256_file)
+        if digest == record.sha256:
+            self._table.complete(
+                job,
+                JobResult(
+                    job.key,
+                    generation,
+                    path=record.path,
+                    sha256=record.sha256,
+                    bytes=record.bytes,
+                    timings=job.timings,
+                ),
+            )
+            return
+        logger.info("job %s: %s missing or changed; downloading again", job.key, path)
+        fresh = await self._client.get(generation.id)
+        await self._follower.download(job, fresh)
+
+
+def _rerunnable(record: JournalRecord) -> bool:
+    """A failed job worth picking up again on a new run."""
+    if record.state != S.FAILED:
+        return False
+    # A finished generation whose download failed is fetched again; an
+    # unresolved create is reconciled again (never blindly re-created).
+    downloadable = record.error_type == "DownloadError" and record.generation_id is not None
+    return downloadable or record.error_type == "AmbiguousCreateError"
+
+
+def _recorded_error(record: JournalRecord) -> LumaError:
+    """The error a job cancelled or failed in an earlier run ended with."""
+    if record.state == S.CANCELLED:
+        return JobCancelled(record.key)
+    if record.error_type == "GenerationFailed":
+        return GenerationFailed(record.generation_id, record.reason)
+    return JournalledFailure(record.key, record.error_type, record.reason)
+
+
+def _digest_if_file(path: Path, digest: Callable[[Path], str]) -> str | None:
+    return digest(path) if path.is_file() else None
