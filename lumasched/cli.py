@@ -552,6 +552,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.dry_run:
         return _dry_run(args, planner, settings, limits)
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigurationError(f"--out {args.out}: not a directory")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--out {args.out}: cannot create the directory: {exc.strerror or exc}"
+        ) from exc
 
     from lumasched import _progress, _runner
 

@@ -259,7 +259,7 @@ def test_emulator_flag_runs_the_quick_start(
 def test_usage_errors_exit_2(
     cli_env: ThreadedEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Bad options and limits files are usage errors: exit 2, nothing sent."""
+    """Bad options, limits files and --out paths are usage errors: exit 2, nothing sent."""
     manifest = write_jsonl(tmp_path / "m.jsonl", MIXED_ITEMS[:1])
     bad_limits = tmp_path / "limits.toml"
     bad_limits.write_text("[video]\nconcurency = 3\n")
@@ -268,6 +268,12 @@ def test_usage_errors_exit_2(
     assert run("run", manifest) == 2
     assert run("run", manifest, "--out", tmp_path / "o", "--budget", "-1") == 2
     assert run("frobnicate") == 2
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert run("run", manifest, "--out", a_file) == 2
+    assert f"--out {a_file}: not a directory" in capsys.readouterr().err
+    assert run("run", manifest, "--out", a_file / "sub") == 2
+    assert f"--out {a_file / 'sub'}: cannot create the directory" in capsys.readouterr().err
     assert sum(cli_env.inspect.requests_by_route.values()) == 0
 
 
