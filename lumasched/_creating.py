@@ -36,6 +36,7 @@ from lumasched.api import CreateRequest, Generation, replace_generation_refs
 from lumasched.errors import (
     AmbiguousCreateError,
     APIStatusError,
+    ClaimLost,
     ConnectError,
     InternalServerError,
     LumaError,
@@ -194,8 +195,6 @@ class Creator:
         if self._claims is not None and not await self._claims.before_create(
             job.key, body=body, sent_at=sent_at, lease_id=lease
         ):
-            from lumasched.claims import ClaimLost
-
             # Another worker holds the item now (see docs/multihost.md): send nothing.
             await self._abandon(job, ClaimLost(job.key), state="pending", reason="claim lost")
             return

@@ -26,7 +26,8 @@ import anyio
 
 from lumasched._results import failure_reason
 from lumasched.api import request_to_dict
-from lumasched.claims import Claim, ClaimLost, ClaimRecord, ClaimStatus, ClaimStore, manifest_id
+from lumasched.claims import Claim, ClaimRecord, ClaimStatus, ClaimStore, manifest_id
+from lumasched.errors import ClaimLost
 from lumasched.jobs import Job, JobDeferred
 from lumasched.journal import Journal, NewJob
 from lumasched.limits import Family

@@ -25,7 +25,7 @@ from lumasched._jobtable import JobTable
 from lumasched._journal_writes import JournalWriter
 from lumasched._slots import Slots
 from lumasched.api import CreateRequest, Generation, request_from_dict, request_to_dict
-from lumasched.errors import GenerationFailed, LumaError
+from lumasched.errors import GenerationFailed, JournalledFailure, LumaError
 from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult
 from lumasched.jobs import JobState as S
 from lumasched.journal import JournalRecord
@@ -34,19 +34,9 @@ from lumasched.limits import family_of
 if TYPE_CHECKING:
     from lumasched.api import LumaClient
 
-__all__ = ["JournalledFailure", "Restorer"]
+__all__ = ["Restorer"]
 
 logger = logging.getLogger("lumasched.scheduler")
-
-
-class JournalledFailure(LumaError):
-    """A job that failed in an earlier run, as the journal recorded it."""
-
-    def __init__(self, key: str, error_type: str | None, reason: str | None) -> None:
-        self.key = key
-        self.error_type = error_type
-        self.reason = reason
-        super().__init__(f"job {key!r} failed earlier ({error_type}): {reason}")
 
 
 class Restorer:

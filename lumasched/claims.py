@@ -52,7 +52,11 @@ import attrs
 import redis.asyncio as aioredis
 
 from lumasched._reconcile import fingerprint
-from lumasched.errors import LumaError
+from lumasched.errors import (  # the errors are importable from here too, as they were
+    ClaimLost,
+    ClaimsLostError,
+    ClaimStoreUnavailable,
+)
 from lumasched.redis_limiter import (
     DEFAULT_SOCKET_TIMEOUT,
     REDIS_DOWN,
@@ -282,26 +286,6 @@ class Claim:
     record: ClaimRecord
     expires_in: float
     """Seconds left on the lease (ours, or the other holder's when TAKEN)."""
-
-
-class ClaimLost(LumaError):
-    """A create was not sent because this worker no longer holds the item's claim
-    (its lease expired and another worker took it over)."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.reason = "claimed by another worker"
-        super().__init__(f"item {key!r}: claim lost to another worker; not created here")
-
-
-class ClaimsLostError(LumaError):
-    """Redis lost the claim state (restart without persistence, FLUSH, eviction)
-    while this worker was using it: nothing more is created, since items other
-    workers already did would look new."""
-
-
-class ClaimStoreUnavailable(LumaError):
-    """Redis could not be reached to read or write the item claims."""
 
 
 class ItemClaims(Protocol):

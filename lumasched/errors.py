@@ -22,7 +22,14 @@
     ├── GenerationFailed            a generation ended ``failed`` (``failure_reason``, ``category``)
     ├── DependencyFailed            a job waited on another job that failed or was cancelled
     ├── DownloadError               an asset could not be fetched or verified
-    └── JournalError                the journal is unreadable or belongs to another batch
+    ├── JournalError                the journal is unreadable or belongs to another batch
+    ├── JournalledFailure           a job failed in an earlier run (as its journal recorded)
+    ├── ClaimLost                   another worker took the item over: not created here
+    ├── ClaimsLostError             Redis lost the item claims' state: nothing more is created
+    └── ClaimStoreUnavailable       Redis could not be reached for the item claims
+
+The ``Claim*`` errors come from working one manifest from many hosts
+(``lumasched.claims``, see docs/multihost.md).
 
 Status class names follow the official ``lumaai`` SDK so its users feel at home.
 Errors carry data as attributes and compute ``__str__``; none of them ever holds
@@ -40,6 +47,9 @@ __all__ = [
     "AmbiguousCreateError",
     "AuthenticationError",
     "BadRequestError",
+    "ClaimLost",
+    "ClaimStoreUnavailable",
+    "ClaimsLostError",
     "ConfigurationError",
     "ConflictError",
     "ConnectError",
@@ -49,6 +59,7 @@ __all__ = [
     "GenerationFailed",
     "InternalServerError",
     "JournalError",
+    "JournalledFailure",
     "LumaError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -304,3 +315,33 @@ class DownloadError(LumaError):
 
 class JournalError(LumaError):
     """The journal cannot be used (corrupt, newer schema, or another batch's)."""
+
+
+class JournalledFailure(LumaError):
+    """A job that failed in an earlier run, as the journal recorded it."""
+
+    def __init__(self, key: str, error_type: str | None, reason: str | None) -> None:
+        self.key = key
+        self.error_type = error_type
+        self.reason = reason
+        super().__init__(f"job {key!r} failed earlier ({error_type}): {reason}")
+
+
+class ClaimLost(LumaError):
+    """A create was not sent because this worker no longer holds the item's claim
+    (its lease expired and another worker took it over)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.reason = "claimed by another worker"
+        super().__init__(f"item {key!r}: claim lost to another worker; not created here")
+
+
+class ClaimsLostError(LumaError):
+    """Redis lost the claim state (restart without persistence, FLUSH, eviction)
+    while this worker was using it: nothing more is created, since items other
+    workers already did would look new."""
+
+
+class ClaimStoreUnavailable(LumaError):
+    """Redis could not be reached to read or write the item claims."""

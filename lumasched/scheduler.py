@@ -56,10 +56,10 @@ from lumasched._following import Follower
 from lumasched._jobtable import REF_PREFIX, JobTable
 from lumasched._journal_writes import JournalWriter
 from lumasched._reconcile import DEFAULT_SKEW
-from lumasched._restore import JournalledFailure, Restorer
+from lumasched._restore import Restorer
 from lumasched._slots import Slots
 from lumasched.api import CreateRequest
-from lumasched.errors import LumaError
+from lumasched.errors import JournalledFailure, LumaError
 from lumasched.events import Counters, EventHub, Listener
 from lumasched.jobs import Job, JobEvent, JobResult
 from lumasched.journal import Journal
