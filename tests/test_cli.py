@@ -350,11 +350,16 @@ def test_help_is_useful_for_every_command(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_delegated_commands_have_their_own_help(capsys: pytest.CaptureFixture[str]) -> None:
-    """`lumasched emulator` and `lumasched limits` hand their arguments to their modules."""
+    """`lumasched emulator` and `lumasched limits` explain every option in their own --help."""
+    from lumasched._limits_cli import build_parser as limits_parser
+    from lumasched.emulator._cli import build_parser as emulator_parser
+
     assert run("emulator", "--help") == 0
-    assert "--speed" in capsys.readouterr().out
+    assert "--speed X" in capsys.readouterr().out
     assert run("limits", "--help") == 0
     assert "--redis" in capsys.readouterr().out
+    for parser in (emulator_parser(), limits_parser()):
+        assert [a.dest for a in parser._actions if not a.help] == []
 
 
 @pytest.mark.parametrize("name", ["images.jsonl", "videos.csv", "chained.yaml", "chained.jsonl"])

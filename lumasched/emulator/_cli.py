@@ -28,24 +28,46 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="interface to bind (default %(default)s)")
     add("--port", type=int, default=8000, help="port, 0 for any free one (default %(default)s)")
-    add("--api-key", help="require this bearer token (default: no authentication)")
-    add("--limits", metavar="FILE", help="limits TOML file (default: the Build tier)")
-    add("--speed", type=float, default=1.0, help="divide every modelled latency by X")
+    add(
+        "--api-key",
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY', else 401 (default: no authentication)",
+    )
+    add(
+        "--limits",
+        metavar="FILE",
+        help="account limits, the TOML file `lumasched run --limits` reads; creates over "
+        "them get 429 (default: the Build tier)",
+    )
+    add(
+        "--speed",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="divide every modelled latency by X: 100 turns 30 s into 0.3 s "
+        "(default %(default)s)",
+    )
     add(
         "--fixed-latency",
         type=float,
         metavar="SECONDS",
         help="every job takes exactly this long (not scaled by --speed)",
     )
-    add("--jitter", type=float, default=0.2, help="latency jitter fraction (default %(default)s)")
+    add(
+        "--jitter",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="each latency is scaled by a random factor in [1-F, 1+F] (default %(default)s)",
+    )
     add(
         "--failure-rate",
         type=float,
         default=0.0,
         metavar="P",
-        help='fraction of jobs that end failed with "Job failed"',
+        help='fraction of jobs that end failed with "Job failed" (default %(default)s)',
     )
-    add("--seed", type=int, help="seed for every random choice")
+    add("--seed", type=int, metavar="N", help="seed for every random choice (ids, jitter, faults)")
     add(
         "--credits",
         type=float,
@@ -64,34 +86,72 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="BYTES",
-        help="bytes appended to every video file",
+        help="bytes appended to every video file, to emulate big assets (default 0)",
     )
-    add("--image-scale", type=float, default=0.125, help="image size factor (default 1/8)")
-    add("--asset-url-ttl", type=float, metavar="SECONDS", help="asset URLs expire after this")
+    add(
+        "--image-scale",
+        type=float,
+        default=0.125,
+        metavar="F",
+        help="image size as a fraction of the docs' reframe sizes (default 1/8)",
+    )
+    add(
+        "--asset-url-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="asset URLs answer 403 this long after they are handed out (default: never)",
+    )
     add(
         "--same-id-derived",
         action="store_true",
         help="upscale/audio restart the source generation instead of creating a new one",
     )
-    add("--public-url", help="origin written into asset URLs (default http://HOST:PORT)")
+    add(
+        "--public-url",
+        metavar="URL",
+        help="origin written into asset URLs (default http://HOST:PORT)",
+    )
     add(
         "--state",
         metavar="FILE",
         help="keep generations, deletions and credits in this SQLite file across restarts "
         "(default: memory only)",
     )
-    add("--fault-5xx", type=float, default=0.0, metavar="P", help="5xx answers on any route")
-    add("--fault-429", type=float, default=0.0, metavar="P", help="429 answers on any route")
+    add(
+        "--fault-5xx",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="answer this fraction of requests on every route with 500, doing nothing",
+    )
+    add(
+        "--fault-429",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="answer this fraction of requests on every route with 429, doing nothing",
+    )
     add(
         "--fault-drop-create",
         type=float,
         default=0.0,
         metavar="P",
-        help="drop the connection after accepting a create",
+        help="accept (and bill) this fraction of creates, then drop the connection unanswered",
     )
-    add("--fault-cut-download", type=float, default=0.0, metavar="P", help="cut downloads half way")
-    add("--fault-slow-download", type=float, metavar="BYTES_PER_S", help="throttle downloads")
-    add("-v", "--verbose", action="store_true", help="log every request")
+    add(
+        "--fault-cut-download",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="cut this fraction of asset downloads half way",
+    )
+    add(
+        "--fault-slow-download",
+        type=float,
+        metavar="BYTES_PER_S",
+        help="throttle asset downloads to this rate",
+    )
+    add("-v", "--verbose", action="store_true", help="log every request on stderr")
     return parser
 
 
