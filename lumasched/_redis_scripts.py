@@ -58,31 +58,43 @@ if not meta[1] then
 else
   local last = tonumber(meta[2]) or now
   if now < last then now = last end
-  if now - last > gap and redis.call('ZCARD', K_LEASES) > 0 then
-    -- nobody could heartbeat (outage, or the clock jumped): give holders a TTL
-    for _, id in ipairs(redis.call('ZRANGE', K_LEASES, 0, -1)) do
-      redis.call('ZADD', K_LEASES, 'GT', now + lease_ttl, id)
-    end
-    if now + hold > (tonumber(meta[3]) or 0) then
-      redis.call('HSET', K_META, 'hold_until', now + hold)
-    end
-    -- a new epoch makes every worker re-register its recent grants, which a
-    -- forward clock jump may have aged out of the log
+  -- leases ran out while nothing reached Redis: their holders could not renew.
+  -- (Only leases that ran out count: a silence shorter than a holder's own TTL,
+  -- e.g. a worker with a longer lease TTL than this caller's, harmed nobody.)
+  if now - last > gap and redis.call('ZCOUNT', K_LEASES, '(' .. last, now) > 0 then
+    -- a new epoch makes every live worker re-register its leases and its recent
+    -- grants, which a forward clock jump may have aged out of the log
     epoch = tostring(now)
     redis.call('HSET', K_META, 'epoch', epoch)
-    redis.call('HINCRBY', K_META, 'gap_count', 1)
-    event = 'gap'
+    if now - last > orphan_max then
+      -- silent for longer than anything of an absent worker may count: these are
+      -- the leftovers of workers that are gone (a crash), reaped below, no hold
+      redis.call('HINCRBY', K_META, 'stale_count', 1)
+      event = 'stale'
+    else
+      -- an outage, or the clock jumped: give holders a TTL and hold new grants
+      for _, id in ipairs(redis.call('ZRANGE', K_LEASES, 0, -1)) do
+        redis.call('ZADD', K_LEASES, 'GT', now + lease_ttl, id)
+      end
+      if now + hold > (tonumber(meta[3]) or 0) then
+        redis.call('HSET', K_META, 'hold_until', now + hold)
+      end
+      redis.call('HINCRBY', K_META, 'gap_count', 1)
+      event = 'gap'
+    end
   end
 end
 redis.call('HSET', K_META, 'last_ms', now)
 local freed = 0
-local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now)
+local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'WITHSCORES')
 if #expired > 0 then
   redis.call('ZREMRANGEBYSCORE', K_LEASES, '-inf', now)
-  redis.call('HINCRBY', K_META, 'expired_count', #expired)
-  for _, id in ipairs(expired) do
+  redis.call('HINCRBY', K_META, 'expired_count', #expired / 2)
+  for i = 1, #expired, 2 do
+    local id = expired[i]
     if redis.call('HEXISTS', K_GENS, id) == 1 then
-      redis.call('ZADD', K_ORPHANS, now, id)
+      -- orphaned when its lease ran out (not now: after a long silence it is old)
+      redis.call('ZADD', K_ORPHANS, expired[i + 1], id)
     else
       redis.call('HDEL', K_OWNERS, id)
       freed = freed + 1

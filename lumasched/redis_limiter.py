@@ -9,12 +9,13 @@ of the family and cuts a shared back-off factor; waiters are served first come,
 first served, woken by pub/sub as a hint and by polling as the truth.
 
 When Redis loses its state (restart without persistence, FLUSH, eviction) or
-nothing reached it for longer than a lease TTL (an outage, a clock jump), the
-state gets a new *epoch*: new grants are held for 1.5 heartbeats while every
-live worker re-registers its leases and its grants of the last window (so the
-sliding log is whole again). While Redis is down, ``acquire`` waits (creates
-pause) and nothing raises; releases and generation ids are retried by the
-heartbeat.
+leases ran out while nothing reached it for longer than a lease TTL (an outage,
+a clock jump), the state gets a new *epoch*: new grants are held for 1.5
+heartbeats while every live worker re-registers its leases and its grants of
+the last window (so the sliding log is whole again). A brand-new state, and
+leases left by workers silent for longer than ``orphan_max``, cost no hold.
+While Redis is down, ``acquire`` waits (creates pause) and nothing raises;
+releases and generation ids are retried by the heartbeat.
 
 ::
 
@@ -217,6 +218,7 @@ async def inspect_state(
                 "late_count",
                 "lost_count",
                 "gap_count",
+                "stale_count",
             )
             if name in meta
         },
@@ -720,6 +722,11 @@ class RedisLimiter:
             logger.warning(
                 "%s: no limiter activity reached Redis for over a lease TTL "
                 "(outage or clock jump); holding new grants",
+                family.value,
+            )
+        elif event == "stale":
+            logger.info(
+                "%s: leases left by workers silent for over orphan_max were dropped",
                 family.value,
             )
 

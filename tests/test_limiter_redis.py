@@ -275,6 +275,54 @@ async def test_outage_longer_than_ttl_extends_leases_and_holds(
         await limiter.release(V, "survivor")
 
 
+async def test_a_longer_lease_ttl_elsewhere_is_not_an_outage(
+    redis_server: str,  # noqa: F811
+) -> None:
+    """A worker with a short lease TTL (``lumasched run --claim-ttl``) starting after
+    a quiet spell longer than its TTL, next to a holder whose longer lease is still
+    live, is granted at once: no outage hold, no forced re-registration."""
+    limits, namespace = video(4, 100, 1.0), ns()
+    async with RedisLimiter(redis_server, limits, api_key=KEY, namespace=namespace) as a:
+        await a.acquire(V, "long-generation")  # default TTL: 30 s, heartbeat 10 s
+        await anyio.sleep(1.2)
+        async with RedisLimiter(
+            redis_server, limits, api_key=KEY, namespace=namespace, lease_ttl=1.0, hold=2.0
+        ) as b:
+            with anyio.fail_after(1.0):
+                await b.acquire(V, "cli-job")
+            state = await inspect_state(b._client, namespace, account_id(KEY), V)
+            await b.release(V, "cli-job")
+        await a.release(V, "long-generation")
+    assert "gap_count" not in state.counters and state.hold_remaining == 0
+    assert a.reregistered == 0
+
+
+async def test_leases_of_workers_gone_longer_than_orphan_max_cost_no_hold(
+    redis_server: str,  # noqa: F811
+) -> None:
+    """A worker that died holding slots (one submitted) and a start after a silence
+    longer than orphan_max: its leftovers are dropped and the newcomer gets the
+    whole cap at once, without an outage hold."""
+    limits, namespace = video(2, 100, 1.0), ns()
+    kw = dict(api_key=KEY, namespace=namespace, lease_ttl=0.3, orphan_max=0.6, hold=2.0)
+    async with RedisLimiter(redis_server, limits, **kw) as dead:  # type: ignore[arg-type]
+        await dead.acquire(V, "left-pending")
+        await dead.acquire(V, "left-submitted")
+        await dead.mark_submitted(V, "left-submitted", "gen-of-the-dead")
+        dead._held.clear()  # it dies: nothing released, nothing handed over
+    await anyio.sleep(1.2)  # past orphan_max + lease_ttl since its last call
+    async with RedisLimiter(redis_server, limits, **kw) as newcomer:  # type: ignore[arg-type]
+        with anyio.fail_after(1.0):
+            await newcomer.acquire(V, "a")
+            await newcomer.acquire(V, "b")
+        state = await inspect_state(newcomer._client, namespace, account_id(KEY), V)
+        await newcomer.release(V, "a")
+        await newcomer.release(V, "b")
+    assert sorted(lease.lease_id for lease in state.leases) == ["a", "b"]
+    assert state.counters.get("stale_count") == 1 and "gap_count" not in state.counters
+    assert state.hold_remaining == 0
+
+
 async def test_one_workers_429_pauses_every_worker(redis_server: str) -> None:  # noqa: F811
     """One worker's Retry-After pauses the family for every worker and shares the back-off."""
     limits = video(4, 100, 1.0)
