@@ -27,7 +27,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -83,35 +83,32 @@ def compare_echo(echo: Any, sent: Any) -> Match:
     if isinstance(sent, dict):
         if not isinstance(echo, dict):
             return Match.UNKNOWN if echo is None else Match.NO
-        verdict = Match.YES
-        for name, value in sent.items():
-            if value is None:
-                continue
-            if name not in echo or echo[name] is None:
-                verdict = Match.UNKNOWN
-                continue
-            sub = compare_echo(echo[name], value)
-            if sub is Match.NO:
-                return Match.NO
-            if sub is Match.UNKNOWN:
-                verdict = Match.UNKNOWN
-        return verdict
+        return _all_of(
+            Match.UNKNOWN if echo.get(name) is None else compare_echo(echo[name], value)
+            for name, value in sent.items()
+            if value is not None
+        )
     if isinstance(sent, list):
         if not isinstance(echo, list):
             return Match.UNKNOWN if echo is None else Match.NO
         if len(echo) != len(sent):
             return Match.NO
-        verdict = Match.YES
-        for e, s in zip(echo, sent, strict=True):
-            sub = compare_echo(e, s)
-            if sub is Match.NO:
-                return Match.NO
-            if sub is Match.UNKNOWN:
-                verdict = Match.UNKNOWN
-        return verdict
+        return _all_of(compare_echo(e, s) for e, s in zip(echo, sent, strict=True))
     if isinstance(sent, bool) or isinstance(echo, bool):
         return Match.YES if sent is echo else Match.NO
     return Match.YES if _norm(echo) == _norm(sent) else Match.NO
+
+
+def _all_of(verdicts: Iterable[Match]) -> Match:
+    """``NO`` at the first ``NO`` (the rest are not computed); else ``UNKNOWN``
+    if any is, else ``YES``."""
+    verdict = Match.YES
+    for sub in verdicts:
+        if sub is Match.NO:
+            return Match.NO
+        if sub is Match.UNKNOWN:
+            verdict = Match.UNKNOWN
+    return verdict
 
 
 @attrs.frozen

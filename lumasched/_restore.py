@@ -78,13 +78,18 @@ class Restorer:
             jobs.append(self.restore(record, None, priority=record.priority))
         return [job for job in jobs if not job.done or job.state is not S.COMPLETED]
 
-    def restore_key(self, key: str) -> Job | None:
-        """The job ``key`` of the journal, picked up; None if the journal has none."""
+    def restore_key(
+        self, key: str, request: CreateRequest | None = None, *, priority: int | None = None
+    ) -> Job | None:
+        """The job ``key`` of the journal, picked up; None if the journal has none
+        (see ``restore`` for ``request``; ``priority`` defaults to the recorded one)."""
         journal = self._writes.journal
         record = journal.get(key) if journal is not None else None
         if record is None:
             return None
-        return self.restore(record, None, priority=record.priority)
+        return self.restore(
+            record, request, priority=record.priority if priority is None else priority
+        )
 
     def restore(
         self, record: JournalRecord, request: CreateRequest | None, *, priority: int

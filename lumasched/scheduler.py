@@ -360,10 +360,9 @@ class Scheduler:
         existing = self._table.jobs.get(key)
         if existing is not None:
             return existing
-        journal = self._writes.journal
-        record = journal.get(key) if journal is not None else None
-        if record is not None:
-            return self._restorer.restore(record, request, priority=priority)
+        restored = self._restorer.restore_key(key, request, priority=priority)
+        if restored is not None:
+            return restored
         return self._table.start(request, key=key, priority=priority, depends_on=depends_on)
 
     def resume(self) -> list[Job]:
