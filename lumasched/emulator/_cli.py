@@ -44,8 +44,7 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         metavar="X",
-        help="divide every modelled latency by X: 100 turns 30 s into 0.3 s "
-        "(default %(default)s)",
+        help="divide every modelled latency by X: 100 turns 30 s into 0.3 s (default %(default)s)",
     )
     add(
         "--fixed-latency",
