@@ -1,9 +1,11 @@
-"""``DIR/results.jsonl``: one line per finished manifest item, written as items finish."""
+"""``DIR/results.jsonl``: one line per finished manifest item, written as items finish
+and kept across runs."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import IO, Any
 
@@ -66,19 +68,104 @@ def result_line(job: Job, result: JobResult | None) -> dict[str, Any]:
 
 
 class ResultsWriter:
-    """Rewrites ``results.jsonl`` for this run (a resumed run re-lists items the
-    journal already finished); each line is flushed as soon as it is written."""
+    """``results.jsonl`` kept across runs: one line per finished item, flushed as
+    each is written.
+
+    A run never truncates the file, so one stopped in any way (even SIGKILL)
+    loses no line of an earlier run. An item reported again with the same
+    outcome (a rerun re-lists what the journal finished) keeps its line; one
+    whose outcome changed (a failed download fetched again) has its line
+    replaced when the run ends, by an atomic rewrite; killed before that, the
+    file still lists the item once, as it was. A line cut short by a kill is
+    dropped (its item is listed again when reported).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: IO[str] | None = path.open("w", encoding="utf-8")
+        self._outcomes: dict[str, int] = {}
+        """Item id -> fingerprint of the outcome its line shows."""
+        self._changed: dict[str, str] = {}
+        """Item id -> the line to put in place of its old one."""
+        if self._load():
+            self._rewrite()
+        self._file: IO[str] | None = path.open("a", encoding="utf-8")
 
     def write(self, line: dict[str, Any]) -> None:
         assert self._file is not None
-        self._file.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self._file.flush()
+        key = str(line["id"])
+        outcome = _outcome(line)
+        known = self._outcomes.get(key)
+        if known == outcome:
+            return
+        self._outcomes[key] = outcome
+        text = json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+        if known is None:
+            self._file.write(text)
+            self._file.flush()
+        else:
+            self._changed[key] = text
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+            if self._changed:
+                self._rewrite()
+                self._changed.clear()
+
+    def _load(self) -> bool:
+        """Read the outcomes an earlier run listed; True if the file needs tidying
+        (a line cut short, an item listed twice)."""
+        untidy = False
+        try:
+            file = self.path.open(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return False
+        with file:
+            for raw in file:
+                line = _parse(raw)
+                if line is None or line["id"] in self._outcomes or not raw.endswith("\n"):
+                    untidy = True
+                if line is not None and line["id"] not in self._outcomes:
+                    self._outcomes[line["id"]] = _outcome(line)
+        return untidy
+
+    def _rewrite(self) -> None:
+        """Every whole line once, changed ones replaced, swapped in atomically."""
+        part = self.path.with_name(self.path.name + ".part")
+        written: set[str] = set()
+        if not self.path.exists():  # removed by hand while the run went on
+            self.path.touch()
+        with (
+            self.path.open(encoding="utf-8", errors="replace") as old,
+            part.open("w", encoding="utf-8") as new,
+        ):
+            for raw in old:
+                line = _parse(raw)
+                if line is None or line["id"] in written:
+                    continue
+                key = line["id"]
+                written.add(key)
+                new.write(self._changed.get(key) or raw.rstrip("\n") + "\n")
+            new.flush()
+            os.fsync(new.fileno())
+        os.replace(part, self.path)
+
+
+_OUTCOME_FIELDS = ("state", "generation_id", "path", "sha256", "bytes", "failure_reason")
+
+
+def _outcome(line: dict[str, Any]) -> int:
+    """What a line says about its item, timings aside."""
+    return hash(json.dumps([line.get(name) for name in _OUTCOME_FIELDS]))
+
+
+def _parse(raw: str) -> dict[str, Any] | None:
+    """A whole results line, or None (cut short, or not ours)."""
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(line, dict) or not isinstance(line.get("id"), str):
+        return None
+    return line
