@@ -116,7 +116,7 @@ async def test_unknown_enums_rejected(sdk, luma_emulator):
         sdk.generations.create(model="ray-9", prompt="a cat"),
         sdk.generations.create(model="ray-2", prompt="a cat", aspect_ratio="2:1"),
         sdk.generations.create(model="ray-2", prompt="a cat", resolution="8k"),
-        sdk.generations.create(model="ray-2", prompt="a cat", duration="10s"),
+        sdk.generations.create(model="ray-2", prompt="a cat", duration="10 seconds"),
         sdk.generations.image.create(model="photon-9", prompt="a cat"),
     ]
     for field, call in zip(

@@ -39,12 +39,45 @@ from lumasched.api._models import (
 )
 from lumasched.errors import Problem, ValidationError
 
-__all__ = ["problems_of", "raise_for_problems"]
+__all__ = ["duration_problem", "problems_of", "prompt_problem", "raise_for_problems"]
 
 PROMPT_MIN = 3
 PROMPT_MAX = 5000
 MAX_REF_IMAGES = 4
-_DURATION = re.compile(r"[1-9][0-9]*s")
+DURATION = re.compile(r"[1-9][0-9]*s")
+"""A video ``duration``: whole seconds, like the SDK's ``5s``/``9s`` (it types the
+field as any string). The real service may refuse lengths a model does not offer."""
+
+EMPTY_PROMPT_KINDS = frozenset({"reframe_image", "reframe_video", "modify_video", "audio"})
+"""Kinds whose prompts (and audio's ``negative_prompt``) may be empty: the spec's
+reframe default is ``""``, so an empty one means "no prompt" there."""
+
+
+def prompt_problem(kind: str, value: object, *, required: bool = False) -> str | None:
+    """What the API says of ``value`` as a ``kind`` request's prompt (or audio
+    ``negative_prompt``); None when it is fine.
+
+    The one rule lumasched and its emulator both apply (docs/api.md, "Prompts
+    and durations"): omitted is fine unless ``required``; empty is fine for the
+    kinds in ``EMPTY_PROMPT_KINDS``; any other prompt has 3 to 5000 characters,
+    the limits the docs give for prompts with no exception by kind.
+    """
+    if value is None or (value == "" and kind in EMPTY_PROMPT_KINDS):
+        return "Prompt is required" if required else None
+    if not isinstance(value, str):
+        return "Prompt must be a string"
+    if len(value) < PROMPT_MIN:
+        return f"Prompt is too short, minimum length is {PROMPT_MIN} characters"
+    if len(value) > PROMPT_MAX:
+        return f"Prompt is too long, maximum length is {PROMPT_MAX} characters"
+    return None
+
+
+def duration_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a video ``duration`` (see ``DURATION``); None if fine."""
+    if value is None or (isinstance(value, str) and DURATION.fullmatch(value)):
+        return None
+    return f"must be a number of seconds like '5s' or '9s' (got {value!r})"
 
 
 class _Checker:
@@ -60,17 +93,10 @@ class _Checker:
         if value not in allowed:
             self.add(path, f"must be one of {', '.join(allowed)} (got {value!r})")
 
-    def prompt(self, path: str, value: Any, *, required: bool, min_len: int = PROMPT_MIN) -> None:
-        if value is None:
-            if required:
-                self.add(path, "Prompt is required")
-            return
-        if not isinstance(value, str):
-            self.add(path, "expected a string")
-        elif len(value) < min_len:
-            self.add(path, f"Prompt is too short, minimum length is {min_len} characters")
-        elif len(value) > PROMPT_MAX:
-            self.add(path, f"Prompt is too long, maximum length is {PROMPT_MAX} characters")
+    def prompt(self, kind: str, path: str, value: Any, *, required: bool = False) -> None:
+        message = prompt_problem(kind, value, required=required)
+        if message is not None:
+            self.add(path, message)
 
     def text(self, path: str, value: Any) -> None:
         if not isinstance(value, str) or not value.strip():
@@ -161,13 +187,12 @@ def _video(c: _Checker, r: VideoRequest) -> None:
     # The docs: "When image is not provided as keyframes, prompt is required."
     frames = (r.keyframes.frame0, r.keyframes.frame1) if r.keyframes is not None else ()
     has_image = any(isinstance(frame, ImageKeyframe) for frame in frames)
-    c.prompt("prompt", r.prompt, required=not has_image)
+    c.prompt("video", "prompt", r.prompt, required=not has_image)
     c.one_of("aspect_ratio", r.aspect_ratio, ASPECT_RATIOS, optional=True)
     c.one_of("resolution", r.resolution, RESOLUTIONS, optional=True)
-    if r.duration is not None and not (
-        isinstance(r.duration, str) and _DURATION.fullmatch(r.duration)
-    ):
-        c.add("duration", f"must be a number of seconds like '5s' or '9s' (got {r.duration!r})")
+    message = duration_problem(r.duration)
+    if message is not None:
+        c.add("duration", message)
     if r.keyframes is not None:
         if not has_frames:
             c.add("keyframes", "No keyframes provided")
@@ -184,7 +209,7 @@ def _video(c: _Checker, r: VideoRequest) -> None:
 
 def _image(c: _Checker, r: ImageRequest) -> None:
     c.one_of("model", r.model, IMAGE_MODELS, optional=False)
-    c.prompt("prompt", r.prompt, required=True)
+    c.prompt("image", "prompt", r.prompt, required=True)
     c.one_of("aspect_ratio", r.aspect_ratio, ASPECT_RATIOS, optional=True)
     c.one_of("format", r.format, IMAGE_FORMATS, optional=True)
     c.refs("image_ref", r.image_ref)
@@ -207,7 +232,7 @@ def _reframe(c: _Checker, r: ReframeImageRequest | ReframeVideoRequest) -> None:
     c.one_of("model", r.model, models, optional=False)
     c.media("media", r.media)
     c.one_of("aspect_ratio", r.aspect_ratio, ASPECT_RATIOS, optional=False)
-    c.prompt("prompt", r.prompt, required=False, min_len=0)
+    c.prompt(r.kind, "prompt", r.prompt)
     if isinstance(r, ReframeImageRequest):
         c.one_of("format", r.format, IMAGE_FORMATS, optional=True)
     else:
@@ -221,7 +246,7 @@ def _modify(c: _Checker, r: ModifyVideoRequest) -> None:
     c.media("media", r.media)
     c.one_of("mode", r.mode, MODIFY_MODES, optional=False)
     c.media("first_frame", r.first_frame)
-    c.prompt("prompt", r.prompt, required=False, min_len=0)
+    c.prompt("modify_video", "prompt", r.prompt)
     c.callback(r.callback_url)
 
 
@@ -242,8 +267,8 @@ def problems_of(request: CreateRequest) -> list[Problem]:
         c.callback(request.callback_url)
     elif isinstance(request, AudioRequest):
         c.text("generation_id", request.generation_id)
-        c.prompt("prompt", request.prompt, required=False)
-        c.prompt("negative_prompt", request.negative_prompt, required=False, min_len=0)
+        c.prompt("audio", "prompt", request.prompt)
+        c.prompt("audio", "negative_prompt", request.negative_prompt)
         c.callback(request.callback_url)
     return c.problems
 

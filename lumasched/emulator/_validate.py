@@ -20,6 +20,7 @@ from lumasched.api._models import (
     REFRAME_INT_FIELDS,
     VIDEO_MODELS,
 )
+from lumasched.api._validation import duration_problem, prompt_problem
 from lumasched.limits import Family, family_of
 from lumasched.pricing import ASPECT_RATIOS, RESOLUTIONS
 
@@ -31,9 +32,6 @@ __all__ = [
     "validate_create",
 ]
 
-PROMPT_MIN = 3
-PROMPT_MAX = 5000
-DURATIONS = ("5s", "9s")
 MAX_REFS = 4
 
 CONCEPTS: tuple[str, ...] = (
@@ -147,18 +145,23 @@ def _check_choice(body: Mapping[str, Any], key: str, allowed: tuple[str, ...], d
     return str(value)
 
 
-def _check_prompt(prompt: Any, *, required: bool) -> str:
-    if prompt is None or prompt == "":
-        if required:
-            raise bad("Prompt is required")
-        return ""
-    if not isinstance(prompt, str):
-        raise bad("Prompt must be a string")
-    if len(prompt) < PROMPT_MIN:
-        raise bad(f"Prompt is too short, minimum length is {PROMPT_MIN} characters")
-    if len(prompt) > PROMPT_MAX:
-        raise bad(f"Prompt is too long, maximum length is {PROMPT_MAX} characters")
-    return prompt
+def _check_prompt(
+    body: Mapping[str, Any], kind: str, key: str = "prompt", *, required: bool = False
+) -> str:
+    """The prompt ``key`` of ``body`` (``""`` if none), checked by the client's rule."""
+    value = body.get(key)
+    message = prompt_problem(kind, value, required=required)
+    if message is not None:
+        raise bad(message if key == "prompt" else f"{key}: {message}")
+    return value if isinstance(value, str) else ""
+
+
+def _check_duration(body: Mapping[str, Any]) -> str:
+    value = body.get("duration")
+    message = duration_problem(value)
+    if message is not None:
+        raise bad(f"Invalid duration: {message}")
+    return value if isinstance(value, str) else "5s"
 
 
 def _check_generation_type(body: Mapping[str, Any], kind: str, *, required: bool) -> None:
@@ -261,7 +264,7 @@ def _video(body: Mapping[str, Any], lookup: Lookup, default_model: str) -> Creat
     _check_generation_type(body, "video", required=False)
     model = _check_choice(body, "model", VIDEO_MODELS, default_model)
     frames, source, urls = _check_keyframes(body, lookup)
-    _check_prompt(body.get("prompt"), required="image" not in frames.values())
+    prompt = _check_prompt(body, "video", required="image" not in frames.values())
     _check_loop(body, frames)
     _check_concepts(body)
     default_ratio = source.aspect_ratio if source is not None else "16:9"
@@ -271,8 +274,8 @@ def _video(body: Mapping[str, Any], lookup: Lookup, default_model: str) -> Creat
         media="video",
         aspect_ratio=_check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), default_ratio),
         resolution=_check_choice(body, "resolution", tuple(RESOLUTIONS), "720p"),
-        duration=_check_choice(body, "duration", DURATIONS, "5s"),
-        prompt=body.get("prompt") or "",
+        duration=_check_duration(body),
+        prompt=prompt,
         input_urls=tuple(urls),
     )
 
@@ -299,7 +302,7 @@ def _refs(body: Mapping[str, Any], key: str) -> list[str]:
 def _image(body: Mapping[str, Any]) -> CreateSpec:
     _check_generation_type(body, "image", required=False)
     model = _check_choice(body, "model", IMAGE_MODELS, "photon-1")
-    prompt = _check_prompt(body.get("prompt"), required=True)
+    prompt = _check_prompt(body, "image", required=True)
     urls = _refs(body, "image_ref") + _refs(body, "style_ref")
     character = body.get("character_ref")
     if character is not None:
@@ -348,7 +351,7 @@ def _media_edit(body: Mapping[str, Any], kind: str) -> CreateSpec:
     urls = [_require_url(body["media"], "media")]
     if body.get("first_frame") is not None:
         urls.append(_require_url(body["first_frame"], "first_frame"))
-    prompt = _check_prompt(body.get("prompt"), required=False)
+    prompt = _check_prompt(body, kind)
     aspect_ratio = "16:9"
     if kind == "modify_video":
         _required(body, "mode")
@@ -380,8 +383,8 @@ def _derived(body: Mapping[str, Any], kind: str, source_id: str, lookup: Lookup)
     if kind == "upscale":
         resolution = _check_choice(body, "resolution", tuple(RESOLUTIONS), "1080p")
     else:
-        prompt = _check_prompt(body.get("prompt"), required=False)
-        _check_prompt(body.get("negative_prompt"), required=False)
+        prompt = _check_prompt(body, kind)
+        _check_prompt(body, kind, "negative_prompt")
     return CreateSpec(
         kind=kind,
         model=source.model,
