@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import socket
 import time
@@ -170,15 +169,6 @@ class Emulator:
                 self._runner = None
         finally:
             self._close_state_file()
-
-    async def serve_forever(self) -> None:
-        """Start (if needed) and run until cancelled."""
-        if self._state == "new":
-            await self.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.close()
 
     # -- addresses ---------------------------------------------------------------
     @property
