@@ -1,0 +1,373 @@
+"""Reading manifest files: JSONL (and JSON arrays), CSV and YAML, each item a
+``Record`` of its data, its line and any problem found while reading it.
+
+Validating the items is :mod:`lumasched.manifest`'s job; this module only turns
+bytes into plain data, with line numbers for ``FILE:LINE`` errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from lumasched.api._models import REFRAME_INT_FIELDS
+
+__all__ = ["Record", "read_records"]
+
+
+@attrs.frozen
+class Record:
+    """One manifest item as read: ``data`` is None when it could not be read."""
+
+    line: int
+    data: dict[str, Any] | None
+    problems: list[tuple[str, str]]
+    locate: Callable[[str], int] | None = None
+    """The line of a field path within the item (YAML), else the item's line."""
+
+
+def read_records(path: Path, format: str) -> Iterator[Record]:
+    """The records of the manifest at ``path`` (one per item, or per unreadable part)."""
+    if format == "csv":
+        yield from _csv_records(path)
+    elif format == "yaml":
+        yield from _yaml_records(path)
+    elif format == "json":
+        yield from _json_records(path)
+    else:
+        yield from _jsonl_records(path)
+
+
+def _jsonl_records(path: Path) -> Iterator[Record]:
+    with path.open(encoding="utf-8", errors="strict", newline="") as handle:
+        for number, line in enumerate(handle, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            yield _json_record(number, text)
+
+
+def _json_records(path: Path) -> Iterator[Record]:
+    with path.open(encoding="utf-8") as handle:
+        head = handle.read(4096).lstrip()
+    if head.startswith("["):
+        # A JSON array: YAML is a superset of JSON and reports line numbers.
+        yield from _yaml_records(path)
+    else:
+        yield from _jsonl_records(path)
+
+
+def _csv_records(path: Path) -> Iterator[Record]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, strict=True)
+        header: list[str] | None = None
+        columns: list[tuple[str, list[str | int]] | None] = []
+        line = 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                yield Record(reader.line_num, None, [("", f"invalid CSV: {exc}")])
+                break
+            start, line = line, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = row
+                columns, problems = _csv_columns(header)
+                if problems:
+                    yield Record(start, None, problems)
+                    return
+                continue
+            yield _csv_record(start, header, columns, row)
+
+
+def _yaml_records(path: Path) -> Iterator[Record]:
+    text = path.read_text(encoding="utf-8")
+    loader = _YamlLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 0
+            yield Record(line, None, [("", f"invalid YAML: {exc.problem or exc}")])
+            return
+        except yaml.YAMLError as exc:
+            yield Record(0, None, [("", f"invalid YAML: {exc}")])
+            return
+        if root is None:
+            return
+        if not isinstance(root, yaml.SequenceNode):
+            yield Record(
+                root.start_mark.line + 1,
+                None,
+                [("", "a YAML manifest is a list of items (each starting with '- ')")],
+            )
+            return
+        for node in root.value:
+            line = node.start_mark.line + 1
+            try:
+                data = loader.construct_document(node)
+            except yaml.YAMLError as exc:
+                yield Record(line, None, [("", f"invalid YAML: {exc}")])
+                continue
+            if not isinstance(data, dict):
+                yield Record(line, None, [("", _not_an_object(data))])
+                continue
+            yield Record(line, data, [], _yaml_locator(node))
+    finally:
+        loader.dispose()
+
+
+def _not_an_object(value: object) -> str:
+    kind = {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+    return f"an item must be an object (a mapping of fields), got {kind}"
+
+
+# -- JSON ---------------------------------------------------------------------
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _json_record(line: int, text: str) -> Record:
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        return Record(line, None, [("", f"invalid JSON: {exc.msg} (column {exc.colno})")])
+    except _DuplicateKey as exc:
+        return Record(line, None, [(str(exc), "given twice")])
+    except ValueError as exc:
+        return Record(line, None, [("", f"invalid JSON: {exc}")])
+    if not isinstance(data, dict):
+        return Record(line, None, [("", _not_an_object(data))])
+    return Record(line, data, [])
+
+
+# -- CSV ----------------------------------------------------------------------
+
+# Cells are strings, except: these fields hold JSON (an object or a list) ...
+_CSV_JSON_FIELDS = frozenset(
+    {
+        "keyframes",
+        "frame0",
+        "frame1",
+        "concepts",
+        "image_ref",
+        "style_ref",
+        "character_ref",
+        "identity0",
+        "images",
+        "modify_image_ref",
+        "media",
+        "first_frame",
+    }
+)
+# ... these are true/false, and these are numbers.
+_CSV_BOOL_FIELDS = frozenset({"loop", "sync"})
+_CSV_FLOAT_FIELDS = frozenset({"weight", "sync_timeout"})
+_CSV_INT_FIELDS = frozenset(REFRAME_INT_FIELDS)
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+
+
+def _csv_columns(
+    header: list[str],
+) -> tuple[list[tuple[str, list[str | int]] | None], list[tuple[str, str]]]:
+    problems: list[tuple[str, str]] = []
+    columns: list[tuple[str, list[str | int]] | None] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(header, start=1):
+        name = raw.strip()
+        if not name:
+            problems.append(("", f"column {index} has no name"))
+            columns.append(None)
+            continue
+        if name in seen:
+            problems.append((name, "column given twice"))
+        seen.add(name)
+        parts = name.split(".")
+        if any(not part for part in parts):
+            problems.append((name, "empty part in a dotted column name"))
+            columns.append(None)
+            continue
+        path: list[str | int] = [int(part) if part.isdigit() else part for part in parts]
+        if isinstance(path[0], int):
+            problems.append((name, "a column name cannot start with a list index"))
+            columns.append(None)
+            continue
+        columns.append((name, path))
+    for name in seen:
+        prefix = name + "."
+        if any(other.startswith(prefix) for other in seen):
+            problems.append((name, "given both as a whole (JSON) and as dotted columns"))
+    return columns, problems
+
+
+def _csv_record(
+    line: int,
+    header: list[str],
+    columns: list[tuple[str, list[str | int]] | None],
+    row: list[str],
+) -> Record:
+    problems: list[tuple[str, str]] = []
+    if len(row) > len(header):
+        problems.append(("", f"row has {len(row)} cells but the header has {len(header)}"))
+    tree: dict[str | int, Any] = {}
+    for column, cell in zip(columns, row, strict=False):
+        if column is None or cell == "":
+            continue
+        _, path = column
+        leaf = path[-1]
+        value, error = _csv_value(str(leaf) if isinstance(leaf, str) else "", cell)
+        if error:
+            problems.append((_dotted(path), error))
+            continue
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    data, list_problems = _csv_lists(tree, "")
+    problems.extend(list_problems)
+    assert isinstance(data, dict)
+    return Record(line, data, problems)
+
+
+def _csv_value(leaf: str, cell: str) -> tuple[Any, str]:
+    text = cell.strip()
+    if leaf in _CSV_JSON_FIELDS:
+        try:
+            return json.loads(text), ""
+        except json.JSONDecodeError as exc:
+            return None, f"invalid JSON in cell: {exc.msg} (column {exc.colno})"
+    if leaf in _CSV_BOOL_FIELDS:
+        low = text.lower()
+        if low in _TRUE:
+            return True, ""
+        if low in _FALSE:
+            return False, ""
+        return None, f"must be true or false, got {cell!r}"
+    if leaf in _CSV_INT_FIELDS:
+        try:
+            return int(text), ""
+        except ValueError:
+            return None, f"must be an integer, got {cell!r}"
+    if leaf in _CSV_FLOAT_FIELDS:
+        try:
+            return float(text), ""
+        except ValueError:
+            return None, f"must be a number, got {cell!r}"
+    return cell, ""
+
+
+def _csv_lists(node: Any, where: str) -> tuple[Any, list[tuple[str, str]]]:
+    """Turn dicts keyed 0..n-1 (from ``image_ref.0.url`` columns) into lists."""
+    if not isinstance(node, dict):
+        return node, []
+    problems: list[tuple[str, str]] = []
+    converted: dict[Any, Any] = {}
+    for key, value in node.items():
+        child = f"{where}.{key}" if where else str(key)
+        converted[key], sub = _csv_lists(value, child)
+        problems.extend(sub)
+    keys = list(converted)
+    if keys and all(isinstance(key, int) for key in keys):
+        if sorted(keys) != list(range(len(keys))):
+            problems.append((where, "list columns must be numbered 0, 1, 2, ... without gaps"))
+            return [], problems
+        return [converted[index] for index in range(len(keys))], problems
+    if any(isinstance(key, int) for key in keys):
+        problems.append((where, "mixes list indexes and field names"))
+        return {}, problems
+    return converted, problems
+
+
+def _dotted(path: list[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+# -- YAML ---------------------------------------------------------------------
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 numbers (``16:9`` stays a string)."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _yaml_locator(item: yaml.Node) -> Callable[[str], int]:
+    def locate(path: str) -> int:
+        node = item
+        line = item.start_mark.line + 1
+        for name, index in _PATH_PART.findall(path):
+            if name and isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if isinstance(key, yaml.ScalarNode) and key.value == name:
+                        line, node = key.start_mark.line + 1, value
+                        break
+                else:
+                    return line
+            elif index and isinstance(node, yaml.SequenceNode):
+                position = int(index)
+                if position >= len(node.value):
+                    return line
+                node = node.value[position]
+                line = node.start_mark.line + 1
+            else:
+                return line
+        return line
+
+    return locate
