@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +23,7 @@ from rich.text import Text
 from lumasched.events import Counters, FamilyCounts
 from lumasched.jobs import Job, JobEvent, JobResult, JobState
 from lumasched.limits import Family, Limits
+from lumasched.poller import LatencyEstimator, LatencyKey, latency_key_for
 
 __all__ = ["LiveDisplay", "LogDisplay", "format_bytes", "format_duration", "make_display"]
 
@@ -53,7 +55,7 @@ def _stamp() -> str:
 
 
 class _Base:
-    """Shared state: counters, observed latencies, ETA, and the summary."""
+    """Shared state: counters, ETA, and the summary."""
 
     def __init__(self, *, limits: Limits, totals: dict[Family, int], console: Console) -> None:
         self.limits = limits
@@ -62,8 +64,8 @@ class _Base:
         self.scheduler: Any = None
         self.out_dir: Path | None = None
         self.started = time.monotonic()
-        self._submitted_at: dict[str, float] = {}
-        self._latency: dict[Family, float] = {}
+        self._mix: dict[Family, Counter[LatencyKey]] = {}
+        """Per family: the latency keys of the jobs created so far, with counts."""
 
     # -- wiring ---------------------------------------------------------------
 
@@ -74,29 +76,34 @@ class _Base:
         scheduler.add_listener(self._on_event)
 
     def _on_event(self, event: JobEvent) -> None:
-        if event.old is event.new:
+        if event.old is event.new or event.new is not JobState.SUBMITTED:
             return
-        if event.new is JobState.SUBMITTED and not event.info.get("resumed"):
-            self._submitted_at[event.key] = event.at
-        elif event.new in (JobState.DOWNLOADING, JobState.COMPLETED, JobState.FAILED):
-            began = self._submitted_at.pop(event.key, None)
-            if began is not None and event.new is not JobState.FAILED:
-                seconds = max(event.at - began, 0.0)
-                old = self._latency.get(event.family)
-                self._latency[event.family] = (
-                    seconds if old is None else old + 0.3 * (seconds - old)
-                )
-        elif event.new is JobState.CANCELLED:
-            self._submitted_at.pop(event.key, None)
+        job = self.scheduler.get(event.key)
+        if job is not None:
+            mix = self._mix.setdefault(event.family, Counter())
+            mix[latency_key_for(job.request)] += 1
 
     def counters(self) -> Counters | None:
         return None if self.scheduler is None else self.scheduler.counters()
 
     # -- figures --------------------------------------------------------------
 
+    def latency(self, family: Family) -> float | None:
+        """Expected seconds from create to done for the family's jobs: the
+        scheduler's estimate (its poller's, learnt from every job polled to the
+        end), averaged over the jobs created so far; None before it learnt any."""
+        estimator: LatencyEstimator | None = (
+            None if self.scheduler is None else self.scheduler.poller.estimator
+        )
+        mix = self._mix.get(family)
+        if estimator is None or not mix or estimator.samples() == 0:
+            return None
+        total = sum(estimator.expected(key) * n for key, n in mix.items())
+        return total / sum(mix.values())
+
     def eta(self, family: Family, counts: FamilyCounts) -> float | None:
-        """Seconds left for the family from its limits and observed latency."""
-        latency = self._latency.get(family)
+        """Seconds left for the family from its limits and expected latency."""
+        latency = self.latency(family)
         total = self.totals.get(family, 0)
         finished = counts.completed + counts.failed + counts.cancelled
         in_flight = counts.creating + counts.submitted
