@@ -33,8 +33,7 @@ def test_public_classes_claim_a_public_home() -> None:
 def test_import_is_light() -> None:
     """Importing lumasched does not import the emulator or redis until they are used."""
     code = (
-        "import sys, lumasched; "
-        "print('lumasched.emulator' in sys.modules, 'redis' in sys.modules)"
+        "import sys, lumasched; print('lumasched.emulator' in sys.modules, 'redis' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -33,7 +33,7 @@ def test_toml_overrides_only_what_it_names(tmp_path: Path) -> None:
 def test_toml_errors_name_file_and_field(tmp_path: Path) -> None:
     """Every bad field is reported with the file and the field path."""
     path = tmp_path / "limits.toml"
-    path.write_text('[video]\nconcurrency = 0\nrequets = 5\n[audio]\nx = 1\n')
+    path.write_text("[video]\nconcurrency = 0\nrequets = 5\n[audio]\nx = 1\n")
     with pytest.raises(ConfigurationError) as info:
         Limits.from_toml(path)
     text = str(info.value)
