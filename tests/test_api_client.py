@@ -194,7 +194,7 @@ def _http_date(seconds_from_now: float) -> str:
         ({"Retry-After-ms": "250"}, 0.25, 0.25),
         ({"Retry-After": "7"}, 7, 7),
         ({"Retry-After": "1.5", "Retry-After-ms": "100"}, 0.1, 0.1),
-        ({"Retry-After": _http_date(30)}, 25, 31),
+        ({"Retry-After": "HTTP-DATE+30"}, 25, 31),
         ({"Retry-After": "soon"}, None, None),
     ],
     ids=["ms", "seconds", "ms wins", "http date", "garbage"],
@@ -207,6 +207,8 @@ async def test_rate_limit_retry_after(
     high: float | None,
 ) -> None:
     """RateLimitError.retry_after comes from Retry-After-ms, else Retry-After (s or date)."""
+    # The date is built when the test runs, not at collection, so a long suite cannot age it.
+    headers = {k: _http_date(30) if v == "HTTP-DATE+30" else v for k, v in headers.items()}
     mocked.post(
         f"{BASE}/generations/video", status=429, payload={"detail": "slow down"}, headers=headers
     )
