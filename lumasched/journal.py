@@ -14,9 +14,12 @@ against the list endpoint before anything else). Commits use
 ``synchronous=FULL`` so even a power cut cannot lose an intent; bulk inserts
 of new jobs are batched into one transaction.
 
-All methods are synchronous, short and thread-safe (one connection behind a
-lock): the scheduler runs writes in a worker thread, the CLI's ``status``
-command reads directly.
+All methods are synchronous, short and thread-safe: writes go through one
+connection behind a lock, reads through a second one, so that a read (the
+scheduler looking up a submitted key, on its event loop) never waits for a
+write's fsync. The scheduler runs writes in a worker thread, several at once
+in one transaction (``Journal.apply``: one fsync for all of them); the CLI's
+``status`` command reads directly.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -33,7 +36,7 @@ import attrs
 
 from lumasched.errors import JournalError
 
-__all__ = ["SCHEMA_VERSION", "Journal", "JournalRecord", "NewJob"]
+__all__ = ["SCHEMA_VERSION", "Journal", "JournalBatch", "JournalRecord", "NewJob", "Write"]
 
 SCHEMA_VERSION = 1
 
@@ -213,6 +216,19 @@ class Journal:
             conn.close()
             raise
         self._next_seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM jobs") + 1
+        # Reads have a connection (and a lock) of their own: in WAL mode they see
+        # the last commit without waiting for a write in progress.
+        self._read_lock = threading.Lock()
+        try:
+            reader = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except sqlite3.Error as exc:
+            conn.close()
+            raise JournalError(f"{self.path}: cannot open journal: {exc}") from exc
+        reader.row_factory = sqlite3.Row
+        reader.execute("PRAGMA busy_timeout=30000")
+        self._reader = reader
 
     def _init_schema(self, batch: str | None) -> None:
         with self._lock:
@@ -269,6 +285,8 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        with self._read_lock:
+            self._reader.close()
 
     def __enter__(self) -> Self:
         return self
@@ -286,31 +304,8 @@ class Journal:
 
         Returns how many rows were inserted.
         """
-        now = time.time()
-        inserted = 0
         with self._tx() as cur:
-            for job in jobs:
-                cur.execute(
-                    "INSERT OR IGNORE INTO jobs (key, seq, kind, request, family, priority,"
-                    " depends_on, state, queued_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        job.key,
-                        self._next_seq,
-                        job.kind,
-                        _dumps(job.request),
-                        job.family,
-                        job.priority,
-                        _dumps(list(job.depends_on)),
-                        job.state,
-                        job.queued_at,
-                        now,
-                    ),
-                )
-                if cur.rowcount:
-                    inserted += 1
-                    self._next_seq += 1
-        return inserted
+            return JournalBatch(self, cur).add(jobs)
 
     def record_intent(
         self,
@@ -322,30 +317,20 @@ class Journal:
         owner: str | None = None,
     ) -> None:
         """Commit the intent to create (call it before the request is sent)."""
-        self._update(
-            key,
-            "attempts = attempts + 1, state = 'creating', reason = NULL, generation_id = NULL,"
-            " lease_id = ?, intent_body = ?, intent_at = ?, owner = ?",
-            (lease_id, _dumps(body), sent_at, owner),
-        )
+        with self._tx() as cur:
+            JournalBatch(self, cur).record_intent(
+                key, lease_id=lease_id, body=body, sent_at=sent_at, owner=owner
+            )
 
     def clear_intent(self, key: str, *, state: str = "queued", reason: str | None = None) -> None:
         """The create surely did not happen (refused, 429, 4xx): forget the intent."""
-        self._update(
-            key,
-            "state = ?, reason = ?, intent_body = NULL, intent_at = NULL, lease_id = NULL",
-            (state, reason),
-        )
+        with self._tx() as cur:
+            JournalBatch(self, cur).clear_intent(key, state=state, reason=reason)
 
     def record_submitted(self, key: str, generation_id: str, *, at: float | None = None) -> None:
         """The server returned (or reconcile found) the generation id."""
-        self.update(
-            key,
-            state="submitted",
-            reason=None,
-            generation_id=generation_id,
-            created_at=time.time() if at is None else at,
-        )
+        with self._tx() as cur:
+            JournalBatch(self, cur).record_submitted(key, generation_id, at=at)
 
     def update(self, key: str, **fields: Any) -> None:
         """Set columns of one job (``generation`` and ``request`` as dicts)."""
@@ -354,36 +339,54 @@ class Journal:
     def update_many(self, changes: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Apply many ``(key, {column: value})`` changes in one transaction."""
         with self._tx() as cur:
-            for key, fields in changes:
-                assignments, params = _assignments(fields)
-                self._execute_update(cur, key, assignments, params)
+            JournalBatch(self, cur).update_many(changes)
 
-    def _update(self, key: str, assignments: str, params: tuple[Any, ...]) -> None:
+    def apply(self, writes: Sequence[Write]) -> list[Exception | None]:
+        """Run ``writes`` in order in one transaction (one commit, one fsync).
+
+        Returns, for each write, the exception it raised or ``None``; a write
+        that raises leaves nothing behind, and the others are committed all
+        the same. Raises only if the commit itself fails.
+        """
+        try:
+            with self._tx() as cur:
+                batch = JournalBatch(self, cur)
+                for write in writes:
+                    write(batch)
+            return [None] * len(writes)
+        except Exception as exc:
+            if len(writes) == 1:
+                return [exc]
+        # Rare: some write failed, so the transaction was rolled back. Apply them
+        # again, each in a savepoint of its own, to commit all but the failures.
+        errors: list[Exception | None] = []
         with self._tx() as cur:
-            self._execute_update(cur, key, assignments, params)
-
-    def _execute_update(
-        self, cur: sqlite3.Cursor, key: str, assignments: str, params: tuple[Any, ...]
-    ) -> None:
-        cur.execute(
-            f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
-            (*params, time.time(), key),
-        )
-        if cur.rowcount == 0:
-            raise JournalError(f"{self.path}: no job {key!r} in the journal")
+            batch = JournalBatch(self, cur)
+            for write in writes:
+                cur.execute("SAVEPOINT one_write")
+                try:
+                    write(batch)
+                except Exception as exc:
+                    cur.execute("ROLLBACK TO one_write")
+                    errors.append(exc)
+                else:
+                    errors.append(None)
+                cur.execute("RELEASE one_write")
+        return errors
 
     # -- reads --------------------------------------------------------------
 
     def get(self, key: str) -> JournalRecord | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
-        return None if row is None else JournalRecord._from_row(row)
+        with self._read_lock:
+            # fetchall: the statement is done at once, so no read stays open
+            rows = self._reader.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchall()
+        return JournalRecord._from_row(rows[0]) if rows else None
 
     def owners_of(self, generation_id: str) -> list[str]:
         """The keys of the jobs that own a generation id (an upscale or audio job may
         share its source's id, if the server restarts the source generation)."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT key FROM jobs WHERE generation_id = ?", (generation_id,)
             ).fetchall()
         return [str(row[0]) for row in rows]
@@ -398,8 +401,8 @@ class Journal:
         sql += " ORDER BY seq LIMIT ?"
         last = 0
         while True:
-            with self._lock:
-                rows = self._conn.execute(sql, (last, batch_size)).fetchall()
+            with self._read_lock:
+                rows = self._reader.execute(sql, (last, batch_size)).fetchall()
             if not rows:
                 return
             for row in rows:
@@ -408,9 +411,104 @@ class Journal:
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
-        with self._lock:
-            rows = self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT state, COUNT(*) FROM jobs GROUP BY state"
+            ).fetchall()
         return {str(state): int(n) for state, n in rows}
 
     def __len__(self) -> int:
         return self._scalar("SELECT COUNT(*) FROM jobs")
+
+
+Write = Callable[["JournalBatch"], object]
+"""One write for ``Journal.apply``: a function of the open batch."""
+
+
+class JournalBatch:
+    """The journal's writes, inside a transaction that is open (see ``Journal.apply``)."""
+
+    def __init__(self, journal: Journal, cur: sqlite3.Cursor) -> None:
+        self._journal = journal
+        self._cur = cur
+
+    def add(self, jobs: Iterable[NewJob]) -> int:
+        """See ``Journal.add``."""
+        journal = self._journal
+        now = time.time()
+        inserted = 0
+        for job in jobs:
+            self._cur.execute(
+                "INSERT OR IGNORE INTO jobs (key, seq, kind, request, family, priority,"
+                " depends_on, state, queued_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.key,
+                    journal._next_seq,
+                    job.kind,
+                    _dumps(job.request),
+                    job.family,
+                    job.priority,
+                    _dumps(list(job.depends_on)),
+                    job.state,
+                    job.queued_at,
+                    now,
+                ),
+            )
+            if self._cur.rowcount:
+                inserted += 1
+                journal._next_seq += 1
+        return inserted
+
+    def record_intent(
+        self,
+        key: str,
+        *,
+        lease_id: str,
+        body: dict[str, Any],
+        sent_at: float,
+        owner: str | None = None,
+    ) -> None:
+        """See ``Journal.record_intent``."""
+        self._update(
+            key,
+            "attempts = attempts + 1, state = 'creating', reason = NULL, generation_id = NULL,"
+            " lease_id = ?, intent_body = ?, intent_at = ?, owner = ?",
+            (lease_id, _dumps(body), sent_at, owner),
+        )
+
+    def clear_intent(self, key: str, *, state: str = "queued", reason: str | None = None) -> None:
+        """See ``Journal.clear_intent``."""
+        self._update(
+            key,
+            "state = ?, reason = ?, intent_body = NULL, intent_at = NULL, lease_id = NULL",
+            (state, reason),
+        )
+
+    def record_submitted(self, key: str, generation_id: str, *, at: float | None = None) -> None:
+        """See ``Journal.record_submitted``."""
+        self.update(
+            key,
+            state="submitted",
+            reason=None,
+            generation_id=generation_id,
+            created_at=time.time() if at is None else at,
+        )
+
+    def update(self, key: str, **fields: Any) -> None:
+        """See ``Journal.update``."""
+        assignments, params = _assignments(fields)
+        self._update(key, assignments, params)
+
+    def update_many(self, changes: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """See ``Journal.update_many``."""
+        for key, fields in changes:
+            self.update(key, **fields)
+
+    def _update(self, key: str, assignments: str, params: tuple[Any, ...]) -> None:
+        self._cur.execute(
+            f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
+            (*params, time.time(), key),
+        )
+        if self._cur.rowcount == 0:
+            raise JournalError(f"{self._journal.path}: no job {key!r} in the journal")

@@ -133,3 +133,53 @@ def test_wal_mode(tmp_path: Path) -> None:
     """The journal runs in WAL mode."""
     with Journal(tmp_path / "j.db") as journal:
         assert journal._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_apply_commits_writes_together_and_isolates_a_failure(tmp_path: Path) -> None:
+    """apply() runs writes in one transaction; a failing write is undone alone."""
+    with Journal(tmp_path / "j.db") as journal:
+        errors = journal.apply(
+            [
+                lambda b: b.add([_job("a"), _job("b")]),
+                lambda b: b.record_intent("a", lease_id="L", body={"p": 1}, sent_at=1.0),
+                lambda b: b.update("missing", state="failed"),
+                lambda b: b.record_submitted("b", "gen-b"),
+            ]
+        )
+        assert [type(e).__name__ if e else None for e in errors] == [
+            None,
+            None,
+            "JournalError",
+            None,
+        ]
+        a, b = journal.get("a"), journal.get("b")
+        assert a is not None and a.state == "creating" and a.intent_body == {"p": 1}
+        assert b is not None and b.generation_id == "gen-b"
+
+
+def test_read_does_not_wait_for_a_write_in_progress(tmp_path: Path) -> None:
+    """get() answers (the last commit) while another thread holds a write transaction."""
+    import threading
+
+    with Journal(tmp_path / "j.db") as journal:
+        journal.add([_job("a")])
+        inside, release = threading.Event(), threading.Event()
+
+        def slow_write() -> None:
+            with journal._tx() as cur:
+                cur.execute("UPDATE jobs SET state = 'failed' WHERE key = 'a'")
+                inside.set()
+                release.wait(5)
+
+        writer = threading.Thread(target=slow_write)
+        writer.start()
+        try:
+            assert inside.wait(5)
+            started = time.perf_counter()
+            record = journal.get("a")
+            assert time.perf_counter() - started < 1.0
+            assert record is not None and record.state == "pending"  # not yet committed
+        finally:
+            release.set()
+            writer.join()
+        assert journal.get("a").state == "failed"  # type: ignore[union-attr]
