@@ -531,8 +531,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     limits = Limits.from_toml(args.limits) if args.limits else Limits.tier(args.tier)
     prices = _prices(args.prices)
     settings = _settings(args, need_key=False)
-    if not args.emulator and not args.dry_run and settings.api_key is None:
-        raise ConfigurationError(f"no API key: {API_KEY_HELP}")
 
     from lumasched._plan import Planner
 
@@ -552,6 +550,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.dry_run:
         return _dry_run(args, planner, settings, limits)
+    # After the manifest check, so a user sees every problem in the file first.
+    if not args.emulator and settings.api_key is None:
+        raise ConfigurationError(f"no API key: {API_KEY_HELP}")
     if args.out.exists() and not args.out.is_dir():
         raise ConfigurationError(f"--out {args.out}: not a directory")
     try:
