@@ -657,7 +657,9 @@ def _credits_or_none(settings: Settings) -> float | None:
 
 
 def _usd(cents: float) -> str:
-    return f"${cents / 100:,.2f}"
+    dollars = cents / 100
+    # Sub-cent prices (a photon-flash-1 image) would otherwise read as $0.00.
+    return f"${dollars:,.3f}" if 0 < dollars < 0.01 else f"${dollars:,.2f}"
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -34,3 +34,15 @@ def test_a_valid_manifest_without_a_key_says_how_to_get_one(
     assert cli.main(["run", str(manifest), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "LUMAAI_API_KEY" in err and "--emulator" in err
+
+
+def test_dry_run_shows_sub_cent_prices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A photon-flash-1 image in the dry-run plan costs $0.004, not a misleading $0.00."""
+    monkeypatch.delenv("LUMAAI_API_KEY", raising=False)
+    manifest = tmp_path / "shots.jsonl"
+    manifest.write_text('{"id": "a", "model": "photon-flash-1", "prompt": "a fox in snow"}\n')
+    assert cli.main(["run", str(manifest), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "$0.004" in plan and "$0.00\n" not in plan
