@@ -171,9 +171,9 @@ class Creator:
 
             def swap(ref: str) -> str:
                 if ref.startswith(REF_PREFIX):
-                    dep = self._table.jobs[ref[len(REF_PREFIX) :]]
-                    assert dep.generation_id is not None
-                    return dep.generation_id
+                    generation_id = self._table.generation_of(ref[len(REF_PREFIX) :])
+                    assert generation_id is not None
+                    return generation_id
                 return ref
 
             request = replace_generation_refs(request, swap)
@@ -375,11 +375,11 @@ class Creator:
         """Generation ids reconcile must not adopt for ``job``: those other jobs own
         (except its own sources, which an upscale may restart under the same id)."""
         mine = {job.key, *job.depends_on}
-        owners = self._table.generation_owners
+        owner_of = self._table.owner_of
         journal = self._writes.journal
 
         def taken(generation_id: str) -> bool:
-            owner = owners.get(generation_id)
+            owner = owner_of(generation_id)
             if owner is not None and owner not in mine:
                 return True
             if journal is None:

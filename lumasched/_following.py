@@ -205,7 +205,7 @@ class Follower:
             if getattr(update, "is_terminal", True):
                 await self._slots.release_lease(family, lease)
 
-        if generation_id in self._table.generation_owners:
+        if self._table.owner_of(generation_id) is not None:
             return
         self._poller.watch(
             generation_id, key=("orphan", None, None), on_update=done, on_error=done, learn=False

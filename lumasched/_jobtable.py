@@ -5,6 +5,12 @@ Every state change of a job goes through ``JobTable``, which publishes it as a
 and, for the last unfinished one, wakes ``join()``. Jobs whose dependencies are
 met wait in one priority queue per family (higher priority first, FIFO within
 a priority) for that family's dispatcher (``lumasched._creating``).
+
+A job that has ended (completed, failed, cancelled) is dropped from the table
+once nothing here can need it: no unfinished job depends on it, it holds no
+concurrency slot, and its end is committed to the journal. The caller's handle
+stays valid; the journal (when there is one) still answers for the key. So a
+long-lived scheduler's memory follows its unfinished jobs, not its history.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -22,7 +29,7 @@ from lumasched._journal_writes import JournalWriter
 from lumasched.api import CreateRequest, generation_refs, request_to_dict
 from lumasched.errors import DependencyFailed
 from lumasched.events import EventHub
-from lumasched.jobs import Job, JobCancelled, JobDeferred, JobEvent, JobResult
+from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobDeferred, JobEvent, JobResult
 from lumasched.jobs import JobState as S
 from lumasched.journal import NewJob
 from lumasched.limits import Family, family_of
@@ -38,8 +45,10 @@ REF_PREFIX = "job:"
 class JobTable:
     """Every job a scheduler knows, and the one place their states change.
 
-    ``from_journal(key)`` picks up a job of an earlier run that a new job
-    depends on (``None`` if the journal has no such job).
+    ``from_journal(key)`` gives the job ``key`` of the journal that a new job
+    depends on (``None`` if the journal has no such job). ``owner_memory``:
+    without a journal, how many seconds a released job's generation id is still
+    known as taken (for reconcile: see ``owner_of``).
     """
 
     def __init__(
@@ -48,13 +57,26 @@ class JobTable:
         writes: JournalWriter,
         *,
         from_journal: Callable[[str], Job | None],
+        owner_memory: float,
     ) -> None:
         self.events = events
         self._writes = writes
         self._from_journal = from_journal
         self.jobs: dict[str, Job] = {}
+        """the jobs not yet released (see the module docstring)"""
         self.generation_owners: dict[str, str] = {}
-        """generation id -> key of the job it belongs to"""
+        """generation id -> key of the job it belongs to, for the jobs in ``jobs``"""
+        self._released_owners: dict[str, tuple[str, float]] = {}
+        """without a journal: generation id -> (key, when released) of released jobs"""
+        self._owner_memory = owner_memory
+        self.holds_slot: Callable[[str], bool] = lambda key: False
+        """Whether the job ``key`` holds a concurrency slot (set by the scheduler)."""
+        self._holds: dict[str, int] = {}
+        """key -> how many unfinished jobs depend on it"""
+        self._holding: dict[str, tuple[str, ...]] = {}
+        """key of an unfinished job -> the keys it holds (its dependencies)"""
+        self._unmet: dict[str, int] = {}
+        """key of a waiting job -> how many of its dependencies have not completed"""
         self.unfinished = 0
         self.stopped_reason: str | None = None
         """Why creating stopped (``"stopped"``, ``"budget"``, ``"shutdown"``), if it did."""
@@ -100,6 +122,11 @@ class JobTable:
         deps = [d if isinstance(d, str) else d.key for d in depends_on]
         deps += [r[len(REF_PREFIX) :] for r in generation_refs(request) if r.startswith(REF_PREFIX)]
         job = self.new_job(key, request, priority, tuple(dict.fromkeys(deps)))
+        if job.depends_on:
+            # Held from now on: a dependency stays in the table until this job ends.
+            self._holding[key] = job.depends_on
+            for dep_key in job.depends_on:
+                self._holds[dep_key] = self._holds.get(dep_key, 0) + 1
         if record and self._writes.journal is not None:
             self._writes.add_soon(
                 NewJob(
@@ -132,6 +159,7 @@ class JobTable:
                 unmet.append(dep)
         if unmet:
             self.set_state(job, S.WAITING, waiting_for=[d.key for d in unmet])
+            self._unmet[job.key] = len(unmet)
             for dep in unmet:
                 self._dependents.setdefault(dep.key, []).append(job)
         else:
@@ -156,7 +184,10 @@ class JobTable:
                 else:
                     self._fail_dependency(job, dep)
                 continue
-            if all(self.jobs[k].state is S.COMPLETED for k in job.depends_on):
+            unmet = self._unmet.pop(job.key, 1) - 1
+            if unmet:
+                self._unmet[job.key] = unmet
+            else:
                 self.enqueue(job)
 
     # -- the ready queues ------------------------------------------------------------
@@ -301,6 +332,70 @@ class JobTable:
         if self.unfinished == 0:
             self._idle.set()
         self._on_dependency_done(job)
+        self._unmet.pop(job.key, None)
+        for dep_key in self._holding.pop(job.key, ()):
+            held = self._holds.pop(dep_key) - 1
+            if held:
+                self._holds[dep_key] = held
+            else:
+                dep = self.jobs.get(dep_key)
+                if dep is not None:
+                    self.release(dep)
+        self.release(job)
+
+    # -- releasing ended jobs ------------------------------------------------------------
+
+    def release(self, job: Job) -> None:
+        """Drop ``job`` from the table if it has ended and nothing here needs it
+        (once what the journal was told about it is committed)."""
+        if (
+            job.state in TERMINAL_STATES
+            and job.done
+            and job.key not in self._holds
+            and not self.holds_slot(job.key)
+            and self.jobs.get(job.key) is job
+        ):
+            self._writes.after_committed(partial(self._forget, job))
+
+    def _forget(self, job: Job) -> None:
+        if self.jobs.get(job.key) is not job or job.key in self._holds:
+            return  # picked up again meanwhile, or needed again
+        del self.jobs[job.key]
+        gid = job.generation_id
+        if gid is not None and self.generation_owners.get(gid) == job.key:
+            del self.generation_owners[gid]
+            if self._writes.journal is None:
+                # The journal would answer ``owner_of`` for it; without one, remember
+                # it as long as a reconcile could still come across it.
+                self._released_owners[gid] = (job.key, time.monotonic())
+                self._forget_old_owners()
+
+    def _forget_old_owners(self) -> None:
+        cutoff = time.monotonic() - self._owner_memory
+        released = self._released_owners
+        while released:
+            gid, (_, at) = next(iter(released.items()))
+            if at >= cutoff:
+                break
+            del released[gid]
+
+    def owner_of(self, generation_id: str) -> str | None:
+        """The key of the job of this scheduler (or, without a journal, released
+        lately) that owns ``generation_id``; with a journal, ask it for released ones."""
+        owner = self.generation_owners.get(generation_id)
+        if owner is None and self._released_owners:
+            self._forget_old_owners()
+            owner = self._released_owners.get(generation_id, (None, 0.0))[0]
+        return owner
+
+    def generation_of(self, key: str) -> str | None:
+        """The generation id of the job ``key``: from the table, else from the journal."""
+        job = self.jobs.get(key)
+        if job is not None:
+            return job.generation_id
+        journal = self._writes.journal
+        record = journal.get(key) if journal is not None else None
+        return None if record is None else record.generation_id
 
     def cancel(self, job: Job) -> None:
         """``job.cancel()``. A created generation runs on, and the poller still

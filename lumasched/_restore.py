@@ -26,7 +26,7 @@ from lumasched._journal_writes import JournalWriter
 from lumasched._slots import Slots
 from lumasched.api import CreateRequest, Generation, request_from_dict, request_to_dict
 from lumasched.errors import GenerationFailed, JournalledFailure, LumaError
-from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult
+from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult, Timings
 from lumasched.jobs import JobState as S
 from lumasched.journal import JournalRecord
 from lumasched.limits import family_of
@@ -82,14 +82,39 @@ class Restorer:
         self, key: str, request: CreateRequest | None = None, *, priority: int | None = None
     ) -> Job | None:
         """The job ``key`` of the journal, picked up; None if the journal has none
-        (see ``restore`` for ``request``; ``priority`` defaults to the recorded one)."""
+        (see ``restore`` for ``request``; ``priority`` defaults to the recorded one).
+        A job that ended and has nothing left to do (no file to check, nothing to
+        try again) is answered from its record, without joining the table."""
         journal = self._writes.journal
         record = journal.get(key) if journal is not None else None
         if record is None:
             return None
+        recheck = record.state == S.COMPLETED and self._out_dir is not None
+        if record.finished and not _rerunnable(record) and not recheck:
+            return _ended_handle(record)
         return self.restore(
             record, request, priority=record.priority if priority is None else priority
         )
+
+    def dependency(self, key: str) -> Job | None:
+        """The job ``key`` of the journal, which a new job depends on: if it has ended,
+        a handle answered from its record (it is not picked up again: a dependent
+        needs only its generation id); else picked up. None if the journal has none."""
+        journal = self._writes.journal
+        record = journal.get(key) if journal is not None else None
+        if record is None:
+            return None
+        if record.finished and not _rerunnable(record):
+            return _ended_handle(record)
+        return self.restore(record, None, priority=record.priority)
+
+    def ended(self, key: str) -> Job | None:
+        """A handle of the job ``key`` if the journal has it ended, else None."""
+        journal = self._writes.journal
+        record = journal.get(key) if journal is not None else None
+        if record is None or not record.finished:
+            return None
+        return _ended_handle(record)
 
     def restore(
         self, record: JournalRecord, request: CreateRequest | None, *, priority: int
@@ -197,6 +222,41 @@ class Restorer:
         logger.info("job %s: %s missing or changed; downloading again", job.key, path)
         fresh = await self._client.get(generation.id)
         await self._follower.download(job, fresh)
+
+
+def _ended_handle(record: JournalRecord) -> Job:
+    """A done handle for a job that ended, as its record says, outside any table."""
+    request = request_from_dict(record.kind, record.request)
+    job = Job(
+        key=record.key,
+        request=request,
+        family=family_of(request.kind, request.model),
+        priority=record.priority,
+        depends_on=record.depends_on,
+        state=S(record.state),
+        generation_id=record.generation_id,
+        attempts=record.attempts,
+        timings=Timings(
+            queued=record.queued_at,
+            created=record.created_at,
+            completed=record.completed_at,
+            downloaded=record.downloaded_at,
+        ),
+    )
+    if record.state == S.COMPLETED:
+        generation = Generation.from_json(record.generation or {"id": record.generation_id})
+        result = JobResult(
+            record.key,
+            generation,
+            path=record.path,
+            sha256=record.sha256,
+            bytes=record.bytes,
+            timings=job.timings,
+        )
+        job._finish(result, None)
+    else:
+        job._finish(None, _recorded_error(record))
+    return job
 
 
 def _rerunnable(record: JournalRecord) -> bool:

@@ -8,6 +8,8 @@ concurrency is what the server counts, not what the caller still wants.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 
 from lumasched.jobs import Job
@@ -17,10 +19,12 @@ __all__ = ["Slots"]
 
 
 class Slots:
-    """Which job holds which lease of ``limiter``."""
+    """Which job holds which lease of ``limiter``; ``released(job)`` is called
+    when a job gives its lease back."""
 
-    def __init__(self, limiter: Limiter) -> None:
+    def __init__(self, limiter: Limiter, *, released: Callable[[Job], object]) -> None:
         self.limiter = limiter
+        self._released = released
         self._held: dict[str, str] = {}
         """job key -> lease id"""
         self._acquiring: dict[str, anyio.CancelScope] = {}
@@ -28,6 +32,10 @@ class Slots:
 
     def hold(self, job: Job, lease: str) -> None:
         self._held[job.key] = lease
+
+    def holding(self, key: str) -> bool:
+        """Whether the job ``key`` holds a lease (or waits for one)."""
+        return key in self._held or key in self._acquiring
 
     async def acquire_for_generation(self, job: Job, lease: str, generation_id: str) -> None:
         """Take a slot for a generation that already exists (restored from the
@@ -49,6 +57,8 @@ class Slots:
         lease = self._held.pop(job.key, None)
         if lease is not None:
             await self.release_lease(job.family, lease)
+        if scope is not None or lease is not None:
+            self._released(job)
 
     async def release_lease(self, family: Family, lease: str) -> None:
         # Shielded: a slot given back late (or never) stalls the whole family.

@@ -166,8 +166,16 @@ class Scheduler:
 
         writes = JournalWriter(journal)
         self._writes = writes
-        self._table = table = JobTable(self.events, writes, from_journal=self._from_journal)
-        slots = Slots(limiter)
+        self._table = table = JobTable(
+            self.events,
+            writes,
+            from_journal=self._from_journal,
+            # a reconcile looks back reconcile_skew before a create at most
+            # reconcile_give_up old (plus a minute of slack)
+            owner_memory=reconcile_give_up + reconcile_skew + 60.0,
+        )
+        slots = Slots(limiter, released=table.release)
+        table.holds_slot = slots.holding
         self._follower = follower = Follower(
             client,
             poller,
@@ -351,8 +359,12 @@ class Scheduler:
         ``key`` identifies the job in the journal: submitting a key the journal
         already holds resumes that job (polling, reconciling or downloading as
         needed) instead of creating it again, and submitting a key twice returns
-        the same ``Job``. References made with ``ref()`` (or ``depends_on``) must
-        name jobs submitted earlier.
+        the same ``Job`` while the scheduler holds it (see ``get``); once it has
+        ended and been released, the journal answers for it (a done handle with
+        the same outcome). Without a journal, a released key is forgotten:
+        submitting it again starts a new job. References made with ``ref()`` (or
+        ``depends_on``) must name jobs submitted earlier (or, with a journal,
+        recorded there).
         """
         self._check_open()
         if key is None:
@@ -371,7 +383,7 @@ class Scheduler:
         return self._restorer.resume()
 
     def _from_journal(self, key: str) -> Job | None:
-        return self._restorer.restore_key(key)
+        return self._restorer.dependency(key)
 
     def as_completed(
         self, items: Iterable[Item] | AsyncIterable[Item], *, max_pending: int | None = None
@@ -429,11 +441,24 @@ class Scheduler:
         return self._limiter
 
     def jobs(self) -> list[Job]:
-        """Every job this scheduler knows, in submission order."""
+        """The jobs this scheduler holds, in submission order: every unfinished one,
+        and those that ended but are still needed (see ``get``)."""
         return sorted(self._table.jobs.values(), key=lambda j: j.seq)
 
     def get(self, key: str) -> Job | None:
-        return self._table.jobs.get(key)
+        """The job ``key``, or None.
+
+        A job that ended (completed, failed, cancelled) is released from the
+        scheduler's table once no unfinished job depends on it and its end is
+        in the journal, so that a long-lived scheduler's memory stays flat;
+        handles you hold stay valid. For a released key, ``get`` answers from
+        the journal (a done handle built from its record) or, without a
+        journal, returns None.
+        """
+        job = self._table.jobs.get(key)
+        if job is None:
+            job = self._restorer.ended(key)
+        return job
 
     @property
     def spent_cents(self) -> float:
