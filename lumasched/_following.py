@@ -117,17 +117,22 @@ class Follower:
             self._table.fail(job, GenerationFailed(generation.id, generation.failure_reason))
             return
         downloading = self._out_dir is not None and bool(generation.asset_url)
-        await self._writes.update(
-            job.key,
-            state="downloading" if downloading else "completed",
-            generation=generation.to_json(),
-            completed_at=completed_at,
-        )
         if downloading:
+            # Queued, not awaited: the download's own end is committed after it (in
+            # order), and a crash before either leaves a generation to poll again.
+            self._writes.update_soon(
+                job.key,
+                state="downloading",
+                generation=generation.to_json(),
+                completed_at=completed_at,
+            )
             self._table.set_state(job, S.DOWNLOADING)
-            self._spawn(self.download, job, generation)
-        else:
-            self._table.complete(job, JobResult(job.key, generation, timings=job.timings))
+            await self.download(job, generation)
+            return
+        await self._writes.update(
+            job.key, state="completed", generation=generation.to_json(), completed_at=completed_at
+        )
+        self._table.complete(job, JobResult(job.key, generation, timings=job.timings))
 
     async def _on_gone(self, job: Job, exc: BaseException) -> None:
         await self._slots.release(job)

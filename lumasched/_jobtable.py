@@ -271,23 +271,29 @@ class JobTable:
         self.emit(job, old, **info)
 
     def emit(self, job: Job, old: S, **info: Any) -> None:
-        event = JobEvent(
-            key=job.key,
-            old=old,
-            new=job.state,
-            at=time.time(),
-            family=job.family,
-            generation_id=job.generation_id,
-            info=info,
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "job %s: %s -> %s",
+                job.key,
+                old,
+                job.state,
+                extra={"job": job.key, "state": str(job.state), "generation_id": job.generation_id},
+            )
+        events = self.events
+        if not events.listened:
+            events.count(job.family, old, job.state)  # no one to build the event for
+            return
+        events.publish(
+            JobEvent(
+                key=job.key,
+                old=old,
+                new=job.state,
+                at=time.time(),
+                family=job.family,
+                generation_id=job.generation_id,
+                info=info,
+            )
         )
-        logger.debug(
-            "job %s: %s -> %s",
-            job.key,
-            old,
-            job.state,
-            extra={"job": job.key, "state": str(job.state), "generation_id": job.generation_id},
-        )
-        self.events.publish(event)
 
     def complete(self, job: Job, result: JobResult) -> None:
         if job.done:

@@ -100,11 +100,20 @@ class EventHub:
     def count_new(self, family: Family, state: JobState) -> None:
         self.counts[family][state] += 1
 
+    @property
+    def listened(self) -> bool:
+        """Whether any listener or subscriber would receive an event."""
+        return bool(self._listeners or self._streams)
+
+    def count(self, family: Family, old: JobState, new: JobState) -> None:
+        """Count a state change without publishing it."""
+        if old is not new:
+            counts = self.counts[family]
+            counts[old] -= 1
+            counts[new] += 1
+
     def publish(self, event: JobEvent) -> None:
-        counts = self.counts[event.family]
-        if event.old is not event.new:
-            counts[event.old] -= 1
-            counts[event.new] += 1
+        self.count(event.family, event.old, event.new)
         for listener in list(self._listeners):
             try:
                 listener(event)
