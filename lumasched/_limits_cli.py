@@ -19,6 +19,7 @@ import attrs
 import redis.asyncio as aioredis
 
 from lumasched._config import ENV_API_KEY, ENV_REDIS_URL, Settings
+from lumasched._redis_util import connect
 from lumasched.limits import Family
 from lumasched.redis_limiter import (
     DEFAULT_NAMESPACE,
@@ -127,7 +128,7 @@ async def _show(client: aioredis.Redis, namespace: str, accounts: list[str], as_
 
 
 async def _run(args: argparse.Namespace, url: str, api_key: str | None) -> int:
-    client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    client, _ = connect(url)
     try:
         if args.init:
             if api_key is None:

@@ -53,18 +53,11 @@ import redis.asyncio as aioredis
 
 from lumasched._claims_scripts import CLAIM, KEY_NAMES, PEEK, RENEW, SNAPSHOT, UPDATE
 from lumasched._reconcile import fingerprint
+from lumasched._redis_util import REDIS_DOWN, account_id, as_text, connect, pairs, uncancellable
 from lumasched.errors import (  # the errors are importable from here too, as they were
     ClaimLost,
     ClaimsLostError,
     ClaimStoreUnavailable,
-)
-from lumasched.redis_limiter import (
-    DEFAULT_SOCKET_TIMEOUT,
-    REDIS_DOWN,
-    _pairs,
-    _text,
-    _uncancellable,
-    account_id,
 )
 
 __all__ = [
@@ -208,16 +201,7 @@ class ClaimStore:
         self.host = host or socket.gethostname()
         self.owner = owner or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.manifest = manifest
-        self._own_client = isinstance(url_or_client, str)
-        self._client: aioredis.Redis = (
-            aioredis.Redis.from_url(
-                url_or_client,
-                socket_timeout=DEFAULT_SOCKET_TIMEOUT,
-                socket_connect_timeout=DEFAULT_SOCKET_TIMEOUT,
-            )
-            if isinstance(url_or_client, str)
-            else url_or_client
-        )
+        self._client, self._own_client = connect(url_or_client)
         prefix = claims_prefix(namespace, account_id(api_key), manifest)
         self._keys = [f"{prefix}:{name}" for name in KEY_NAMES]
         self._scripts = {
@@ -259,10 +243,11 @@ class ClaimStore:
     async def claim(self, key: str) -> Claim:
         """Take the item if it is free, ours, or its holder's lease expired."""
         raw = await self._retrying(self._run, "claim", key)
-        status, state, text, ms = ClaimStatus(_text(raw[0])), _text(raw[1]), _text(raw[2]), raw[3]
+        status, state, text = ClaimStatus(as_text(raw[0])), as_text(raw[1]), as_text(raw[2])
+        ms = raw[3]
         record = ClaimRecord.from_json(key, state, text)
         # as its last holder left it: ``owner`` is that holder
-        record = attrs.evolve(record, owner=_text(raw[4]) or record.owner)
+        record = attrs.evolve(record, owner=as_text(raw[4]) or record.owner)
         if status in (ClaimStatus.CLAIMED, ClaimStatus.ADOPTED):
             self._records[key] = attrs.evolve(record, owner=self.owner, host=self.host)
         if status is ClaimStatus.ADOPTED:
@@ -279,7 +264,7 @@ class ClaimStore:
             self._note_lost()
         out: dict[str, Claim] = {}
         for i, key in enumerate(wanted):
-            state, text, owner, deadline = (_text(v) for v in raw[2 + 4 * i : 6 + 4 * i])
+            state, text, owner, deadline = (as_text(v) for v in raw[2 + 4 * i : 6 + 4 * i])
             if state:
                 out[key] = self._status(key, state, text, owner, float(deadline), now)
         return out
@@ -288,8 +273,8 @@ class ClaimStore:
         """Every item the cluster has a record of, as seen now (``lumasched status``)."""
         raw = await self._client.eval(SNAPSHOT, len(self._keys), *self._keys)
         now = int(raw[0])
-        states, texts, owners = _pairs(raw[1]), _pairs(raw[2]), _pairs(raw[3])
-        leases = {k: float(v) for k, v in _pairs(raw[4]).items()}
+        states, texts, owners = pairs(raw[1]), pairs(raw[2]), pairs(raw[3])
+        leases = {k: float(v) for k, v in pairs(raw[4]).items()}
         return {
             key: self._status(
                 key, state, texts.get(key, ""), owners.get(key, ""), leases.get(key, 0), now
@@ -384,7 +369,7 @@ class ClaimStore:
     async def taken_generations(self, key: str) -> frozenset[str]:
         """Generation ids other items own (reconcile must not adopt them)."""
         flat = await self._guarded(self._client.hgetall(self._keys[4]))
-        return frozenset(_text(g) for g, item in flat.items() if _text(item) != key)
+        return frozenset(as_text(g) for g, item in flat.items() if as_text(item) != key)
 
     async def complete(
         self,
@@ -452,8 +437,8 @@ class ClaimStore:
     async def _run(self, name: str, key: str, *args: Any) -> Any:
         seen = "1" if self._seen else "0"
         argv = [seen, self.owner, round(self.ttl * 1000), key, *args]
-        result = await _uncancellable(self._scripts[name](keys=self._keys, args=argv))
-        if isinstance(result, list) and result and _text(result[0]) == "state_lost":
+        result = await uncancellable(self._scripts[name](keys=self._keys, args=argv))
+        if isinstance(result, list) and result and as_text(result[0]) == "state_lost":
             self._note_lost()
         self._seen = True
         return result
@@ -470,7 +455,7 @@ class ClaimStore:
         raw = await self._run(
             "update", key, mode, record.state, record.to_json(), generation_id or "", fp
         )
-        answer = _text(raw[0])
+        answer = as_text(raw[0])
         if answer == "ok" and key in self._records:
             self._records[key] = record
         return answer
@@ -501,6 +486,6 @@ class ClaimStore:
                 continue
             except ClaimsLostError:
                 return
-            for key in map(_text, lost):
+            for key in map(as_text, lost):
                 if self._records.pop(key, None) is not None:
                     logger.warning("item %s: claim lost (another worker took it over)", key)

@@ -21,6 +21,8 @@
     │                               reconcile before retrying (never blindly re-POST)
     ├── GenerationFailed            a generation ended ``failed`` (``failure_reason``, ``category``)
     ├── DependencyFailed            a job waited on another job that failed or was cancelled
+    ├── JobCancelled                ``job.cancel()`` was called before the job finished
+    ├── JobDeferred                 not finished in this session; the journal keeps it (``reason``)
     ├── DownloadError               an asset could not be fetched or verified
     ├── JournalError                the journal is unreadable or belongs to another batch
     ├── JournalledFailure           a job failed in an earlier run (as its journal recorded)
@@ -58,6 +60,8 @@ __all__ = [
     "FailureCategory",
     "GenerationFailed",
     "InternalServerError",
+    "JobCancelled",
+    "JobDeferred",
     "JournalError",
     "JournalledFailure",
     "LumaError",
@@ -315,6 +319,28 @@ class DownloadError(LumaError):
 
 class JournalError(LumaError):
     """The journal cannot be used (corrupt, newer schema, or another batch's)."""
+
+
+class JobCancelled(LumaError):
+    """``job.cancel()`` was called before the job finished."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"job {key!r} was cancelled")
+
+
+class JobDeferred(LumaError):
+    """The job was not finished in this session and stays in the journal for a later run.
+
+    ``reason`` is ``"budget"`` (the spending limit was reached), ``"stopped"``
+    (creating was stopped before this job was created) or ``"shutdown"`` (the
+    scheduler closed while the generation was still in flight).
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"job {key!r} was deferred ({reason}); run again to resume it")
 
 
 class JournalledFailure(LumaError):

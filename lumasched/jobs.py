@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from lumasched.errors import LumaError
+from lumasched.errors import JobCancelled, JobDeferred  # defined there; importable from here
 from lumasched.limits import Family
 
 if TYPE_CHECKING:
@@ -72,28 +72,6 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 """Which state may follow which. ``PENDING`` may jump ahead when a job is
 restored from the journal at the point it had reached."""
-
-
-class JobCancelled(LumaError):
-    """``job.cancel()`` was called before the job finished."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        super().__init__(f"job {key!r} was cancelled")
-
-
-class JobDeferred(LumaError):
-    """The job was not finished in this session and stays in the journal for a later run.
-
-    ``reason`` is ``"budget"`` (the spending limit was reached), ``"stopped"``
-    (creating was stopped before this job was created) or ``"shutdown"`` (the
-    scheduler closed while the generation was still in flight).
-    """
-
-    def __init__(self, key: str, reason: str) -> None:
-        self.key = key
-        self.reason = reason
-        super().__init__(f"job {key!r} was deferred ({reason}); run again to resume it")
 
 
 @attrs.frozen

@@ -27,25 +27,30 @@ releases and generation ids are retried by the heartbeat.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import random
 import socket
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Sequence
-from typing import Any, Self, TypeVar
+from collections.abc import Sequence
+from typing import Any, Self
 
 import anyio
 import attrs
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lumasched import _redis_scripts as lua
 from lumasched._clock import SYSTEM_CLOCK, Clock
+from lumasched._redis_util import (  # account_id, REDIS_DOWN...: still importable from here
+    DEFAULT_SOCKET_TIMEOUT,
+    REDIS_DOWN,
+    account_id,
+    as_text,
+    connect,
+    pairs,
+    uncancellable,
+)
 from lumasched.limits import (
     BUILD_TIER,
     DEFAULT_MIN_FACTOR,
@@ -64,6 +69,8 @@ from lumasched.limits import (
 __all__ = [
     "DEFAULT_LEASE_TTL",
     "DEFAULT_NAMESPACE",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "REDIS_DOWN",
     "FamilyState",
     "LeaseInfo",
     "RedisLimiter",
@@ -80,54 +87,10 @@ DEFAULT_NAMESPACE = "lumasched"
 DEFAULT_LEASE_TTL = 30.0
 DEFAULT_POLL_MAX = 1.0
 DEFAULT_ORPHAN_MAX = 1800.0
-DEFAULT_SOCKET_TIMEOUT = 5.0
-
-REDIS_DOWN: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ReadOnlyError,
-    OSError,
-)
-"""Errors that mean "Redis is unreachable or read-only right now": wait and retry."""
-
-T = TypeVar("T")
-
-
-def account_id(api_key: str | None) -> str:
-    """The account part of every key: a hash of the API key, never the key."""
-    if not api_key:
-        return "anonymous"
-    return hashlib.sha256(b"lumasched-account:" + api_key.encode()).hexdigest()[:16]
 
 
 def family_prefix(namespace: str, account: str, family: Family) -> str:
     return f"{namespace}:{{{account}:{family.value}}}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _pairs(flat: Sequence[Any]) -> dict[str, str]:
-    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-
-
-async def _uncancellable(call: Awaitable[T]) -> T:
-    """Run one Redis command to completion even if the caller is cancelled.
-
-    Cancelling redis-py mid-command has a history of corrupting connections;
-    here the command finishes in its own task and the cancellation is
-    re-raised once its outcome is known (bounded by the socket timeout).
-    """
-    task = asyncio.ensure_future(call)
-    try:
-        return await asyncio.shield(task)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller's exception wins
-        raise
 
 
 @attrs.frozen
@@ -170,12 +133,12 @@ async def inspect_state(
     keys = [f"{family_prefix(namespace, account, family)}:{name}" for name in lua.KEY_NAMES]
     raw = await client.eval(lua.INSPECT, len(keys), *keys, str(int(window * 1000)))
     now = int(raw[0])
-    meta = _pairs(raw[1])
-    gens = _pairs(raw[4])
-    owners = _pairs(raw[5])
+    meta = pairs(raw[1])
+    gens = pairs(raw[4])
+    owners = pairs(raw[5])
     leases: list[LeaseInfo] = []
     for flat, orphan in ((raw[2], False), (raw[3], True)):
-        for lease_id, score in _pairs(flat).items():
+        for lease_id, score in pairs(flat).items():
             ms = float(score)
             gen = gens.get(lease_id)
             dead = not orphan and ms <= now
@@ -238,7 +201,7 @@ async def list_accounts(client: aioredis.Redis, namespace: str) -> list[str]:
     """Account ids that have limiter state under this namespace."""
     found: set[str] = set()
     async for key in client.scan_iter(match=f"{namespace}:{{*}}:meta", count=500):
-        inner = _text(key)[len(namespace) + 2 :].split("}", 1)[0]
+        inner = as_text(key)[len(namespace) + 2 :].split("}", 1)[0]
         found.add(inner.rsplit(":", 1)[0])
     return sorted(found)
 
@@ -320,17 +283,7 @@ class RedisLimiter:
         self._clock = clock
         self._min_factor = min_factor
         self._recovery = recovery
-        self._own_client = isinstance(url_or_client, str)
-        self._client: aioredis.Redis = (
-            aioredis.Redis.from_url(
-                url_or_client,
-                socket_timeout=DEFAULT_SOCKET_TIMEOUT,
-                socket_connect_timeout=DEFAULT_SOCKET_TIMEOUT,
-                health_check_interval=30,
-            )
-            if isinstance(url_or_client, str)
-            else url_or_client
-        )
+        self._client, self._own_client = connect(url_or_client)
         self._lease_ttl_ms = round(lease_ttl * 1000)
         self._waiter_ttl_ms = round((4 * poll_max + 0.5) * 1000)
         self._orphan_max_ms = round(orphan_max * 1000)
@@ -449,14 +402,14 @@ class RedisLimiter:
                     delay, backoff = backoff, min(backoff * 2, self.poll_max)
                 else:
                     self._note_up()
-                    granted, hint, reason = int(result[0]), int(result[1]), _text(result[2])
-                    self._factor[family] = float(_text(result[3]))
-                    self._note_event(family, _text(result[4]))
+                    granted, hint, reason = int(result[0]), int(result[1]), as_text(result[2])
+                    self._factor[family] = float(as_text(result[3]))
+                    self._note_event(family, as_text(result[4]))
                     if granted:
                         self._held[family, lease_id] = None
-                        if _text(result[2]) == "ok":
+                        if as_text(result[2]) == "ok":
                             self._recent[family].append((ticket, self._clock.monotonic()))
-                    if self._epoch_changed(family, _text(result[6])):
+                    if self._epoch_changed(family, as_text(result[6])):
                         try:
                             await self._reregister(family)
                         except REDIS_DOWN as exc:
@@ -530,7 +483,7 @@ class RedisLimiter:
         except REDIS_DOWN as exc:
             self._note_down(exc)
             return
-        self._factor[family] = float(_text(result[1]))
+        self._factor[family] = float(as_text(result[1]))
         logger.info(
             "%s: 429, every worker pauses %.1fs; limits now x%.2f",
             family.value,
@@ -551,7 +504,7 @@ class RedisLimiter:
             self._note_down(exc)
             return
         self._noted_429.discard(family)
-        self._factor[family] = float(_text(result))
+        self._factor[family] = float(as_text(result))
 
     async def adopt_orphans(self, family: Family, *, limit: int = 100) -> list[OrphanLease]:
         family = Family(family)
@@ -561,7 +514,7 @@ class RedisLimiter:
             self._note_down(exc)
             return []
         adopted = []
-        for lease_id, gen in _pairs(flat).items():
+        for lease_id, gen in pairs(flat).items():
             self._held[family, lease_id] = gen or None
             if gen:
                 adopted.append(OrphanLease(family=family, lease_id=lease_id, generation_id=gen))
@@ -605,7 +558,7 @@ class RedisLimiter:
             self._lease_ttl_ms, self._waiter_ttl_ms, self._orphan_max_ms, self._epoch[family]
         )
         self.round_trips += 1
-        return await _uncancellable(self._scripts[name](keys=config.keys, args=[*head, *args]))
+        return await uncancellable(self._scripts[name](keys=config.keys, args=[*head, *args]))
 
     def _epoch_changed(self, family: Family, epoch: str) -> bool:
         """Note the state's epoch; True when it changed since we last saw it (the
@@ -645,8 +598,8 @@ class RedisLimiter:
         flat += [item for pair in grants or () for item in pair]
         window_ms = self._families[family].window_ms
         result = await self._call("RENEW", family, [self.owner, window_ms, len(leases), *flat])
-        self._note_event(family, _text(result[1]))
-        if self._epoch_changed(family, _text(result[2])) and grants is None:
+        self._note_event(family, as_text(result[1]))
+        if self._epoch_changed(family, as_text(result[2])) and grants is None:
             await self._reregister(family)
         for (lease_id, _), status in zip(leases, result[0], strict=True):
             if int(status) != 1:
@@ -692,9 +645,9 @@ class RedisLimiter:
                 await pubsub.subscribe(*channels)
                 self._wake_all()  # nudges may have been missed while unsubscribed
                 async for message in pubsub.listen():
-                    family = channels.get(_text(message.get("channel", "")))
+                    family = channels.get(as_text(message.get("channel", "")))
                     if family is not None:
-                        self._wake(family, int(_text(message.get("data", "1"))))
+                        self._wake(family, int(as_text(message.get("data", "1"))))
             except REDIS_DOWN:
                 pass
             finally:
