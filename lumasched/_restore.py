@@ -207,17 +207,7 @@ class Restorer:
         path = Path(record.path)
         digest = await anyio.to_thread.run_sync(_digest_if_file, path, sha256_file)
         if digest == record.sha256:
-            self._table.complete(
-                job,
-                JobResult(
-                    job.key,
-                    generation,
-                    path=record.path,
-                    sha256=record.sha256,
-                    bytes=record.bytes,
-                    timings=job.timings,
-                ),
-            )
+            self._table.complete(job, _recorded_result(record, generation, job.timings))
             return
         logger.info("job %s: %s missing or changed; downloading again", job.key, path)
         fresh = await self._client.get(generation.id)
@@ -245,18 +235,22 @@ def _ended_handle(record: JournalRecord) -> Job:
     )
     if record.state == S.COMPLETED:
         generation = Generation.from_json(record.generation or {"id": record.generation_id})
-        result = JobResult(
-            record.key,
-            generation,
-            path=record.path,
-            sha256=record.sha256,
-            bytes=record.bytes,
-            timings=job.timings,
-        )
-        job._finish(result, None)
+        job._finish(_recorded_result(record, generation, job.timings), None)
     else:
         job._finish(None, _recorded_error(record))
     return job
+
+
+def _recorded_result(record: JournalRecord, generation: Generation, timings: Timings) -> JobResult:
+    """The result of a completed job, with its file as the journal recorded it."""
+    return JobResult(
+        record.key,
+        generation,
+        path=record.path,
+        sha256=record.sha256,
+        bytes=record.bytes,
+        timings=timings,
+    )
 
 
 def _rerunnable(record: JournalRecord) -> bool:
