@@ -139,13 +139,15 @@ class JobTable:
                     queued_at=time.time(),
                 )
             )
-        self._after_deps_known(job)
+        # The handle of an ended job stands for it even once the table released it.
+        ended = {d.key: d for d in depends_on if isinstance(d, Job) and d.done}
+        self._after_deps_known(job, ended)
         return job
 
-    def _after_deps_known(self, job: Job) -> None:
+    def _after_deps_known(self, job: Job, handles: dict[str, Job]) -> None:
         unmet = []
         for dep_key in job.depends_on:
-            dep = self.jobs.get(dep_key)
+            dep = self.jobs.get(dep_key) or handles.get(dep_key)
             if dep is None:
                 # Finished in an earlier run (or not re-submitted yet): pick it up.
                 dep = self._from_journal(dep_key)

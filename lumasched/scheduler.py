@@ -61,7 +61,7 @@ from lumasched._slots import Slots
 from lumasched.api import CreateRequest
 from lumasched.errors import JournalledFailure, LumaError
 from lumasched.events import Counters, EventHub, Listener
-from lumasched.jobs import Job, JobEvent, JobResult
+from lumasched.jobs import Job, JobEvent, JobResult, JobState
 from lumasched.journal import Journal
 from lumasched.limits import Family, Limiter, Limits
 
@@ -343,7 +343,13 @@ class Scheduler:
     @staticmethod
     def ref(job: Job | str) -> str:
         """A placeholder generation id standing for ``job``'s generation, for use in
-        keyframes or as an upscale/audio source. The dependent job waits for it."""
+        keyframes or as an upscale/audio source. The dependent job waits for it.
+
+        For a handle of a job that has completed, this is its generation id
+        itself, so it works even after the scheduler has released the job.
+        """
+        if isinstance(job, Job) and job.state is JobState.COMPLETED and job.generation_id:
+            return job.generation_id
         return REF_PREFIX + (job if isinstance(job, str) else job.key)
 
     def submit(
@@ -356,9 +362,11 @@ class Scheduler:
     ) -> Job:
         """Schedule ``request``; returns its ``Job`` at once.
 
-        ``key`` identifies the job in the journal: submitting a key the journal
-        already holds resumes that job (polling, reconciling or downloading as
-        needed) instead of creating it again, and submitting a key twice returns
+        ``depends_on`` takes keys or handles (the handle of an ended job counts
+        even once the scheduler has released it). ``key`` identifies the job in
+        the journal: submitting a key the journal already holds resumes that job
+        (polling, reconciling or downloading as needed) instead of creating it
+        again, and submitting a key twice returns
         the same ``Job`` while the scheduler holds it (see ``get``); once it has
         ended and been released, the journal answers for it (a done handle with
         the same outcome). Without a journal, a released key is forgotten:

@@ -127,3 +127,26 @@ async def test_cancelled_job_is_kept_while_its_generation_holds_a_slot() -> None
                 await anyio.sleep(0.02)
         stats = await scheduler.limiter.statistics()
         assert stats[Family.VIDEO].held == 0
+
+
+async def test_handles_of_released_jobs_still_serve_as_dependencies() -> None:
+    """Without a journal, ref(handle) and depends_on=[handle] of a released, completed
+    job still work: the ref is its generation id."""
+    async with engine(latency=0.05) as (emu, _, scheduler):
+        video = scheduler.submit(VideoRequest("a teddy bear"), key="v")
+        v = await video
+        await anyio.sleep(0)
+        assert scheduler.get("v") is None
+        assert scheduler.ref(video) == v.generation.id
+        extend = scheduler.submit(
+            VideoRequest(
+                "it walks away",
+                keyframes=Keyframes(frame0=GenerationKeyframe(scheduler.ref(video))),
+            ),
+            key="x",
+            depends_on=[video],
+        )
+        x = await extend
+    assert x.generation.request is not None
+    assert x.generation.request["keyframes"]["frame0"]["id"] == v.generation.id
+    assert emu.inspect.creates_total == 2
