@@ -67,7 +67,5 @@ async def luma_emulator(luma_emulator_config: EmulatorConfig) -> AsyncIterator[E
 def luma_env(luma_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
     """``luma_emulator`` with ``LUMAAI_BASE_URL`` and ``LUMAAI_API_KEY`` set to reach it."""
     monkeypatch.setenv("LUMAAI_BASE_URL", luma_emulator.base_url)
-    monkeypatch.setenv(
-        "LUMAAI_API_KEY", luma_emulator.config.api_key or DEFAULT_TEST_API_KEY
-    )
+    monkeypatch.setenv("LUMAAI_API_KEY", luma_emulator.config.api_key or DEFAULT_TEST_API_KEY)
     return luma_emulator
