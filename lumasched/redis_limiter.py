@@ -652,7 +652,7 @@ class RedisLimiter:
                 pass
             finally:
                 with anyio.CancelScope(shield=True):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await anyio.sleep(0.2)
 
     def _wake(self, family: Family, count: int) -> None:
