@@ -7,6 +7,7 @@
     ├── ValidationError             a request (or manifest item) is invalid; nothing was sent
     ├── TransportError              the request did not complete at the HTTP level
     │   ├── ConnectError            could not connect: the server surely did not act
+    │   │   └── APIUnreachableError     still could not connect after the allowed time
     │   └── TimeoutError            connect/read timed out (may have reached the server)
     ├── APIStatusError              the server answered with an error status
     │   ├── BadRequestError         400 (``detail`` holds the server's message)
@@ -25,6 +26,8 @@
     ├── JobDeferred                 not finished in this session; the journal keeps it (``reason``)
     ├── DownloadError               an asset could not be fetched or verified
     ├── JournalError                the journal is unreadable or belongs to another batch
+    │   └── JournalLockedError      another run (or ``Journal``) holds the journal
+    ├── ItemsChangedError           items were edited after their generation was created
     ├── JournalledFailure           a job failed in an earlier run (as its journal recorded)
     ├── ClaimLost                   another worker took the item over: not created here
     ├── ClaimsLostError             Redis lost the item claims' state: nothing more is created
@@ -42,10 +45,12 @@ from __future__ import annotations
 
 import builtins
 import enum
+import time
 from typing import Any
 
 __all__ = [
     "APIStatusError",
+    "APIUnreachableError",
     "AmbiguousCreateError",
     "AuthenticationError",
     "BadRequestError",
@@ -60,9 +65,11 @@ __all__ = [
     "FailureCategory",
     "GenerationFailed",
     "InternalServerError",
+    "ItemsChangedError",
     "JobCancelled",
     "JobDeferred",
     "JournalError",
+    "JournalLockedError",
     "JournalledFailure",
     "LumaError",
     "NotFoundError",
@@ -134,6 +141,20 @@ class TransportError(LumaError):
 
 class ConnectError(TransportError):
     """No connection could be made: the server surely did not see the request."""
+
+
+class APIUnreachableError(ConnectError):
+    """The API could not be reached for ``waited`` seconds (``since``: UNIX time of the
+    first failure; ``url``: the base URL; ``cause``: the last connect error). Nothing
+    was created meanwhile: the jobs not created stay pending for a later run."""
+
+    def __init__(self, url: str, *, since: float, waited: float, cause: str) -> None:
+        self.since = since
+        self.waited = waited
+        self.cause = cause
+        super().__init__(
+            f"cannot reach the API at {url} (gave up after {waited:.0f}s): {cause}", url=url
+        )
 
 
 class TimeoutError(TransportError, builtins.TimeoutError):
@@ -319,6 +340,51 @@ class DownloadError(LumaError):
 
 class JournalError(LumaError):
     """The journal cannot be used (corrupt, newer schema, or another batch's)."""
+
+
+class JournalLockedError(JournalError):
+    """Another run holds the journal (or output folder): ``pid``, ``host`` and
+    ``since`` (UNIX time) name it, when its lock file says. The OS drops the lock
+    when that process ends in any way, so the next run is never blocked by a dead one."""
+
+    def __init__(
+        self,
+        path: Any,
+        pid: int | None,
+        host: str | None,
+        since: float | None,
+        what: str = "journal",
+    ) -> None:
+        self.path = path
+        self.pid = pid
+        self.host = host
+        self.since = since
+        holder = holder_text(pid, host, since)
+        super().__init__(
+            f"{path}: this {what} is in use by another lumasched run ({holder}); "
+            "wait for it to end (or stop it), then run again"
+        )
+
+
+def holder_text(pid: int | None, host: str | None, since: float | None) -> str:
+    """``pid 12 on host, since 2026-01-01 10:00:00 UTC`` (what is known of a lock holder)."""
+    if pid is None:
+        return "another process"
+    text = f"pid {pid} on {host or 'an unknown host'}"
+    if since is not None:
+        text += ", since " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    return text
+
+
+class ItemsChangedError(LumaError):
+    """Items whose request changed after their generation was created: re-creating
+    them costs money, so it needs an explicit choice (``--redo-changed``).
+    ``problems`` has one ``FILE:LINE: id: ...`` entry per item."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        super().__init__(f"{count} item{'s' if count != 1 else ''} changed since created")
 
 
 class JobCancelled(LumaError):
