@@ -46,6 +46,7 @@ from __future__ import annotations
 import builtins
 import enum
 import time
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -381,8 +382,10 @@ class ItemsChangedError(LumaError):
     them costs money, so it needs an explicit choice (``--redo-changed``).
     ``problems`` has one ``FILE:LINE: id: ...`` entry per item."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem], *, cost_cents: float | None = None) -> None:
         self.problems = list(problems)
+        self.cost_cents = cost_cents
+        """Estimated cost of creating them anew, when known."""
         count = len(self.problems)
         super().__init__(f"{count} item{'s' if count != 1 else ''} changed since created")
 
