@@ -158,6 +158,7 @@ def _decide(
         result.failed += 1
         return None
     if changed_dep is not None or _recorded_digest(record) != request_digest(request):
+        redone.add(item.id)  # its dependents change with it, redone or not
         result.changed.append(_changed_problem(file, item, record, changed_dep))
         result.changed_cents += _cost(request, prices) or 0.0
         return "redo-changed" if redo_changed else None
@@ -181,7 +182,7 @@ def _changed_problem(
     file: str, item: ManifestItem, record: JournalRecord, changed_dep: str | None
 ) -> ManifestProblem:
     if changed_dep is not None:
-        what = f"builds on {changed_dep!r}, which is being created anew"
+        what = f"builds on {changed_dep!r}, which changed"
     elif record.generation_id is not None:
         what = f"request changed since generation {record.generation_id} was created"
     else:
