@@ -20,12 +20,20 @@ import anyio
 import attrs
 
 from lumasched._creating import Creator
+from lumasched._digest import request_digest
 from lumasched._following import Follower
 from lumasched._jobtable import JobTable
 from lumasched._journal_writes import JournalWriter
 from lumasched._slots import Slots
 from lumasched.api import CreateRequest, Generation, request_from_dict, request_to_dict
-from lumasched.errors import GenerationFailed, JournalledFailure, LumaError
+from lumasched.errors import (
+    DownloadError,
+    GenerationFailed,
+    ItemsChangedError,
+    JournalledFailure,
+    LumaError,
+    Problem,
+)
 from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult, Timings
 from lumasched.jobs import JobState as S
 from lumasched.journal import JournalRecord
@@ -89,6 +97,10 @@ class Restorer:
         record = journal.get(key) if journal is not None else None
         if record is None:
             return None
+        if request is not None and _changed(record, request):
+            # Never hand over the old generation for a new request (the CLI asks
+            # first: --redo-changed, which restarts the record before submitting).
+            return _changed_handle(record, request)
         recheck = record.state == S.COMPLETED and self._out_dir is not None
         if record.finished and not _rerunnable(record) and not recheck:
             return _ended_handle(record)
@@ -210,7 +222,15 @@ class Restorer:
             self._table.complete(job, _recorded_result(record, generation, job.timings))
             return
         logger.info("job %s: %s missing or changed; downloading again", job.key, path)
-        fresh = await self._client.get(generation.id)
+        try:
+            fresh = await self._client.get(generation.id)
+        except LumaError as exc:
+            self._creator.status_checked(exc)
+            if self._table.halted is not None:
+                self._table.defer(job, self._table.stopped_reason or "stopped", move=False)
+            else:
+                self._table.fail(job, DownloadError(f"cannot get a fresh URL: {exc}"))
+            return
         await self._follower.download(job, fresh)
 
 
@@ -238,6 +258,39 @@ def _ended_handle(record: JournalRecord) -> Job:
         job._finish(_recorded_result(record, generation, job.timings), None)
     else:
         job._finish(None, _recorded_error(record))
+    return job
+
+
+def _changed(record: JournalRecord, request: CreateRequest) -> bool:
+    """Was ``record`` created (or its create sent) for another request than ``request``?"""
+    if record.generation_id is None and record.intent_body is None:
+        return False
+    recorded = record.request_digest
+    if recorded is None:  # a journal of lumasched 0.1.0: its recorded request
+        try:
+            recorded = request_digest(request_from_dict(record.kind, record.request))
+        except LumaError:
+            return True
+    return recorded != request_digest(request)
+
+
+def _changed_handle(record: JournalRecord, request: CreateRequest) -> Job:
+    """A done handle failed with ``ItemsChangedError`` (nothing is journalled)."""
+    job = Job(
+        key=record.key,
+        request=request,
+        family=family_of(request.kind, request.model),
+        priority=record.priority,
+        state=S.FAILED,
+        generation_id=record.generation_id,
+    )
+    since = (
+        f"generation {record.generation_id} was created"
+        if record.generation_id
+        else ("its create was sent")
+    )
+    problem = Problem(record.key, f"request changed since {since}")
+    job._finish(None, ItemsChangedError([problem]))
     return job
 
 

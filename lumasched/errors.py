@@ -387,7 +387,8 @@ class ItemsChangedError(LumaError):
         self.cost_cents = cost_cents
         """Estimated cost of creating them anew, when known."""
         count = len(self.problems)
-        super().__init__(f"{count} item{'s' if count != 1 else ''} changed since created")
+        lines = "".join(f"\n  {problem}" for problem in self.problems)
+        super().__init__(f"{count} item{'s' if count != 1 else ''} changed since created:{lines}")
 
 
 class JobCancelled(LumaError):

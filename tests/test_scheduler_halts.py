@@ -9,7 +9,12 @@ from pathlib import Path
 
 from lumasched.api import ImageRequest, LumaClient, VideoRequest
 from lumasched.api._retry import RetryPolicy
-from lumasched.errors import APIUnreachableError, AuthenticationError, LumaError
+from lumasched.errors import (
+    APIUnreachableError,
+    AuthenticationError,
+    ItemsChangedError,
+    LumaError,
+)
 from lumasched.jobs import Job
 from lumasched.journal import Journal
 from tests._engine_fixtures import API_KEY, client_for, emulator, scheduler_for
@@ -73,3 +78,21 @@ async def test_unreachable_api_parks_jobs_after_the_bounded_time(tmp_path: Path)
         assert journal.counts() == {"pending": 3}
     outage = next(o for o in seen if o is not None)
     assert outage.url == url and "could not connect" in outage.error
+
+
+async def test_resubmitting_a_created_key_with_another_request_is_refused(tmp_path: Path) -> None:
+    """A key created for one request is never reported done for another: the handle
+    fails with ItemsChangedError naming the generation (nothing journalled or sent)."""
+    with Journal(tmp_path / "j.db") as journal:
+        async with emulator(api_key=API_KEY) as emu, client_for(emu) as client:
+            async with scheduler_for(client, journal=journal) as scheduler:
+                first = await scheduler.submit(ImageRequest("a cat"), key="cat")
+            async with scheduler_for(client, journal=journal) as scheduler:
+                same = await scheduler.submit(ImageRequest("a cat"), key="cat")
+                edited = scheduler.submit(ImageRequest("a black cat"), key="cat")
+                error = await _error_of(edited)
+            assert same.generation.id == first.generation.id
+            assert isinstance(error, ItemsChangedError)
+            assert f"cat: request changed since generation {first.generation.id}" in str(error)
+            assert emu.inspect.creates_total == 1
+        assert journal.counts() == {"completed": 1}
