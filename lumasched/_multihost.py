@@ -244,8 +244,10 @@ class ClaimedRun:
 
     # -- outcomes ------------------------------------------------------------------------
 
-    async def record(self, job: Job) -> bool:
-        """Publish a finished job to the other hosts; False: not this host's to report."""
+    async def record(self, job: Job, *, parked: bool = False) -> bool:
+        """Publish a finished job to the other hosts; False: not this host's to report.
+        ``parked``: not run here for a cause not the item's (a rejected key, an
+        unreachable API): its claim is released, as for a deferred job."""
         error = job.error
         if isinstance(error, ClaimLost):
             # Another host took the item over (this one was paused past its lease).
@@ -261,7 +263,7 @@ class ClaimedRun:
                 sha256=result.sha256,
                 bytes=result.bytes,
             )
-        elif isinstance(error, JobDeferred):
+        elif parked or isinstance(error, JobDeferred):
             await self._claims.release(job.key)
         else:
             await self._claims.fail(

@@ -366,7 +366,8 @@ async def _drive(
                 result: JobResult | None = await job.result()
             except Exception:  # a failure is a value on the job (job.error)
                 result = None
-            if claimed is None or await claimed.record(job):
+            parked = job.error is not None and job.error is scheduler.halted
+            if claimed is None or await claimed.record(job, parked=parked):
                 record(job, result)
         finally:
             slots.release()
