@@ -290,7 +290,7 @@ class Creator:
         outage = self.reachability.outage()
         since = outage.since if outage is not None else time.time()
         return APIUnreachableError(
-            self._client.base_url,
+            self.reachability.url,
             since=since,
             waited=time.time() - since,
             cause=outage.error if outage is not None else "no answer",

@@ -166,7 +166,9 @@ class Scheduler:
 
             poller = Poller(client, clock=clock)
         self._poller = poller
-        self._reachability = Reachability(client.base_url, give_up=unreachable_give_up, clock=clock)
+        self._reachability = Reachability(
+            getattr(client, "base_url", ""), give_up=unreachable_give_up, clock=clock
+        )
         if downloader is None and out is not None:
             from lumasched.downloads import Downloader
 

@@ -326,3 +326,27 @@ def test_journal_of_0_1_0_with_auth_failures_is_picked_up(
     assert run(*args) == 0
     assert {r["state"] for r in read_results(out).values()} == {"completed"}
     assert cli_env.inspect.creates_total == 4
+
+
+def test_status_reads_while_a_run_holds_the_journal(
+    cli_env: ThreadedEmulator, limits_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status` takes no lock: it reads the journal a run holds and names that run;
+    a run started meanwhile is refused with exit 2, naming it too."""
+    import os
+
+    manifest = write_jsonl(tmp_path / "m.jsonl", ITEMS[:1])
+    out = tmp_path / "out"
+    args = ("run", manifest, "--out", out, "--limits", limits_file, "--no-progress")
+    assert run(*args) == 0
+    capsys.readouterr()
+    with Journal(out / "journal.sqlite"):  # as a running run holds it
+        assert run("status", out) == 0
+        shown = capsys.readouterr().out
+        assert "completed    1" in shown
+        assert f"in use by a run now: pid {os.getpid()} on " in shown
+        assert run(*args) == 2
+        assert "in use by another lumasched run" in capsys.readouterr().err
+    assert run("status", out) == 0
+    assert "in use" not in capsys.readouterr().out
+    assert cli_env.inspect.creates_total == 1
