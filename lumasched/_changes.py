@@ -90,10 +90,13 @@ def review(
     prices: PriceTable | None = None,
 ) -> Review:
     """Compare ``manifest`` (checked already) with ``journal``; with ``apply``, reset
-    in the journal the items this run creates anew. Sends nothing."""
+    in the journal the items this run creates anew, unless the run is to be
+    refused (changed items without ``redo_changed``): then nothing is touched.
+    Sends nothing."""
     result = Review()
     redone: set[str] = set()
     """Items created anew in this run: their dependents' inputs change."""
+    resets: list[tuple[str, CreateRequest, str]] = []
     for item in manifest.submission_order():
         result.ids.add(item.id)
         request = submitted_request(item)
@@ -106,20 +109,23 @@ def review(
         if reason != "create":
             redone.add(item.id)
             result.reset.append(item.id)
-            if apply and journal is not None:
-                journal.restart(
-                    item.id,
-                    request=request_to_dict(request),
-                    kind=request.kind,
-                    family=family_of(request.kind, request.model).value,
-                    reason=reason,
-                )
+            resets.append((item.id, request, reason))
         cost = _cost(request, prices)
         if cost is None:
             result.unpriced += 1
         else:
             result.create_cents += cost
         result.to_create += 1
+    refused = bool(result.changed) and not redo_changed
+    if apply and journal is not None and not refused:
+        for key, request, reason in resets:
+            journal.restart(
+                key,
+                request=request_to_dict(request),
+                kind=request.kind,
+                family=family_of(request.kind, request.model).value,
+                reason=reason,
+            )
     return result
 
 

@@ -145,16 +145,17 @@ async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
         journal = owned.enter_context(
             Journal(options.journal_path, batch=options.manifest.path.name)
         )
-        outcome.review = review(
-            options.manifest,
-            journal,
-            redo_changed=options.redo_changed,
-            retry_failed=options.retry_failed,
-            apply=True,
-            prices=options.prices,
-        )
-        if outcome.review.changed and not options.redo_changed:
-            raise ItemsChangedError(outcome.review.changed, cost_cents=outcome.review.changed_cents)
+        if len(journal):  # a first run has nothing to compare (and a huge manifest, time)
+            found = outcome.review = review(
+                options.manifest,
+                journal,
+                redo_changed=options.redo_changed,
+                retry_failed=options.retry_failed,
+                apply=True,
+                prices=options.prices,
+            )
+            if found.changed and not options.redo_changed:
+                raise ItemsChangedError(found.changed, cost_cents=found.changed_cents)
         return await _run_owned(options, journal, display, outcome, started)
 
 

@@ -793,7 +793,7 @@ def _journal_review(args: argparse.Namespace, manifest: Any, prices: Any) -> Any
 def _print_review(args: argparse.Namespace, review: Any) -> list[int]:
     _out(
         f"journal: {review.completed} completed, {review.in_flight} in flight, "
-        f"{review.failed + len(review.retryable) * (not args.retry_failed)} failed"
+        f"{review.failed} failed"
     )
     _out(f"this run would create {review.to_create} item(s): {_usd(review.create_cents)}")
     if review.freed:
