@@ -7,6 +7,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import anyio
+
 from lumasched.api import ImageRequest, LumaClient, VideoRequest
 from lumasched.api._retry import RetryPolicy
 from lumasched.errors import (
@@ -96,3 +98,29 @@ async def test_resubmitting_a_created_key_with_another_request_is_refused(tmp_pa
             assert f"cat: request changed since generation {first.generation.id}" in str(error)
             assert emu.inspect.creates_total == 1
         assert journal.counts() == {"completed": 1}
+
+
+async def test_key_rejected_while_polling_parks_generations_in_flight(tmp_path: Path) -> None:
+    """Generations created earlier, picked up with a rejected key: the status checks
+    answer 401, so the handles raise AuthenticationError and the journal keeps them
+    submitted (never failed); the right key then finishes them without creating."""
+    with Journal(tmp_path / "j.db") as journal:
+        async with emulator(api_key=API_KEY, latency=1.0) as emu:
+            async with client_for(emu) as good, scheduler_for(good, journal=journal) as scheduler:
+                jobs = [scheduler.submit(request, key=key) for key, request in ITEMS]
+                while emu.inspect.creates_total < len(ITEMS):
+                    await anyio.sleep(0.01)
+                await scheduler.shutdown(wait=False)
+            assert journal.counts() == {"submitted": 3}
+            async with (
+                LumaClient("lm-wrong", emu.base_url, retry=RetryPolicy.for_tests()) as bad,
+                scheduler_for(bad, journal=journal, resume=True) as scheduler,
+            ):
+                errors = [await _error_of(job) for job in scheduler.jobs()]
+            assert len(errors) == 3
+            assert all(isinstance(error, AuthenticationError) for error in errors)
+            assert journal.counts() == {"submitted": 3}
+            async with client_for(emu) as good, scheduler_for(good, journal=journal) as scheduler:
+                results = [await scheduler.submit(r, key=k) for k, r in ITEMS]
+            assert {r.generation.id for r in results} == {job.generation_id for job in jobs}
+            assert emu.inspect.creates_total == len(ITEMS)
