@@ -37,7 +37,14 @@ from lumasched.pricing import PriceTable, estimate_cost_cents
 __all__ = ["Review", "review", "submitted_request"]
 
 NOT_ITS_FAULT = frozenset(
-    {"AuthenticationError", "PermissionDeniedError", "ConnectError", "APIUnreachableError"}
+    {
+        "AuthenticationError",
+        "PermissionDeniedError",
+        "ConnectError",
+        "APIUnreachableError",
+        "APIStatusError",
+        "ConflictError",
+    }
 )
 """Error types lumasched 0.1.0 journalled as final failures though nothing was
 created: the key, the network. Such items are simply pending."""
@@ -151,7 +158,7 @@ def _decide(
             return None
         if record.state != "failed":
             return "create"  # pending: picked up with its current request
-        if record.error_type in NOT_ITS_FAULT:
+        if record.error_type in NOT_ITS_FAULT or _wrong_url(record):
             result.freed += 1
             return "not its fault"
         if record.error_type in _REFUSED and _recorded_digest(record) != request_digest(request):
@@ -182,6 +189,12 @@ def _decide(
     else:
         result.in_flight += 1
     return None
+
+
+def _wrong_url(record: JournalRecord) -> bool:
+    """A 404 to a plain create: the base URL was wrong, not the item (an upscale or
+    audio names its source in the path, so there a 404 is the item's)."""
+    return record.error_type == "NotFoundError" and record.kind not in ("upscale", "audio")
 
 
 def _changed_problem(

@@ -67,6 +67,10 @@ logger = logging.getLogger("lumasched.scheduler")
 
 KEY_REJECTED = "key rejected"
 UNREACHABLE = "unreachable"
+MISCONFIGURED = "API refused every create"
+
+_ITEM_REFUSALS = frozenset({400, 422})
+"""Statuses that refuse the request itself (the server's ``detail`` says why)."""
 
 
 @attrs.frozen
@@ -239,6 +243,11 @@ class Creator:
             if isinstance(exc, InternalServerError):
                 self.counts["ambiguous_creates"] += 1
                 await self.reconcile(job, lease, body, sent_at)
+                return
+            if isinstance(exc, APIStatusError) and not _refuses_the_item(exc, job):
+                # A 404/405/... to a plain create says the base URL (or the API) is
+                # wrong, not the item: every create would get it.
+                await self._park(job, exc, reason=MISCONFIGURED)
                 return
             await self._abandon(job, exc)
         except Exception as exc:
@@ -460,6 +469,15 @@ class Creator:
             return any(key not in mine for key in journal.owners_of(generation_id))
 
         return taken
+
+
+def _refuses_the_item(error: APIStatusError, job: Job) -> bool:
+    """Does ``error`` refuse this job's own request (an item failure), rather than
+    every create (a wrong base URL, an API that moved)?"""
+    if error.status in _ITEM_REFUSALS:
+        return True
+    # An upscale or audio names its source in the path: a 404 is about that id.
+    return error.status == 404 and job.request.kind in ("upscale", "audio")
 
 
 def _taken_anywhere(here: Callable[[str], bool], elsewhere: frozenset[str], gid: str) -> bool:

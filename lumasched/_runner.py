@@ -29,7 +29,13 @@ from lumasched._ownership import OwnerLock
 from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched._results import ResultsWriter, failure_reason, result_line
 from lumasched.api import CreateRequest
-from lumasched.errors import APIUnreachableError, ItemsChangedError, LumaError
+from lumasched.errors import (
+    APIUnreachableError,
+    AuthenticationError,
+    ItemsChangedError,
+    LumaError,
+    PermissionDeniedError,
+)
 from lumasched.events import Counters
 from lumasched.jobs import Job, JobDeferred, JobResult
 from lumasched.journal import Journal
@@ -391,7 +397,11 @@ async def _aiter(items: Iterator[tuple[str, CreateRequest]]) -> Any:
 
 def halt_reason(error: BaseException) -> str:
     """How the summary names why items were not run after creating stopped."""
-    return "API unreachable" if isinstance(error, APIUnreachableError) else "key rejected"
+    if isinstance(error, APIUnreachableError):
+        return "API unreachable"
+    if isinstance(error, AuthenticationError | PermissionDeniedError):
+        return "key rejected"
+    return "API refused every create"
 
 
 OUTAGE_NOTE_EVERY = 10.0

@@ -27,10 +27,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from lumasched._config import API_KEY_HELP, ENV_API_KEY, Settings
+from lumasched._config import API_KEY_HELP, ENV_API_KEY, ENV_BASE_URL, Settings
 from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.errors import (
     APIStatusError,
+    APIUnreachableError,
     AuthenticationError,
     ConfigurationError,
     ConnectError,
@@ -680,9 +681,16 @@ def _report_halt(error: LumaError, pending: int) -> int:
         _err(_rejected_key(error))
         _err(f"{items} stay pending: run the same command again with the right key")
         return EXIT_USAGE
-    _err(str(error))
-    _err(f"{items} stay pending: run the same command again once the API can be reached")
-    return EXIT_UNAVAILABLE
+    if isinstance(error, APIUnreachableError):
+        _err(str(error))
+        _err(f"{items} stay pending: run the same command again once the API can be reached")
+        return EXIT_UNAVAILABLE
+    _err(
+        f"the API answered {error} to a create, which says nothing about the item: "
+        f"check --base-url / {ENV_BASE_URL}"
+    )
+    _err(f"{items} stay pending: run the same command again once it is fixed")
+    return EXIT_USAGE
 
 
 def _prices(path: str | None) -> Any:

@@ -350,3 +350,25 @@ def test_status_reads_while_a_run_holds_the_journal(
     assert run("status", out) == 0
     assert "in use" not in capsys.readouterr().out
     assert cli_env.inspect.creates_total == 1
+
+
+def test_wrong_base_url_path_fails_no_item(
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A base URL that reaches a server but not the API (404 to every create) is not
+    the items' fault: exit 2 naming the status, items pending; fixed, a rerun does them."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", ITEMS)
+    out = tmp_path / "out"
+    args = ("run", manifest, "--out", out, "--limits", limits_file, "--no-progress")
+    monkeypatch.setenv("LUMAAI_BASE_URL", cli_env.base_url.replace("/dream-machine/v1", "/v2"))
+    assert run(*args) == 2
+    err = capsys.readouterr().err
+    assert "the API answered HTTP 404" in err and "check --base-url / LUMAAI_BASE_URL" in err
+    assert {state for state, _ in states(out).values()} == {"pending"}
+    monkeypatch.setenv("LUMAAI_BASE_URL", cli_env.base_url)
+    assert run(*args) == 0
+    assert cli_env.inspect.creates_total == len(ITEMS)
