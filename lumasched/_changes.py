@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import attrs
 
-from lumasched._digest import request_digest
+from lumasched._digest import recorded_digest, request_digest
 from lumasched._jobtable import REF_PREFIX
-from lumasched.api import CreateRequest, request_from_dict, request_to_dict
-from lumasched.errors import LumaError
+from lumasched.api import CreateRequest, request_to_dict
 from lumasched.journal import Journal, JournalRecord
 from lumasched.limits import family_of
 from lumasched.manifest import Manifest, ManifestItem, ManifestProblem
@@ -161,7 +160,7 @@ def _decide(
         if record.error_type in NOT_ITS_FAULT or _wrong_url(record):
             result.freed += 1
             return "not its fault"
-        if record.error_type in _REFUSED and _recorded_digest(record) != request_digest(request):
+        if record.error_type in _REFUSED and recorded_digest(record) != request_digest(request):
             result.freed += 1
             return "edited after refusal"
         if record.error_type == _DEPENDENCY_FAILED and changed_dep is not None:
@@ -170,7 +169,7 @@ def _decide(
             return "retry-failed"
         result.failed += 1
         return None
-    if changed_dep is not None or _recorded_digest(record) != request_digest(request):
+    if changed_dep is not None or recorded_digest(record) != request_digest(request):
         redone.add(item.id)  # its dependents change with it, redone or not
         result.changed.append(_changed_problem(file, item, record, changed_dep))
         result.changed_cents += _cost(request, prices) or 0.0
@@ -207,17 +206,6 @@ def _changed_problem(
     else:
         what = "request changed since its create was sent (outcome not yet known)"
     return ManifestProblem(file, item.line, item.id, what)
-
-
-def _recorded_digest(record: JournalRecord) -> str | None:
-    """The digest of the request the record was created with (computed from the
-    recorded request for journals written before digests were kept)."""
-    if record.request_digest is not None:
-        return record.request_digest
-    try:
-        return request_digest(request_from_dict(record.kind, record.request))
-    except LumaError:
-        return None
 
 
 def _cost(request: CreateRequest, prices: PriceTable | None) -> float | None:

@@ -20,7 +20,7 @@ import anyio
 import attrs
 
 from lumasched._creating import Creator
-from lumasched._digest import request_digest
+from lumasched._digest import recorded_digest, request_digest
 from lumasched._following import Follower
 from lumasched._jobtable import JobTable
 from lumasched._journal_writes import JournalWriter
@@ -265,13 +265,7 @@ def _changed(record: JournalRecord, request: CreateRequest) -> bool:
     """Was ``record`` created (or its create sent) for another request than ``request``?"""
     if record.generation_id is None and record.intent_body is None:
         return False
-    recorded = record.request_digest
-    if recorded is None:  # a journal of lumasched 0.1.0: its recorded request
-        try:
-            recorded = request_digest(request_from_dict(record.kind, record.request))
-        except LumaError:
-            return True
-    return recorded != request_digest(request)
+    return recorded_digest(record) != request_digest(request)
 
 
 def _changed_handle(record: JournalRecord, request: CreateRequest) -> Job:
