@@ -234,16 +234,15 @@ class Restorer:
         await self._follower.download(job, fresh)
 
 
-def _ended_handle(record: JournalRecord) -> Job:
-    """A done handle for a job that ended, as its record says, outside any table."""
-    request = request_from_dict(record.kind, record.request)
-    job = Job(
+def _handle(record: JournalRecord, request: CreateRequest, state: S) -> Job:
+    """A handle for ``record``'s job outside any table (to be finished by the caller)."""
+    return Job(
         key=record.key,
         request=request,
         family=family_of(request.kind, request.model),
         priority=record.priority,
         depends_on=record.depends_on,
-        state=S(record.state),
+        state=state,
         generation_id=record.generation_id,
         attempts=record.attempts,
         timings=Timings(
@@ -253,6 +252,11 @@ def _ended_handle(record: JournalRecord) -> Job:
             downloaded=record.downloaded_at,
         ),
     )
+
+
+def _ended_handle(record: JournalRecord) -> Job:
+    """A done handle for a job that ended, as its record says, outside any table."""
+    job = _handle(record, request_from_dict(record.kind, record.request), S(record.state))
     if record.state == S.COMPLETED:
         generation = Generation.from_json(record.generation or {"id": record.generation_id})
         job._finish(_recorded_result(record, generation, job.timings), None)
@@ -270,14 +274,7 @@ def _changed(record: JournalRecord, request: CreateRequest) -> bool:
 
 def _changed_handle(record: JournalRecord, request: CreateRequest) -> Job:
     """A done handle failed with ``ItemsChangedError`` (nothing is journalled)."""
-    job = Job(
-        key=record.key,
-        request=request,
-        family=family_of(request.kind, request.model),
-        priority=record.priority,
-        state=S.FAILED,
-        generation_id=record.generation_id,
-    )
+    job = _handle(record, request, S.FAILED)
     since = (
         f"generation {record.generation_id} was created"
         if record.generation_id
