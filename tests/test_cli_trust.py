@@ -372,3 +372,24 @@ def test_wrong_base_url_path_fails_no_item(
     monkeypatch.setenv("LUMAAI_BASE_URL", cli_env.base_url)
     assert run(*args) == 0
     assert cli_env.inspect.creates_total == len(ITEMS)
+
+
+def test_a_folder_is_owned_even_with_the_journal_elsewhere(
+    cli_env: ThreadedEmulator, limits_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --journal outside --out, a second run on the same folder (another journal)
+    is refused too: the folder has an owner of its own."""
+    from lumasched._ownership import OwnerLock
+
+    manifest = write_jsonl(tmp_path / "m.jsonl", ITEMS[:1])
+    out = tmp_path / "out"
+    out.mkdir()
+    held = OwnerLock(out / ".lumasched", what="output folder")  # as a running run holds it
+    try:
+        journal = tmp_path / "elsewhere" / "j.sqlite"
+        assert run("run", manifest, "--out", out, "--journal", journal, "--no-progress") == 2
+        assert "this output folder is in use by another lumasched run" in capsys.readouterr().err
+    finally:
+        held.release()
+    assert run("run", manifest, "--out", out, "--journal", journal, "--limits", limits_file) == 0
+    assert cli_env.inspect.creates_total == 1
