@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -515,11 +516,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 _out(f"  {state:<12} {counts[state]}")
         failed = []
         unfinished = 0
+        waiting: Counter[str] = Counter()
         for record in journal.records():
             if record.state == "failed":
                 failed.append(record)
             elif not record.finished:
                 unfinished += 1
+                if record.state == "pending" and record.reason:
+                    waiting[record.reason] += 1
             if args.verbose:
                 where = record.path or ""
                 gid = record.generation_id or "-"
@@ -530,7 +534,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 _out(f"  {record.key}: {record.reason or 'no reason recorded'}")
             _out("(run again with --retry-failed to create the failed generations anew)")
         if unfinished:
-            _out(f"{unfinished} not finished: run the same command again to resume them")
+            why = ", ".join(f"{n} {reason}" for reason, n in waiting.most_common())
+            why = f" (pending: {why})" if why else ""
+            _out(f"{unfinished} not finished{why}: run the same command again to resume them")
     settings = _settings(args, need_key=False)
     if settings.redis_url is not None and batch:
         _cluster_status(settings, batch, verbose=args.verbose)

@@ -73,6 +73,8 @@ def test_wrong_key_leaves_items_pending_then_right_key_does_them_all(
     assert {state for state, _ in states(out).values()} == {"pending"}
     assert not (out / "results.jsonl").read_text()
     assert cli_env.inspect.creates_total == 0
+    assert run("status", out) == 0
+    assert "4 not finished (pending: 4 key rejected)" in capsys.readouterr().out
 
     monkeypatch.setenv("LUMAAI_API_KEY", API_KEY)
     assert run("run", manifest, "--out", out, "--limits", limits_file, "--no-progress") == 0
