@@ -26,7 +26,11 @@ import attrs
 
 from lumasched.errors import JournalLockedError, holder_text
 
-__all__ = ["Holder", "OwnerLock", "holder_of", "lock_path"]
+__all__ = ["FOLDER", "Holder", "OwnerLock", "holder_of", "lock_path"]
+
+FOLDER = ".lumasched"
+"""What a run locks in its output folder when its journal lives elsewhere
+(``DIR/.lumasched.lock``)."""
 
 _GRACE = 0.5
 """Seconds a refused lock is tried again: ``holder_of`` takes a shared lock

@@ -25,7 +25,7 @@ import attrs
 
 from lumasched._changes import Review, review
 from lumasched._config import Settings
-from lumasched._ownership import OwnerLock
+from lumasched._ownership import FOLDER, OwnerLock
 from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched._results import ResultsWriter, failure_reason, result_line
 from lumasched.api import CreateRequest
@@ -145,7 +145,7 @@ async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
     with contextlib.ExitStack() as owned:
         if options.journal_path.parent.resolve() != options.out_dir.resolve():
             # The journal lives elsewhere (--journal): the folder needs an owner too.
-            folder = OwnerLock(options.out_dir / ".lumasched", what="output folder")
+            folder = OwnerLock(options.out_dir / FOLDER, what="output folder")
             owned.callback(folder.release)
         # Refused at once (JournalLockedError) while another run holds it.
         journal = owned.enter_context(

@@ -746,6 +746,10 @@ def _dry_run(
     _out(f"estimated cost: {_usd(plan.cost_cents)}{unpriced}")
     statuses: list[int] = []
     to_spend = plan.cost_cents
+    holder = _folder_holder(args)
+    if holder is not None:
+        _out(f"in use by another run now ({holder}): the run would be refused")
+        statuses.append(EXIT_USAGE)
     review = _journal_review(args, manifest, prices)
     if review is not None:
         to_spend = review.create_cents
@@ -778,6 +782,17 @@ def _dry_run(
         if status in statuses:
             return status
     return EXIT_OK
+
+
+def _folder_holder(args: argparse.Namespace) -> Any:
+    """The run holding the journal (or, with --journal elsewhere, the folder), if any."""
+    from lumasched._ownership import FOLDER, holder_of
+
+    journal: Path = args.journal or args.out / JOURNAL_NAME
+    holder = holder_of(journal)
+    if holder is None and args.journal is not None:
+        holder = holder_of(args.out / FOLDER)
+    return holder
 
 
 def _journal_review(args: argparse.Namespace, manifest: Any, prices: Any) -> Any:

@@ -349,6 +349,8 @@ def test_status_reads_while_a_run_holds_the_journal(
         assert f"in use by a run now: pid {os.getpid()} on " in shown
         assert run(*args) == 2
         assert "in use by another lumasched run" in capsys.readouterr().err
+        assert run("run", manifest, "--out", out, "--dry-run") == 2
+        assert "the run would be refused" in capsys.readouterr().out
     assert run("status", out) == 0
     assert "in use" not in capsys.readouterr().out
     assert cli_env.inspect.creates_total == 1
