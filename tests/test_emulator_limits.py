@@ -32,7 +32,8 @@ def _client(emu: Emulator, **kwargs) -> lumaai.AsyncLumaAI:
 
 
 async def test_create_rate_over_the_window_gets_429_with_retry_after():
-    """The (requests+1)-th create inside per_seconds gets 429 with sub-second Retry-After."""
+    """The (requests+1)-th create inside per_seconds gets 429: whole-second Retry-After
+    (RFC 9110 delay-seconds) and the exact wait in Retry-After-ms."""
     async with (
         Emulator(fast_emulator_config(limits=TIGHT)) as emu,
         _client(emu, max_retries=0) as client,
@@ -42,14 +43,14 @@ async def test_create_rate_over_the_window_gets_429_with_retry_after():
         with pytest.raises(lumaai.RateLimitError) as info:
             await client.generations.image.create(model="photon-1", prompt="cat 3")
         headers = info.value.response.headers
-        assert 0 < float(headers["retry-after"]) <= 0.5
+        assert headers["retry-after"] == "1"
         assert 0 < int(headers["retry-after-ms"]) <= 500
         assert "3 create requests per 0.5 seconds" in info.value.body["detail"]
         stats = emu.inspect.families[Family.IMAGE]
         assert stats.rate_limited == {"rate": 1}
         assert (stats.arrivals, stats.creates) == (4, 3)
         assert (stats.peak_window_arrivals, stats.peak_window_creates) == (4, 3)
-        await asyncio.sleep(float(headers["retry-after"]))
+        await asyncio.sleep(int(headers["retry-after-ms"]) / 1000)
         await client.generations.image.create(model="photon-1", prompt="cat 4")
         assert emu.inspect.creates_total == 4
 
@@ -63,7 +64,8 @@ async def test_concurrency_cap_gets_429_until_a_job_ends():
         with pytest.raises(lumaai.RateLimitError) as info:
             await client.generations.create(model="ray-2", prompt="three")
         assert info.value.body["detail"].startswith("Too many concurrent generations")
-        assert 0 < float(info.value.response.headers["retry-after"]) <= 0.3
+        assert info.value.response.headers["retry-after"] == "1"
+        assert 0 < int(info.value.response.headers["retry-after-ms"]) <= 300
         await client.generations.image.create(model="photon-1", prompt="other family")
         await wait_terminal(client, first.id)
         await client.generations.create(model="ray-2", prompt="three")

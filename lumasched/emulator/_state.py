@@ -150,10 +150,14 @@ class SlotJob:
 
 
 def format_retry_after(seconds: float) -> dict[str, str]:
-    """``Retry-After`` (whole seconds, or a decimal below 10 s) and ``Retry-After-ms``."""
+    """``Retry-After`` in whole seconds (RFC 9110 delay-seconds: digits only,
+    rounded up, at least 1) and the exact wait in ``Retry-After-ms``, which the
+    official SDK reads first."""
     seconds = max(seconds, 0.001)
-    text = str(math.ceil(seconds)) if seconds >= 10 else f"{math.ceil(seconds * 1000) / 1000:.3f}"
-    return {"Retry-After": text, "Retry-After-ms": str(math.ceil(seconds * 1000))}
+    return {
+        "Retry-After": str(max(1, math.ceil(seconds))),
+        "Retry-After-ms": str(math.ceil(seconds * 1000)),
+    }
 
 
 class Store:
