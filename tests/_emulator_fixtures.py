@@ -29,9 +29,13 @@ def luma_emulator_config() -> EmulatorConfig:
 
 @pytest_asyncio.fixture
 async def sdk(luma_emulator: Emulator) -> AsyncIterator[AsyncLumaAI]:  # noqa: F811
-    """The official async SDK pointed at the emulator, without its own retries."""
+    """The official async SDK pointed at the emulator, without its own retries,
+    validating every response against its types (strict mode)."""
     async with AsyncLumaAI(
-        auth_token=API_KEY, base_url=luma_emulator.base_url, max_retries=0
+        auth_token=API_KEY,
+        base_url=luma_emulator.base_url,
+        max_retries=0,
+        _strict_response_validation=True,
     ) as client:
         yield client
 

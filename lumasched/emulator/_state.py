@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from lumasched.emulator._config import EmulatorConfig
+from lumasched.emulator._echo import echo_request, response_generation_type
 from lumasched.emulator._stats import Inspector, _Window
-from lumasched.emulator._validate import GENERATION_TYPES, ApiError, CreateSpec
+from lumasched.emulator._validate import ApiError, CreateSpec
 from lumasched.limits import Family
 
 if TYPE_CHECKING:
@@ -124,13 +125,13 @@ class Record:
         state = self.state_at(now)
         return {
             "id": self.id,
-            "generation_type": GENERATION_TYPES[self.kind],
+            "generation_type": response_generation_type(self.kind),
             "state": state,
             "failure_reason": self.timeline.failure_reason if state == "failed" else None,
             "created_at": self.created_at_iso(),
             "assets": assets(self) if state == "completed" else None,
             "model": self.model,
-            "request": self.body,
+            "request": echo_request(self.spec, self.body),
         }
 
 
