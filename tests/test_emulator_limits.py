@@ -188,9 +188,17 @@ async def test_inspection_counts_polls_and_duplicates(sdk, luma_emulator):
 
 
 async def test_control_endpoints_over_http(sdk, luma_emulator, http):
-    """/_emulator/stats, /_emulator/reset and /_emulator/faults work without the API key."""
+    """/_emulator/stats, /_emulator/reset and /_emulator/faults work over HTTP, and
+    with an API key set they require it (401 without)."""
+    from tests._emulator_fixtures import API_KEY
+
     await sdk.generations.image.create(model="photon-1", prompt="a cat")
     origin = luma_emulator.origin
+    for method, path in (("GET", "stats"), ("POST", "faults"), ("POST", "reset")):
+        async with http.request(method, f"{origin}/_emulator/{path}", json={}) as response:
+            assert response.status == 401
+    assert (await sdk.generations.list()).count == 1
+    http.headers["Authorization"] = f"Bearer {API_KEY}"
     async with http.get(f"{origin}/_emulator/stats") as response:
         stats = await response.json()
     assert stats["creates_total"] == 1

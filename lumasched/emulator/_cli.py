@@ -31,7 +31,9 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
     add(
         "--api-key",
         metavar="KEY",
-        help="require 'Authorization: Bearer KEY', else 401 (default: no authentication)",
+        help="pin the key: only 'Authorization: Bearer KEY' is accepted, and the /_emulator/* "
+        "control routes need it too (default: any key; a missing or malformed "
+        "Authorization header is always 401)",
     )
     add(
         "--limits",

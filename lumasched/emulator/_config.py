@@ -130,7 +130,9 @@ class EmulatorConfig:
     port: int = 0
     """0 picks a free port."""
     api_key: str | None = attrs.field(default=None, repr=False)
-    """None: no authentication. Otherwise a missing or wrong bearer token gets 401."""
+    """None: any bearer token is accepted. Otherwise only this one, on the API and
+    on the ``/_emulator/*`` control routes. A missing or malformed
+    ``Authorization`` header is always 401."""
     limits: Limits = attrs.field(factory=Limits)
     speed: float = attrs.field(default=1.0, validator=_positive)
     """Acceleration: every modelled latency is divided by it (100 turns 30 s into 0.3 s)."""
