@@ -47,7 +47,7 @@ async def test_text_to_video_lifecycle_and_shape(sdk, luma_emulator, http):
     assert isinstance(created.created_at, datetime) and created.created_at.tzinfo is not None
     done = await wait_terminal(sdk, created.id)
     files = await check_assets(http, done)
-    assert decode_video(files["video"])[1:] == (256, 144)
+    assert decode_video(files["video"]) == (120, 160, 90)
 
 
 async def test_created_at_is_iso8601_with_z(sdk, luma_emulator, http):
@@ -128,7 +128,7 @@ async def test_keyframe_video_kinds(sdk, luma_emulator, http):
         done = await wait_terminal(sdk, generation.id)
         await check_assets(http, done)
     extended = await sdk.generations.get(created[3].id)
-    assert decode_video((await check_assets(http, extended))["video"])[1:] == (144, 256)
+    assert decode_video((await check_assets(http, extended))["video"])[1:] == (90, 160)
 
 
 async def test_image_keyframe_without_prompt(sdk, luma_emulator):
@@ -199,7 +199,7 @@ async def test_reframe_and_modify(sdk, luma_emulator, http):
     image_files = await check_assets(http, await wait_terminal(sdk, image.id))
     assert open_image(image_files["image"]).size == (144, 256)
     video_files = await check_assets(http, await wait_terminal(sdk, video.id))
-    assert decode_video(video_files["video"])[1:] == (192, 192)
+    assert decode_video(video_files["video"])[1:] == (90, 90)
     await check_assets(http, await wait_terminal(sdk, modify.id))
 
 

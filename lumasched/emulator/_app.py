@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from lumasched.emulator._assets import VideoFile, parse_range, render_image
+from lumasched.emulator._assets import VideoFile, VideoShape, parse_range, render_image
 from lumasched.emulator._config import Faults
 from lumasched.emulator._state import Record, format_retry_after
 from lumasched.emulator._stats import body_fingerprint
@@ -326,9 +326,11 @@ class _Routes:
         self, request: web.Request, record: Record, version: int, name: str
     ) -> web.StreamResponse:
         emu = self.emu
+        spec = record.spec
         if name == "video.mp4" and record.media == "video":
+            shape = VideoShape(spec.aspect_ratio, spec.resolution, spec.seconds, spec.audio)
             video = VideoFile.for_generation(
-                f"{record.id} v{version}", record.aspect_ratio, emu.config.video_padding_bytes
+                f"{record.id} v{version}", shape, emu.config.video_padding_bytes
             )
             size, content_type = video.size, "video/mp4"
             chunks = video.iter_range

@@ -103,6 +103,9 @@ class SourceGeneration(Protocol):
     @property
     def model(self) -> str: ...
 
+    @property
+    def spec(self) -> CreateSpec: ...
+
     def state_now(self) -> str: ...
 
 
@@ -125,6 +128,12 @@ class CreateSpec:
     source_id: str | None = None
     """The generation an upscale/audio request works on."""
     input_urls: tuple[str, ...] = ()
+    audio: bool = False
+    """The video has a sound track (after ``add_audio``, and upscales of such)."""
+
+    @property
+    def seconds(self) -> int:
+        return int(self.duration.removesuffix("s"))
 
     @property
     def family(self) -> Family:
@@ -387,7 +396,7 @@ def _derived(body: Mapping[str, Any], kind: str, source_id: str, lookup: Lookup)
     _check_generation_type(body, kind, required=False)
     what = "Upscale" if kind == "upscale" else "Audio"
     source = _completed_source(lookup, source_id, what)
-    resolution = "1080p"
+    resolution = source.spec.resolution
     prompt = ""
     if kind == "upscale":
         resolution = _check_choice(body, "resolution", tuple(RESOLUTIONS), "1080p")
@@ -400,8 +409,10 @@ def _derived(body: Mapping[str, Any], kind: str, source_id: str, lookup: Lookup)
         media="video",
         aspect_ratio=source.aspect_ratio,
         resolution=resolution,
+        duration=source.spec.duration,
         prompt=prompt,
         source_id=source_id,
+        audio=kind == "audio" or source.spec.audio,
     )
 
 
