@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from lumasched.emulator._config import DEFAULT_BLACKLIST, EmulatorConfig, Faults
 from lumasched.emulator._emulator import Emulator
+from lumasched.emulator._failures import FAILURE_REASONS
 from lumasched.errors import ConfigurationError
 from lumasched.limits import Limits
 from lumasched.pricing import PriceTable
@@ -67,6 +68,37 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
         default=0.0,
         metavar="P",
         help='fraction of jobs that end failed with "Job failed" (default %(default)s)',
+    )
+    add(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="REASON=P",
+        help="fraction of jobs that end failed with a documented reason; REASON is one of "
+        f"{', '.join(FAILURE_REASONS)} (repeatable). A prompt containing 'fail:REASON' "
+        "always fails with it",
+    )
+    add(
+        "--callback-duplicates",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="send this fraction of callbacks twice (default 0)",
+    )
+    add(
+        "--callback-reorder",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="for this fraction of generations, send the final state's callback before "
+        "a stale 'dreaming' one (default 0)",
+    )
+    add(
+        "--callback-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="hold each callback back by a random 0..SECONDS (default 0)",
     )
     add("--seed", type=int, metavar="N", help="seed for every random choice (ids, jitter, faults)")
     add(
@@ -165,6 +197,12 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         else DEFAULT_BLACKLIST
     )
     try:
+        rates = {}
+        for item in args.fail:
+            reason, sep, rate = item.partition("=")
+            if not sep:
+                raise ValueError(f"--fail {item!r}: expected REASON=P")
+            rates[reason.strip()] = float(rate)
         faults = Faults(
             server_errors=args.fault_5xx,
             rate_limits=args.fault_429,
@@ -181,6 +219,10 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             fixed_latency=args.fixed_latency,
             jitter=args.jitter,
             failure_rate=args.failure_rate,
+            failure_rates=rates,
+            callback_duplicates=args.callback_duplicates,
+            callback_reorder=args.callback_reorder,
+            callback_delay=args.callback_delay,
             blacklist=blacklist,
             seed=args.seed,
             credit_balance_cents=args.credits,

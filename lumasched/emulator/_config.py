@@ -10,6 +10,7 @@ from typing import Any, Self
 
 import attrs
 
+from lumasched.emulator._failures import failure_rates
 from lumasched.limits import Limits
 from lumasched.pricing import PriceTable
 
@@ -143,6 +144,19 @@ class EmulatorConfig:
     """Each modelled latency is multiplied by a uniform factor in [1 - jitter, 1 + jitter]."""
     failure_rate: float = attrs.field(default=0.0, validator=_rate)
     """Fraction of jobs that end failed with "Job failed"."""
+    failure_rates: Mapping[str, float] = attrs.field(factory=dict, converter=failure_rates)
+    """Per documented failure reason (keys of ``FAILURE_REASONS``: ``frame_moderation``,
+    ``dispatch``, ...), the fraction of jobs that end failed with it. A prompt
+    containing ``fail:KEY`` fails with that reason every time."""
+    callback_duplicates: float = attrs.field(default=0.0, validator=_rate)
+    """Fraction of callback deliveries sent twice (the docs: a receiver "is expected
+    to be called multiple times for a status")."""
+    callback_reorder: float = attrs.field(default=0.0, validator=_rate)
+    """Fraction of generations whose callbacks arrive in reverse order (the final
+    state first, then a stale ``dreaming``)."""
+    callback_delay: float = attrs.field(default=0.0, validator=_non_negative)
+    """Each callback is held back by a random 0 to this many seconds (late delivery:
+    the payload is the state when it changed, not when it arrives)."""
     blacklist: tuple[str, ...] = attrs.field(default=DEFAULT_BLACKLIST, converter=_words)
     seed: int | None = None
     """Seeds every random choice (latency jitter, failures, faults, ids)."""

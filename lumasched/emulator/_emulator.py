@@ -58,7 +58,9 @@ class Emulator:
         app, routes = build_app(self)
         self._app = app
         self._routes = routes
-        self.callbacks = CallbackSender(self.config, routes.render, lambda: self.inspect)
+        self.callbacks = CallbackSender(
+            self.config, routes.render, lambda: self.inspect, random.Random(rng.getrandbits(64))
+        )
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._state = "new"

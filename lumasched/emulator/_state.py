@@ -22,6 +22,7 @@ import attrs
 
 from lumasched.emulator._config import EmulatorConfig
 from lumasched.emulator._echo import echo_request, response_generation_type
+from lumasched.emulator._failures import pick_failure
 from lumasched.emulator._stats import Inspector, _Window
 from lumasched.emulator._validate import ApiError, CreateSpec
 from lumasched.limits import Family
@@ -43,10 +44,6 @@ RESOLUTION_FACTOR: Mapping[str, float] = {"540p": 0.75, "720p": 1.0, "1080p": 1.
 UPSCALE_DREAMING = 40.0
 AUDIO_DREAMING = 20.0
 FIXED_QUEUED_SHARE = 0.2
-
-BLACKLISTED = "Contains blacklisted words"
-UNREADABLE_FRAMES = "Failed to read user input frames"
-JOB_FAILED = "Job failed"
 
 
 @attrs.frozen
@@ -287,14 +284,11 @@ class Store:
 
     def _failure(self, spec: CreateSpec) -> tuple[str | None, bool]:
         """(failure reason or None, whether it fails before dreaming)."""
-        prompts = [spec.prompt]
-        if self._blacklist is not None and any(self._blacklist.search(p) for p in prompts):
-            return BLACKLISTED, True
-        if any("unreachable" in url for url in spec.input_urls):
-            return UNREADABLE_FRAMES, True
-        if self.config.failure_rate and self.rng.random() < self.config.failure_rate:
-            return JOB_FAILED, False
-        return None, False
+        rates = dict(self.config.failure_rates)
+        if self.config.failure_rate:
+            rates["job_failed"] = max(rates.get("job_failed", 0.0), self.config.failure_rate)
+        failure = pick_failure(spec.prompt, spec.input_urls, rates, self.rng, self._blacklist)
+        return (None, False) if failure is None else (failure.reason, failure.early)
 
     def _book(self, job: SlotJob) -> None:
         """Charge a job, hold its slot until it ends, count it in the rate window."""
