@@ -212,8 +212,8 @@ class _Routes:
         )
         emu.store.admit(spec.family, now)
         fingerprint = body_fingerprint(kind, source_id, body)
-        emu.inspect.note_create(kind, fingerprint)
         record = emu.store.create(spec, body, now, fingerprint)
+        emu.inspect.note_create(kind, fingerprint)
         emu.callbacks.schedule(record)
         if emu.faults.drop_after_create():
             assert request.transport is not None

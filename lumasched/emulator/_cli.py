@@ -106,7 +106,15 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
         type=float,
         default=500_000.0,
         metavar="CENTS",
-        help="starting credit balance in USD cents (default %(default)s)",
+        help="starting credit balance in USD cents; a create it cannot cover gets 402 "
+        "(default %(default)s)",
+    )
+    add(
+        "--monthly-usage-cap",
+        type=float,
+        metavar="CENTS",
+        help="refuse (402) creates past this much usage per calendar month, in USD cents; "
+        "the Build tier's cap is 500000 (default: no cap)",
     )
     add("--prices", metavar="FILE", help="price table override (.toml or .json)")
     add(
@@ -226,6 +234,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             blacklist=blacklist,
             seed=args.seed,
             credit_balance_cents=args.credits,
+            monthly_usage_cap_cents=args.monthly_usage_cap,
             prices=prices,
             image_scale=args.image_scale,
             video_padding_bytes=args.video_padding,

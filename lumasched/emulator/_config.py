@@ -161,7 +161,11 @@ class EmulatorConfig:
     seed: int | None = None
     """Seeds every random choice (latency jitter, failures, faults, ids)."""
     credit_balance_cents: float = 500_000.0
-    """Starting balance ($5,000, the Build tier's monthly cap). It may go negative."""
+    """Starting balance ($5,000, the Build tier's monthly cap). A create it cannot
+    cover is refused with 402."""
+    monthly_usage_cap_cents: float | None = attrs.field(default=None, validator=_non_negative)
+    """Refuse (402) a create that would take this calendar month's charges, refunds
+    deducted, past this many cents (the Build tier's cap is 500000). None: no cap."""
     prices: PriceTable = attrs.field(factory=PriceTable)
     image_scale: float = attrs.field(default=0.125, validator=_positive)
     """Images are the docs' reframe size for the aspect ratio times this (1/8: 16:9 is 256x144)."""

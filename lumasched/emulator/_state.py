@@ -179,6 +179,9 @@ class Store:
         self.in_flight: dict[Family, int] = {f: 0 for f in Family}
         self._windows = {f: _Window(config.limits[f].per_seconds) for f in Family}
         self.balance_cents = config.credit_balance_cents
+        self.spent_cents = 0.0
+        """Charged this calendar month (UTC), refunds deducted: what the usage cap limits."""
+        self._month = time.gmtime()[:2]
         words = "|".join(re.escape(w) for w in config.blacklist if w)
         self._blacklist = re.compile(rf"\b(?:{words})\b", re.IGNORECASE) if words else None
 
@@ -190,6 +193,7 @@ class Store:
             self.in_flight[job.family] -= 1
             if job.failed:
                 self.balance_cents += job.cost_cents
+                self.spent_cents -= job.cost_cents
         for family in Family:
             self.inspect.families[family].in_flight = self.in_flight[family]
 
@@ -290,9 +294,32 @@ class Store:
         failure = pick_failure(spec.prompt, spec.input_urls, rates, self.rng, self._blacklist)
         return (None, False) if failure is None else (failure.reason, failure.early)
 
+    def _afford(self, cost_cents: float) -> None:
+        """402 when the balance cannot cover ``cost_cents`` or it would take this
+        month's usage past the cap. The real status and wording are undocumented:
+        402 is what the SDK leaves unretried, and what Luma's newer APIs answer."""
+        if cost_cents > self.balance_cents + 1e-9:
+            raise ApiError(
+                402,
+                f"Insufficient credits: this generation costs ${cost_cents / 100:,.2f}, "
+                f"the balance is ${self.balance_cents / 100:,.2f}",
+            )
+        cap = self.config.monthly_usage_cap_cents
+        month = time.gmtime()[:2]
+        if month != self._month:
+            self._month, self.spent_cents = month, 0.0
+        if cap is not None and self.spent_cents + cost_cents > cap + 1e-9:
+            raise ApiError(
+                402,
+                f"Monthly usage limit reached: ${cap / 100:,.2f} per month, "
+                f"${self.spent_cents / 100:,.2f} used, this generation costs "
+                f"${cost_cents / 100:,.2f}",
+            )
+
     def _book(self, job: SlotJob) -> None:
         """Charge a job, hold its slot until it ends, count it in the rate window."""
         self.balance_cents -= job.cost_cents
+        self.spent_cents += job.cost_cents
         self._seq = max(self._seq, job.seq)
         heapq.heappush(self._jobs, job)
         self.in_flight[job.family] += 1
@@ -301,12 +328,13 @@ class Store:
     def _start(
         self, spec: CreateSpec, body: Mapping[str, Any], now: float, fingerprint: str
     ) -> tuple[Timeline, SlotJob]:
+        priced = {**body, "model": spec.model} if spec.kind not in ("upscale", "audio") else body
+        cost = self.config.prices.cost_usd(spec.kind, priced) * 100.0
+        self._afford(cost)
         queued, dreaming = self._latency(spec)
         reason, early = self._failure(spec)
         dreaming_at = now + queued
         done_at = dreaming_at if early else dreaming_at + dreaming
-        priced = {**body, "model": spec.model} if spec.kind not in ("upscale", "audio") else body
-        cost = self.config.prices.cost_usd(spec.kind, priced) * 100.0
         job = SlotJob(
             done_at,
             self._seq + 1,
