@@ -129,3 +129,16 @@ async def test_monthly_usage_cap_counts_charges_less_refunds():
         assert info.value.status_code == 402
         assert info.value.body["detail"].startswith("Monthly usage limit reached: $2.00 per month")
         assert emu.inspect.creates_total == 2
+
+
+def test_upscale_is_priced_on_the_source_shape_when_known():
+    """An upscale body with the source's aspect ratio and length is priced on them;
+    without them, 16:9 for the assumed 5 s."""
+    plain = estimate_cost_cents("upscale", {"resolution": "4k"})
+    assert estimate_cost_cents("upscale", {"resolution": "4k", "duration": "5s"}) == plain
+    assert estimate_cost_cents(
+        "upscale", {"resolution": "4k", "duration": "9s", "aspect_ratio": "16:9"}
+    ) == pytest.approx(plain * 9 / 5)
+    assert estimate_cost_cents(
+        "upscale", {"resolution": "4k", "aspect_ratio": "1:1"}
+    ) == pytest.approx(plain * 2160 / 3840)

@@ -328,7 +328,11 @@ class Store:
     def _start(
         self, spec: CreateSpec, body: Mapping[str, Any], now: float, fingerprint: str
     ) -> tuple[Timeline, SlotJob]:
-        priced = {**body, "model": spec.model} if spec.kind not in ("upscale", "audio") else body
+        priced: Mapping[str, Any] = {**body, "model": spec.model}
+        if spec.kind == "upscale":  # priced on the source's shape, which the body lacks
+            priced = {**body, "aspect_ratio": spec.aspect_ratio, "duration": spec.duration}
+        elif spec.kind == "audio":
+            priced = body
         cost = self.config.prices.cost_usd(spec.kind, priced) * 100.0
         self._afford(cost)
         queued, dreaming = self._latency(spec)
