@@ -70,6 +70,7 @@ async def test_video_has_the_requested_duration_and_size(
     assert (found["frames"], found["size"]) == (24 * seconds, size)
     assert found["seconds"] == seconds
     assert found["audio_seconds"] is None
+    assert open_image(files["image"]).size == size  # the thumbnail is a frame's size
 
 
 async def test_upscale_is_larger_and_audio_adds_a_track(sdk, luma_emulator, http):

@@ -327,8 +327,8 @@ class _Routes:
     ) -> web.StreamResponse:
         emu = self.emu
         spec = record.spec
+        shape = VideoShape(spec.aspect_ratio, spec.resolution, spec.seconds, spec.audio)
         if name == "video.mp4" and record.media == "video":
-            shape = VideoShape(spec.aspect_ratio, spec.resolution, spec.seconds, spec.audio)
             video = VideoFile.for_generation(
                 f"{record.id} v{version}", shape, emu.config.video_padding_bytes
             )
@@ -336,8 +336,9 @@ class _Routes:
             chunks = video.iter_range
         elif name in ("image.jpg", "image.png", "thumb.jpg"):
             fmt = "png" if name.endswith(".png") else "jpg"
+            thumb = shape.size if record.media == "video" else None
             data = render_image(
-                f"{record.id} v{version}", record.aspect_ratio, fmt, emu.config.image_scale
+                f"{record.id} v{version}", record.aspect_ratio, fmt, emu.config.image_scale, thumb
             )
             size, content_type = len(data), "image/png" if fmt == "png" else "image/jpeg"
 

@@ -101,11 +101,18 @@ def image_size(aspect_ratio: str, scale: float) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=512)
-def render_image(gen_id: str, aspect_ratio: str, image_format: str, scale: float) -> bytes:
+def render_image(
+    gen_id: str,
+    aspect_ratio: str,
+    image_format: str,
+    scale: float,
+    size: tuple[int, int] | None = None,
+) -> bytes:
     """A picture unique to ``gen_id``: a background colour and a strip of
-    squares taken from the id's hash."""
+    squares taken from the id's hash. ``size`` overrides the reframe-table size
+    (a video's thumbnail is its frame size)."""
     digest = hashlib.sha256(gen_id.encode()).digest()
-    size = image_size(aspect_ratio, scale)
+    size = size or image_size(aspect_ratio, scale)
     image = Image.new("RGB", size, (digest[0], digest[1], digest[2]))
     draw = ImageDraw.Draw(image)
     cell = max(2, size[0] // 16)
