@@ -120,3 +120,27 @@ async def test_bad_gzip_is_400_and_a_huge_body_is_413() -> None:
         assert status == 413
         assert emu.inspect.creates_total == 0
         assert 500 not in emu.inspect.responses_by_status
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"server_error_status": "abc"},
+        {"server_error_status": 200},
+        {"expire_urls_issued_before": "yesterday"},
+        {"download_bytes_per_second": "fast"},
+        {"server_errors": {"ping": "often"}},
+        {"server_errors": [1, 2]},
+        {"drop_after_create": "0.5"},
+    ],
+)
+async def test_bad_fault_settings_are_400_and_change_nothing(faults: dict[str, object]) -> None:
+    """POST /_emulator/faults with a value of the wrong type answers 400; the API keeps working."""
+    async with Emulator(fast_emulator_config(api_key=API_KEY)) as emu:
+        auth = f"Authorization: Bearer {API_KEY}".encode()
+        status, answer = await _raw(
+            emu.port, _post("/_emulator/faults", auth), json.dumps(faults).encode()
+        )
+        assert status == 400 and answer["detail"]
+        status, _ = await _raw(emu.port, f"GET {API}/ping HTTP/1.1\r\n".encode() + auth + b"\r\n")
+        assert status == 200

@@ -50,8 +50,17 @@ def _route_rates(value: Mapping[str, float] | float) -> Mapping[str, float]:
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value < 0:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{attribute.name} must be a number, got {value!r}")
+    if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _error_status(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599:
+        raise ValueError(f"{attribute.name} must be an HTTP error status (400-599), got {value!r}")
 
 
 @attrs.frozen
@@ -64,7 +73,7 @@ class Faults:
 
     server_errors: Mapping[str, float] = attrs.field(factory=dict, converter=_route_rates)
     """Answer this fraction of requests with ``server_error_status`` (nothing happens)."""
-    server_error_status: int = 500
+    server_error_status: int = attrs.field(default=500, validator=_error_status)
     rate_limits: Mapping[str, float] = attrs.field(factory=dict, converter=_route_rates)
     """Answer this fraction of requests with 429 (nothing happens)."""
     drop_after_create: float = attrs.field(default=0.0, validator=_rate)
@@ -75,7 +84,7 @@ class Faults:
     """Cut this fraction of asset downloads half way through the body."""
     download_bytes_per_second: float | None = attrs.field(default=None, validator=_non_negative)
     """Throttle asset downloads to this rate."""
-    expire_urls_issued_before: float | None = None
+    expire_urls_issued_before: float | None = attrs.field(default=None, validator=_non_negative)
     """Asset URLs signed before this UNIX time answer 403 as expired (see
     ``Emulator.expire_asset_urls``)."""
 
