@@ -140,7 +140,8 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
         "--asset-url-ttl",
         type=float,
         metavar="SECONDS",
-        help="asset URLs answer 403 this long after they are handed out (default: never)",
+        help="asset URLs answer 403 this long after they are signed; a GET after half "
+        "of it hands out a fresh one (default: stable URLs that never expire)",
     )
     add(
         "--same-id-derived",

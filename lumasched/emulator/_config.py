@@ -181,8 +181,9 @@ class EmulatorConfig:
     video_padding_bytes: int = attrs.field(default=0, validator=_non_negative)
     """Extra bytes appended to every video (in an MP4 ``free`` box) to emulate big files."""
     asset_url_ttl: float | None = attrs.field(default=None, validator=_non_negative)
-    """Asset URLs expire this many seconds after they are handed out (None: never);
-    each GET of a generation hands out fresh ones."""
+    """Asset URLs expire this many seconds after they are signed (None: never). A
+    generation's URLs are the same on every read for the first half of that
+    time; a read after it signs fresh ones."""
     faults: Faults = attrs.field(factory=Faults)
     derived_new_id: bool = True
     """Upscale and audio create a new generation (True) or restart the source
