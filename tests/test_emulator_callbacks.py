@@ -157,10 +157,13 @@ async def test_duplicated_reordered_and_late_callbacks(receiver):
         Emulator(config) as emu,
         lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url) as client,
     ):
+        sent = time.monotonic()
         generation = await client.generations.create(
             model="ray-2", prompt="a cat", callback_url=receiver.url
         )
         await receiver.wait_for(4)
+        # Nothing is announced before it happened: the job ends 0.1 s after the create.
+        assert receiver.received[0][0] - sent >= 0.1
         states = receiver.states()
         assert sorted(states) == ["completed", "completed", "dreaming", "dreaming"]
         assert states[0] == "completed" and states[-1] == "dreaming"

@@ -98,8 +98,15 @@ class CallbackSender:
             self._inspect().callbacks_duplicated += copies - 1
         plan.sort()
         if len(events) > 1 and config.callback_reorder and rng.random() < config.callback_reorder:
-            # Same sending times, payloads newest first: the final state, then stale ones.
-            plan = [(send, of) for (send, _), (_, of) in zip(plan, reversed(plan), strict=True)]
+            # Held back until the last state change (no payload from the future),
+            # then sent newest first: the final state, then the stale ones.
+            delays = sorted(rng.uniform(0.0, config.callback_delay) for _ in plan)
+            newest_first = sorted((of for _, of in plan), reverse=True)
+            last = max(events)
+            plan = [
+                (last + 0.001 * i + delay, of)
+                for i, (delay, of) in enumerate(zip(delays, newest_first, strict=True))
+            ]
             self._inspect().callbacks_reordered += 1
         return plan
 
