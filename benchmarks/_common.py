@@ -220,7 +220,11 @@ class EmulatorProcess:
         """The emulator's inspection document (what the client did)."""
         import urllib.request
 
-        with urllib.request.urlopen(f"{self.root_url}/_emulator/stats", timeout=10) as resp:
+        request = urllib.request.Request(
+            f"{self.root_url}/_emulator/stats",
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
             data: dict[str, Any] = json.loads(resp.read())
             return data
 

@@ -45,6 +45,7 @@ from lumasched.pricing import PriceTable, estimate_cost_cents
 
 __all__ = ["Display", "RunOptions", "RunOutcome", "run_batch"]
 
+_EMULATOR_CREDITS = 1e12
 _EMULATOR_KEY = "lm-emulator"
 EMULATOR_STATE_NAME = "emulator-state.sqlite"
 """With ``--emulator``: the emulator's generations, next to the journal, so a
@@ -218,6 +219,8 @@ async def _run(
                     EmulatorConfig(
                         limits=limits,
                         speed=options.emulator_speed,
+                        # A practice run is never short of credits (--budget still applies).
+                        credit_balance_cents=_EMULATOR_CREDITS,
                         state_path=options.journal_path.parent / EMULATOR_STATE_NAME,
                     )
                 )

@@ -112,8 +112,9 @@ class PriceTable:
     )
     """Per image (also reframe image). An assumption: Luma publishes no figure."""
     upscale_usd_per_megapixel: float = 0.00544
-    """Upscale, per million pixels at the *target* resolution for
-    ``assumed_seconds`` (the body names no source length). An assumption."""
+    """Upscale, per million pixels at the *target* resolution, for the source's
+    aspect ratio and length when the body carries them, else 16:9 and
+    ``assumed_seconds``. An assumption."""
     audio_usd: float = 0.02
     """Adding audio, per generation. An assumption."""
     fps: int = 24
@@ -204,8 +205,13 @@ class PriceTable:
                 self.assumed_seconds,
             )
         if kind == "upscale":
-            width, height = video_dimensions(get("resolution", "1080p"), DEFAULT_ASPECT_RATIO)
-            pixels = width * height * self.fps * self.assumed_seconds
+            # The body names only the target; a caller that knows the source
+            # (the emulator) adds its aspect_ratio and duration.
+            width, height = video_dimensions(
+                get("resolution", "1080p"), get("aspect_ratio", DEFAULT_ASPECT_RATIO)
+            )
+            seconds = _duration_seconds(body["duration"]) if body.get("duration") else None
+            pixels = width * height * self.fps * (seconds or self.assumed_seconds)
             return pixels / 1e6 * self.upscale_usd_per_megapixel
         if kind == "audio":
             return self.audio_usd

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import av
+import lumaai
 import pytest
 import pytest_asyncio
 from lumaai import AsyncLumaAI
@@ -28,9 +29,13 @@ def luma_emulator_config() -> EmulatorConfig:
 
 @pytest_asyncio.fixture
 async def sdk(luma_emulator: Emulator) -> AsyncIterator[AsyncLumaAI]:  # noqa: F811
-    """The official async SDK pointed at the emulator, without its own retries."""
+    """The official async SDK pointed at the emulator, without its own retries,
+    validating every response against its types (strict mode)."""
     async with AsyncLumaAI(
-        auth_token=API_KEY, base_url=luma_emulator.base_url, max_retries=0
+        auth_token=API_KEY,
+        base_url=luma_emulator.base_url,
+        max_retries=0,
+        _strict_response_validation=True,
     ) as client:
         yield client
 
@@ -51,6 +56,24 @@ async def wait_terminal(sdk: AsyncLumaAI, gen_id: str, timeout: float = 5.0) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"{gen_id} still {generation.state} after {timeout} s")
         await asyncio.sleep(0.01)
+
+
+async def expect_create(
+    sdk: AsyncLumaAI, emu: Emulator, path: str, body: dict[str, Any], detail: str | None
+) -> None:
+    """POST a create body: it is created when ``detail`` is None, else refused
+    with 400 and exactly that ``detail`` (and nothing created)."""
+    before = emu.inspect.creates_total
+    call = sdk.post(path, body=body, cast_to=object)
+    if detail is None:
+        await call
+        assert emu.inspect.creates_total == before + 1
+        return
+    with pytest.raises(lumaai.BadRequestError) as info:
+        await call
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["detail"] == detail
+    assert emu.inspect.creates_total == before
 
 
 async def fetch(http: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, Any, bytes]:

@@ -183,7 +183,7 @@ RULES: list[tuple[str, str, dict[str, Any], list[str]]] = [
         "duration",
         "video",
         {"prompt": "abc", "duration": "5"},
-        ["duration: must be a number of seconds like '5s' or '9s' (got '5')"],
+        ["duration: ray-2 supports duration 5s, 9s (got '5')"],
     ),
     (
         "callback scheme",
@@ -285,11 +285,12 @@ def test_validate_on_constructed_request() -> None:
 
 
 def test_image_keyframes_make_the_prompt_optional() -> None:
-    """A video from image keyframes alone is valid; extend with loop is allowed."""
+    """A video from image keyframes alone is valid; extend may loop, a lone frame1 may not."""
     assert request_from_dict("video", {"keyframes": {"frame0": IMG}}).prompt is None
     extend = {"prompt": "abc", "loop": True, "keyframes": {"frame0": GEN}}
     assert request_from_dict("video", extend).loop is True
-    assert request_from_dict("video", {"loop": True, "keyframes": {"frame1": IMG}}).loop is True
+    with pytest.raises(ValidationError, match="Loop is not supported for extend reverse"):
+        request_from_dict("video", {"loop": True, "keyframes": {"frame1": IMG}})
 
 
 def test_weights_at_the_bounds_are_valid() -> None:
@@ -299,11 +300,12 @@ def test_weights_at_the_bounds_are_valid() -> None:
     assert problems_of(refs) == problems_of(character) == []
 
 
-def test_duration_accepts_any_whole_seconds() -> None:
-    """Durations are '<int>s' (the SDK accepts any string; 5s and 9s are documented)."""
-    VideoRequest("abc", duration="10s").validate()
-    with pytest.raises(ValidationError):
-        VideoRequest("abc", duration="0s").validate()
+def test_duration_is_one_the_model_offers() -> None:
+    """Durations are the documented 5s and 9s (ray-1-6: 5s only); 10s and 600s are refused."""
+    VideoRequest("abc", duration="9s").validate()
+    for model, duration in (("ray-2", "10s"), ("ray-2", "600s"), ("ray-1-6", "9s")):
+        with pytest.raises(ValidationError):
+            VideoRequest("abc", model=model, duration=duration).validate()
 
 
 def test_requests_are_frozen_and_kind_model_path() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,7 +15,16 @@ import pytest_asyncio
 from lumasched.emulator import Emulator
 from lumasched.emulator._assets import VideoFile, parse_range
 from lumasched.testing import fast_emulator_config
-from tests._emulator_fixtures import decode_video, fetch, wait_terminal
+from tests._emulator_fixtures import (  # noqa: F401 (fixtures)
+    API_KEY,
+    check_assets,
+    decode_video,
+    fetch,
+    luma_emulator,
+    luma_emulator_config,
+    sdk,
+    wait_terminal,
+)
 
 MB = 1024 * 1024
 
@@ -123,3 +133,38 @@ async def test_expire_asset_urls_and_bad_signatures(http):
         assert (await fetch(http, new.replace("sig=", "sig=0")))[0] == 403
         await client.generations.delete(generation.id)
         assert (await fetch(http, new))[0] == 404
+
+
+async def test_asset_urls_are_stable_per_generation(sdk, luma_emulator, http):  # noqa: F811
+    """get, list and repeated gets hand out the same URLs, and they keep working."""
+    created = await sdk.generations.create(model="ray-flash-2", prompt="a calm lake")
+    done = await wait_terminal(sdk, created.id)
+    again = await sdk.generations.get(created.id)
+    listed = (await sdk.generations.list()).generations[0]
+    assert done.assets.video == again.assets.video == listed.assets.video
+    assert done.assets.image == again.assets.image == listed.assets.image
+    await check_assets(http, again)
+
+
+async def test_asset_url_ttl_expires_and_a_fresh_get_renews():
+    """With a TTL a URL stays the same for half its life, answers 403 once expired,
+    and a GET then hands out a new URL that works."""
+    async with (
+        Emulator(fast_emulator_config(asset_url_ttl=0.3, api_key=API_KEY)) as emu,
+        lumaai.AsyncLumaAI(auth_token=API_KEY, base_url=emu.base_url, max_retries=0) as client,
+        aiohttp.ClientSession() as http,
+    ):
+        created = await client.generations.image.create(model="photon-1", prompt="a cat")
+        first = (await wait_terminal(client, created.id)).assets.image
+        soon = (await client.generations.get(created.id)).assets.image
+        deadline = time.monotonic() + 5
+        while soon == first and time.monotonic() < deadline:  # same until half the TTL
+            await asyncio.sleep(0.02)
+            soon = (await client.generations.get(created.id)).assets.image
+        assert soon != first
+        while (await fetch(http, first))[0] != 403:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        fresh = (await client.generations.get(created.id)).assets.image
+        assert (await fetch(http, fresh))[0] == 200
+        assert emu.inspect.expired_url_hits >= 1

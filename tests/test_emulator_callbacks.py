@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 
 import attrs
 import lumaai
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from lumasched.emulator import Emulator
+from lumasched.emulator import FAILURE_REASONS, Emulator
 from lumasched.testing import fast_emulator_config
+from tests._emulator_fixtures import wait_terminal
 
 
 @attrs.define
@@ -143,3 +145,76 @@ async def test_unreachable_callback_gives_up_and_close_is_clean():
             await asyncio.sleep(0.01)
         assert emu.inspect.callbacks_failed >= 2
     assert emu.callbacks.pending == 0
+
+
+async def test_duplicated_reordered_and_late_callbacks(receiver):
+    """With every knob at 1: each state arrives twice, the final state first, and
+    late; deduplicating by (id, state) leaves exactly dreaming and completed."""
+    config = fast_emulator_config(
+        fixed_latency=0.1, callback_duplicates=1.0, callback_reorder=1.0, callback_delay=0.05
+    )
+    async with (
+        Emulator(config) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url) as client,
+    ):
+        sent = time.monotonic()
+        generation = await client.generations.create(
+            model="ray-2", prompt="a cat", callback_url=receiver.url
+        )
+        await receiver.wait_for(4)
+        # Nothing is announced before it happened: the job ends 0.1 s after the create.
+        assert receiver.received[0][0] - sent >= 0.1
+        states = receiver.states()
+        assert sorted(states) == ["completed", "completed", "dreaming", "dreaming"]
+        assert states[0] == "completed" and states[-1] == "dreaming"
+        seen = {(payload["id"], payload["state"]) for _, payload in receiver.received}
+        assert seen == {(generation.id, "dreaming"), (generation.id, "completed")}
+        stale = [p for _, p in receiver.received if p["state"] == "dreaming"]
+        assert all(p["assets"] is None for p in stale)
+        assert (emu.inspect.callbacks_duplicated, emu.inspect.callbacks_reordered) == (2, 1)
+
+
+async def test_callbacks_in_order_once_by_default(receiver):
+    """Without the knobs each state is announced once, in order."""
+    async with (
+        Emulator(fast_emulator_config(fixed_latency=0.05)) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url) as client,
+    ):
+        await client.generations.create(model="ray-2", prompt="a cat", callback_url=receiver.url)
+        await receiver.wait_for(2)
+        await client.generations.list()  # a round trip: any third callback would be queued by now
+        assert receiver.states() == ["dreaming", "completed"]
+        assert emu.inspect.callbacks_duplicated == emu.inspect.callbacks_reordered == 0
+
+
+@pytest.mark.parametrize("key", list(FAILURE_REASONS))
+async def test_every_documented_failure_reason_on_demand(key):
+    """A prompt with fail:KEY ends failed with that documented reason, and is refunded."""
+    failure = FAILURE_REASONS[key]
+    async with (
+        Emulator(fast_emulator_config()) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url, max_retries=0) as client,
+    ):
+        start = (await client.credits.get()).credit_balance
+        created = await client.generations.create(model="ray-2", prompt=f"a cat fail:{key}")
+        done = await wait_terminal(client, created.id)
+        assert (done.state, done.failure_reason) == ("failed", failure.reason)
+        assert (await client.credits.get()).credit_balance == pytest.approx(start)
+        record = emu.store.get(created.id)
+        assert record is not None
+        timeline = record.timeline
+        assert (timeline.dreaming_at == timeline.done_at) is failure.early
+
+
+async def test_failure_rates_by_reason():
+    """failure_rates makes a fraction of jobs fail with the chosen reason."""
+    config = fast_emulator_config(failure_rates={"frame_moderation": 1.0})
+    async with (
+        Emulator(config) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url, max_retries=0) as client,
+    ):
+        created = await client.generations.image.create(model="photon-1", prompt="a cat")
+        done = await wait_terminal(client, created.id)
+        assert done.failure_reason == "Frame moderation failed"
+    with pytest.raises(ValueError, match="unknown failure reason"):
+        fast_emulator_config(failure_rates={"gpu_on_fire": 0.5})

@@ -59,9 +59,10 @@ def test_serves_prints_base_url_and_stops_on_sigterm(tmp_path):
         assert _get(f"{base_url}/ping", key) == (200, {"message": "pong"})
         assert _get(f"{base_url}/ping")[0] == 401
         origin = base_url.removesuffix("/dream-machine/v1")
-        status, stats = _get(f"{origin}/_emulator/stats")
+        assert _get(f"{origin}/_emulator/stats")[0] == 401
+        status, stats = _get(f"{origin}/_emulator/stats", key)
         assert status == 200 and stats["requests_by_route"] == {"ping": 2}
-        assert stats["unauthorized"] == 1
+        assert stats["unauthorized"] == 2
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import lumaai
 import pytest
 
+from lumasched.emulator import Emulator
 from lumasched.errors import ConfigurationError
 from lumasched.pricing import PriceTable, estimate_cost_cents, video_dimensions
+from lumasched.testing import fast_emulator_config
+from tests._emulator_fixtures import wait_terminal
 
 
 def test_documented_video_examples():
@@ -89,3 +93,52 @@ def test_bad_price_files(tmp_path):
         PriceTable.from_file(bad)
     with pytest.raises(ConfigurationError):
         PriceTable.from_file(tmp_path / "missing.toml")
+
+
+async def test_a_create_the_balance_cannot_cover_is_402():
+    """A create costing more than the balance is refused with 402 and not charged;
+    a cheaper one still goes through."""
+    async with (
+        Emulator(fast_emulator_config(credit_balance_cents=100.0)) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url, max_retries=0) as client,
+    ):
+        with pytest.raises(lumaai.APIStatusError) as info:
+            await client.generations.create(model="ray-2", prompt="a teddy bear")
+        assert info.value.status_code == 402
+        assert info.value.body["detail"] == (
+            "Insufficient credits: this generation costs $1.75, the balance is $1.00"
+        )
+        assert emu.inspect.creates_total == 0 and emu.credit_balance_cents == 100.0
+        assert (await client.generations.list()).count == 0
+        await client.generations.image.create(model="photon-1", prompt="a cat")
+        assert emu.credit_balance_cents == pytest.approx(98.5)
+
+
+async def test_monthly_usage_cap_counts_charges_less_refunds():
+    """With a monthly cap, a create past it is 402; a failed (refunded) job uses none of it."""
+    config = fast_emulator_config(monthly_usage_cap_cents=200.0)
+    async with (
+        Emulator(config) as emu,
+        lumaai.AsyncLumaAI(auth_token="k", base_url=emu.base_url, max_retries=0) as client,
+    ):
+        failing = await client.generations.create(model="ray-2", prompt="a cat fail:dispatch")
+        await wait_terminal(client, failing.id)
+        await client.generations.create(model="ray-2", prompt="a teddy bear")
+        with pytest.raises(lumaai.APIStatusError) as info:
+            await client.generations.create(model="ray-2", prompt="another bear")
+        assert info.value.status_code == 402
+        assert info.value.body["detail"].startswith("Monthly usage limit reached: $2.00 per month")
+        assert emu.inspect.creates_total == 2
+
+
+def test_upscale_is_priced_on_the_source_shape_when_known():
+    """An upscale body with the source's aspect ratio and length is priced on them;
+    without them, 16:9 for the assumed 5 s."""
+    plain = estimate_cost_cents("upscale", {"resolution": "4k"})
+    assert estimate_cost_cents("upscale", {"resolution": "4k", "duration": "5s"}) == plain
+    assert estimate_cost_cents(
+        "upscale", {"resolution": "4k", "duration": "9s", "aspect_ratio": "16:9"}
+    ) == pytest.approx(plain * 9 / 5)
+    assert estimate_cost_cents(
+        "upscale", {"resolution": "4k", "aspect_ratio": "1:1"}
+    ) == pytest.approx(plain * 2160 / 3840)

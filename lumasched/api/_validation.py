@@ -29,7 +29,6 @@ from lumasched.api._models import (
     ImageRef,
     ImageRequest,
     Keyframe,
-    Keyframes,
     Media,
     ModifyVideoRequest,
     ReframeImageRequest,
@@ -37,16 +36,18 @@ from lumasched.api._models import (
     UpscaleRequest,
     VideoRequest,
 )
+from lumasched.api._rules import (
+    MAX_REF_IMAGES,
+    PROMPT_MAX,
+    PROMPT_MIN,
+    duration_rule_problem,
+    loop_rule_problem,
+    resolution_rule_problem,
+    weight_rule_problem,
+)
 from lumasched.errors import Problem, ValidationError
 
-__all__ = ["duration_problem", "problems_of", "prompt_problem", "raise_for_problems"]
-
-PROMPT_MIN = 3
-PROMPT_MAX = 5000
-MAX_REF_IMAGES = 4
-DURATION = re.compile(r"[1-9][0-9]*s")
-"""A video ``duration``: whole seconds, like the SDK's ``5s``/``9s`` (it types the
-field as any string). The real service may refuse lengths a model does not offer."""
+__all__ = ["problems_of", "prompt_problem", "raise_for_problems"]
 
 EMPTY_PROMPT_KINDS = frozenset({"reframe_image", "reframe_video", "modify_video", "audio"})
 """Kinds whose prompts (and audio's ``negative_prompt``) may be empty: the spec's
@@ -73,19 +74,16 @@ def prompt_problem(kind: str, value: object, *, required: bool = False) -> str |
     return None
 
 
-def duration_problem(value: object) -> str | None:
-    """What is wrong with ``value`` as a video ``duration`` (see ``DURATION``); None if fine."""
-    if value is None or (isinstance(value, str) and DURATION.fullmatch(value)):
-        return None
-    return f"must be a number of seconds like '5s' or '9s' (got {value!r})"
-
-
 class _Checker:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
 
     def add(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
+
+    def rule(self, path: str, message: str | None) -> None:
+        if message is not None:
+            self.add(path, message)
 
     def one_of(self, path: str, value: Any, allowed: Sequence[str], *, optional: bool) -> None:
         if value is None and optional:
@@ -110,13 +108,9 @@ class _Checker:
 
     def weight(self, path: str, ref: ImageRef) -> None:
         self.text(f"{path}.url", ref.url)
-        w = ref.weight
-        if w is None:
-            return
-        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
-            self.add(f"{path}.weight", "must be a number between 0 and 1")
-        elif not 0 <= w <= 1:
-            self.add(f"{path}.weight", f"must be between 0 and 1 (got {w!r})")
+        message = weight_rule_problem(ref.weight)
+        if message is not None:
+            self.add(f"{path}.weight", message)
 
     def refs(self, path: str, refs: Sequence[ImageRef] | None) -> None:
         if refs is None:
@@ -162,21 +156,10 @@ def _keyframe(c: _Checker, path: str, frame: Keyframe | None) -> None:
         c.text(f"{path}.id", frame.id)
 
 
-def _loop_problem(keyframes: Keyframes) -> str | None:
-    """The server's message for a loop it will refuse with these keyframes, if any."""
-    f0, f1 = keyframes.frame0, keyframes.frame1
-    gen0, gen1 = isinstance(f0, GenerationKeyframe), isinstance(f1, GenerationKeyframe)
-    if f0 is not None and f1 is not None:
-        if gen0 and gen1:
-            return "Loop is not supported for interpolate between two videos"
-        if gen0:
-            return "Loop is not supported for interpolate video to image"
-        if gen1:
-            return "Loop is not supported for interpolate image to video"
-        return "Loop is not supported for keyframes"
-    if gen1:
-        return "Loop is not supported for extend reverse"
-    return None
+def _frame_type(frame: Keyframe | None) -> str | None:
+    if isinstance(frame, GenerationKeyframe):
+        return "generation"
+    return None if frame is None else "image"
 
 
 def _video(c: _Checker, r: VideoRequest) -> None:
@@ -190,17 +173,17 @@ def _video(c: _Checker, r: VideoRequest) -> None:
     c.prompt("video", "prompt", r.prompt, required=not has_image)
     c.one_of("aspect_ratio", r.aspect_ratio, ASPECT_RATIOS, optional=True)
     c.one_of("resolution", r.resolution, RESOLUTIONS, optional=True)
-    message = duration_problem(r.duration)
-    if message is not None:
-        c.add("duration", message)
+    if r.resolution in RESOLUTIONS:
+        c.rule("resolution", resolution_rule_problem(r.model, r.resolution))
+    c.rule("duration", duration_rule_problem(r.model, r.duration))
     if r.keyframes is not None:
         if not has_frames:
             c.add("keyframes", "No keyframes provided")
         _keyframe(c, "keyframes.frame0", r.keyframes.frame0)
         _keyframe(c, "keyframes.frame1", r.keyframes.frame1)
-        message = _loop_problem(r.keyframes) if r.loop else None
-        if message is not None:
-            c.add("loop", message)
+        if r.loop:
+            kinds = _frame_type(r.keyframes.frame0), _frame_type(r.keyframes.frame1)
+            c.rule("loop", loop_rule_problem(*kinds))
     for i, concept in enumerate(r.concepts or ()):
         c.text(f"concepts[{i}].key", concept.key)
     c.one_of("generation_type", r.generation_type, ("video",), optional=True)

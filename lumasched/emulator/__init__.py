@@ -14,6 +14,7 @@ from lumasched.emulator._app import API_PREFIX, CAMERA_MOTIONS
 from lumasched.emulator._cli import main
 from lumasched.emulator._config import DEFAULT_BLACKLIST, ROUTES, EmulatorConfig, Faults
 from lumasched.emulator._emulator import Emulator
+from lumasched.emulator._failures import FAILURE_REASONS
 from lumasched.emulator._stats import FamilyStats, Inspector
 from lumasched.emulator._validate import CONCEPTS
 
@@ -22,6 +23,7 @@ __all__ = [
     "CAMERA_MOTIONS",
     "CONCEPTS",
     "DEFAULT_BLACKLIST",
+    "FAILURE_REASONS",
     "ROUTES",
     "Emulator",
     "EmulatorConfig",

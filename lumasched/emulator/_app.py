@@ -11,8 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
-from lumasched.emulator._assets import VideoFile, parse_range, render_image
+from lumasched.emulator._assets import VideoFile, VideoShape, parse_range, render_image
 from lumasched.emulator._config import Faults
 from lumasched.emulator._state import Record, format_retry_after
 from lumasched.emulator._stats import body_fingerprint
@@ -47,6 +49,25 @@ log = logging.getLogger("lumasched.emulator")
 _NOT_FOUND = "Generation not found"
 
 
+MAX_JSON_DEPTH = 32
+"""The deepest request body accepted (the deepest valid one nests 4 levels)."""
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests (iterative: a hostile body cannot exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_JSON_DEPTH:
+            break
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _detail(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"detail": detail}, status=status, headers=headers)
 
@@ -74,6 +95,13 @@ class _Routes:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         name = request.match_info.route.name or ""
         group, _, _ = name.partition(":")
+        if group == "control":
+            try:
+                if self.emu.config.api_key is not None:
+                    self._authenticate(request)
+            except ApiError as exc:
+                return _detail(exc.status, exc.detail, exc.headers)
+            return await handler(request)
         if group not in ("api", "asset"):
             if not request.path.startswith(API_PREFIX):
                 return await handler(request)
@@ -101,15 +129,29 @@ class _Routes:
         return response
 
     def _authenticate(self, request: web.Request) -> None:
-        key = self.emu.config.api_key
-        if key is None:
-            return
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), key.encode()
+        """401 unless ``Authorization: Bearer <token>`` is well formed (and, with a
+        pinned key, the token is that key). A header that is not printable ASCII
+        (undecodable bytes included) is malformed, never a crash."""
+        header = request.headers.get("Authorization")
+        scheme, _, token = (header or "").partition(" ")
+        token = token.strip()
+        if header is None:
+            problem = "Missing API key: send 'Authorization: Bearer <key>'"
+        elif (
+            scheme.lower() != "bearer"
+            or not token
+            or not token.isascii()
+            or not token.isprintable()
+            or " " in token
         ):
-            self.emu.inspect.unauthorized += 1
-            raise ApiError(401, "Invalid API key is provided")
+            problem = "Malformed Authorization header: expected 'Bearer <key>'"
+        else:
+            key = self.emu.config.api_key
+            if key is None or hmac.compare_digest(token.encode(), key.encode()):
+                return
+            problem = "Invalid API key is provided"
+        self.emu.inspect.unauthorized += 1
+        raise ApiError(401, problem)
 
     def render(self, record: Record, at: float) -> dict[str, Any]:
         return record.to_json(at, self._assets)
@@ -130,13 +172,26 @@ class _Routes:
         }
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
+        """The JSON object a request carries; 400 for anything else (bad JSON,
+        undecodable Content-Encoding, nesting past ``MAX_JSON_DEPTH``), 413 past
+        the server's body size limit. Never a 500."""
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise ApiError(413, f"Request body too large: {exc.text}") from None
+        except (RequestPayloadError, HttpProcessingError) as exc:
+            encoding = request.headers.get("Content-Encoding", "")
+            raise ApiError(400, f"Unreadable request body ({encoding or 'no'} encoding)") from exc
         try:
             body = json.loads(raw or b"{}")
+        except RecursionError:
+            raise ApiError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
         except ValueError:
             raise ApiError(400, "Invalid JSON body") from None
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object")
+        if _depth(body) > MAX_JSON_DEPTH:
+            raise ApiError(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         return body
 
     # -- creates ---------------------------------------------------------------
@@ -157,8 +212,8 @@ class _Routes:
         )
         emu.store.admit(spec.family, now)
         fingerprint = body_fingerprint(kind, source_id, body)
-        emu.inspect.note_create(kind, fingerprint)
         record = emu.store.create(spec, body, now, fingerprint)
+        emu.inspect.note_create(kind, fingerprint)
         emu.callbacks.schedule(record)
         if emu.faults.drop_after_create():
             assert request.transport is not None
@@ -271,16 +326,19 @@ class _Routes:
         self, request: web.Request, record: Record, version: int, name: str
     ) -> web.StreamResponse:
         emu = self.emu
+        spec = record.spec
+        shape = VideoShape(spec.aspect_ratio, spec.resolution, spec.seconds, spec.audio)
         if name == "video.mp4" and record.media == "video":
             video = VideoFile.for_generation(
-                f"{record.id} v{version}", record.aspect_ratio, emu.config.video_padding_bytes
+                f"{record.id} v{version}", shape, emu.config.video_padding_bytes
             )
             size, content_type = video.size, "video/mp4"
             chunks = video.iter_range
         elif name in ("image.jpg", "image.png", "thumb.jpg"):
             fmt = "png" if name.endswith(".png") else "jpg"
+            thumb = shape.size if record.media == "video" else None
             data = render_image(
-                f"{record.id} v{version}", record.aspect_ratio, fmt, emu.config.image_scale
+                f"{record.id} v{version}", record.aspect_ratio, fmt, emu.config.image_scale, thumb
             )
             size, content_type = len(data), "image/png" if fmt == "png" else "image/jpeg"
 

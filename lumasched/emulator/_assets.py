@@ -1,10 +1,14 @@
-"""Real asset files: JPEG/PNG images drawn with Pillow, MP4 videos from packaged clips.
+"""Real asset files: JPEG/PNG images drawn with Pillow, MP4 videos from packaged segments.
 
-Every video is a pre-rendered H.264 clip for its aspect ratio (made by
-``scripts/make_emulator_assets.py``) followed by an MP4 ``free`` box holding the
-generation id and optional zero padding. Players skip ``free`` boxes, so the file
-stays valid while each generation's bytes (and sha256) differ and its size can
-be set at will. The padding is produced on the fly, never held in memory.
+A video has the shape its request asked for: the frame size of its aspect
+ratio and resolution (scaled down, ``_mp4.clip_size``), 24 frames per second
+of its duration, and an AAC track after ``add_audio``. It is built from a
+pre-rendered one-second H.264 segment for that frame size (made by
+``scripts/make_emulator_assets.py``), cached per shape, and followed by an MP4
+``free`` box holding the generation id and optional zero padding. Players
+skip ``free`` boxes, so the file stays valid while each generation's bytes
+(and sha256) differ and its size can be set at will. The padding is produced
+on the fly, never held in memory.
 """
 
 from __future__ import annotations
@@ -20,14 +24,19 @@ from importlib import resources
 import attrs
 from PIL import Image, ImageDraw
 
+from lumasched.emulator._mp4 import Track, build_mp4, clip_size, read_track
+
 __all__ = [
+    "AUDIO_FILE",
     "REFRAME_SIZES",
     "AssetSigner",
     "VideoFile",
-    "clip_bytes",
+    "VideoShape",
     "image_size",
     "parse_range",
     "render_image",
+    "video_bytes",
+    "video_clip_name",
 ]
 
 REFRAME_SIZES: dict[str, tuple[int, int]] = {
@@ -41,8 +50,49 @@ REFRAME_SIZES: dict[str, tuple[int, int]] = {
 }
 """The docs' target sizes per aspect ratio."""
 
-CLIP_SCALE = 8
+AUDIO_FILE = "audio.m4a"
 _ZEROS = bytes(64 * 1024)
+
+
+@attrs.frozen
+class VideoShape:
+    """What a generation's video looks like; one cached MP4 per shape."""
+
+    aspect_ratio: str = "16:9"
+    resolution: str = "720p"
+    seconds: int = 5
+    audio: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return clip_size(self.resolution, self.aspect_ratio)
+
+
+def video_clip_name(resolution: str, aspect_ratio: str) -> str:
+    width, height = clip_size(resolution, aspect_ratio)
+    return f"video_{width}x{height}.mp4"
+
+
+def _packaged(name: str) -> bytes:
+    return resources.files("lumasched.emulator").joinpath("assets", name).read_bytes()
+
+
+@functools.lru_cache(maxsize=64)
+def video_bytes(shape: VideoShape) -> bytes:
+    """The MP4 of a shape (cached: a batch of alike generations builds it once)."""
+    video = _segment(shape.resolution, shape.aspect_ratio)
+    audio = _audio() if shape.audio else None
+    return build_mp4(video, shape.size, shape.seconds, audio)
+
+
+@functools.cache
+def _segment(resolution: str, aspect_ratio: str) -> Track:
+    return read_track(_packaged(video_clip_name(resolution, aspect_ratio)))
+
+
+@functools.cache
+def _audio() -> Track:
+    return read_track(_packaged(AUDIO_FILE))
 
 
 def image_size(aspect_ratio: str, scale: float) -> tuple[int, int]:
@@ -51,11 +101,18 @@ def image_size(aspect_ratio: str, scale: float) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=512)
-def render_image(gen_id: str, aspect_ratio: str, image_format: str, scale: float) -> bytes:
+def render_image(
+    gen_id: str,
+    aspect_ratio: str,
+    image_format: str,
+    scale: float,
+    size: tuple[int, int] | None = None,
+) -> bytes:
     """A picture unique to ``gen_id``: a background colour and a strip of
-    squares taken from the id's hash."""
+    squares taken from the id's hash. ``size`` overrides the reframe-table size
+    (a video's thumbnail is its frame size)."""
     digest = hashlib.sha256(gen_id.encode()).digest()
-    size = image_size(aspect_ratio, scale)
+    size = size or image_size(aspect_ratio, scale)
     image = Image.new("RGB", size, (digest[0], digest[1], digest[2]))
     draw = ImageDraw.Draw(image)
     cell = max(2, size[0] // 16)
@@ -71,13 +128,6 @@ def render_image(gen_id: str, aspect_ratio: str, image_format: str, scale: float
     return out.getvalue()
 
 
-@functools.cache
-def clip_bytes(aspect_ratio: str) -> bytes:
-    width, height = REFRAME_SIZES[aspect_ratio]
-    name = f"clip_{width // CLIP_SCALE}x{height // CLIP_SCALE}.mp4"
-    return resources.files("lumasched.emulator").joinpath("assets", name).read_bytes()
-
-
 @attrs.frozen
 class VideoFile:
     """A generation's MP4: clip + ``free`` box (marker, then ``padding`` zero bytes)."""
@@ -87,9 +137,9 @@ class VideoFile:
     padding: int
 
     @classmethod
-    def for_generation(cls, gen_id: str, aspect_ratio: str, padding: int) -> VideoFile:
+    def for_generation(cls, gen_id: str, shape: VideoShape, padding: int) -> VideoFile:
         marker = f"lumasched-emulator generation {gen_id}\n".encode()
-        return cls(clip_bytes(aspect_ratio), marker, padding)
+        return cls(video_bytes(shape), marker, padding)
 
     @property
     def _box_header(self) -> bytes:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from lumasched.emulator._config import DEFAULT_BLACKLIST, EmulatorConfig, Faults
 from lumasched.emulator._emulator import Emulator
+from lumasched.emulator._failures import FAILURE_REASONS
 from lumasched.errors import ConfigurationError
 from lumasched.limits import Limits
 from lumasched.pricing import PriceTable
@@ -31,7 +32,9 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
     add(
         "--api-key",
         metavar="KEY",
-        help="require 'Authorization: Bearer KEY', else 401 (default: no authentication)",
+        help="pin the key: only 'Authorization: Bearer KEY' is accepted, and the /_emulator/* "
+        "control routes need it too (default: any key; a missing or malformed "
+        "Authorization header is always 401)",
     )
     add(
         "--limits",
@@ -66,13 +69,52 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
         metavar="P",
         help='fraction of jobs that end failed with "Job failed" (default %(default)s)',
     )
+    add(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="REASON=P",
+        help="fraction of jobs that end failed with a documented reason; REASON is one of "
+        f"{', '.join(FAILURE_REASONS)} (repeatable). A prompt containing 'fail:REASON' "
+        "always fails with it",
+    )
+    add(
+        "--callback-duplicates",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="send this fraction of callbacks twice (default 0)",
+    )
+    add(
+        "--callback-reorder",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="for this fraction of generations, send the final state's callback before "
+        "a stale 'dreaming' one (default 0)",
+    )
+    add(
+        "--callback-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="hold each callback back by a random 0..SECONDS (default 0)",
+    )
     add("--seed", type=int, metavar="N", help="seed for every random choice (ids, jitter, faults)")
     add(
         "--credits",
         type=float,
         default=500_000.0,
         metavar="CENTS",
-        help="starting credit balance in USD cents (default %(default)s)",
+        help="starting credit balance in USD cents; a create it cannot cover gets 402 "
+        "(default %(default)s)",
+    )
+    add(
+        "--monthly-usage-cap",
+        type=float,
+        metavar="CENTS",
+        help="refuse (402) creates past this much usage per calendar month, in USD cents; "
+        "the Build tier's cap is 500000 (default: no cap)",
     )
     add("--prices", metavar="FILE", help="price table override (.toml or .json)")
     add(
@@ -98,7 +140,8 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
         "--asset-url-ttl",
         type=float,
         metavar="SECONDS",
-        help="asset URLs answer 403 this long after they are handed out (default: never)",
+        help="asset URLs answer 403 this long after they are signed; a GET after half "
+        "of it hands out a fresh one (default: stable URLs that never expire)",
     )
     add(
         "--same-id-derived",
@@ -163,6 +206,12 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         else DEFAULT_BLACKLIST
     )
     try:
+        rates = {}
+        for item in args.fail:
+            reason, sep, rate = item.partition("=")
+            if not sep:
+                raise ValueError(f"--fail {item!r}: expected REASON=P")
+            rates[reason.strip()] = float(rate)
         faults = Faults(
             server_errors=args.fault_5xx,
             rate_limits=args.fault_429,
@@ -179,9 +228,14 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             fixed_latency=args.fixed_latency,
             jitter=args.jitter,
             failure_rate=args.failure_rate,
+            failure_rates=rates,
+            callback_duplicates=args.callback_duplicates,
+            callback_reorder=args.callback_reorder,
+            callback_delay=args.callback_delay,
             blacklist=blacklist,
             seed=args.seed,
             credit_balance_cents=args.credits,
+            monthly_usage_cap_cents=args.monthly_usage_cap,
             prices=prices,
             image_scale=args.image_scale,
             video_padding_bytes=args.video_padding,

@@ -10,6 +10,7 @@ from typing import Any, Self
 
 import attrs
 
+from lumasched.emulator._failures import failure_rates
 from lumasched.limits import Limits
 from lumasched.pricing import PriceTable
 
@@ -49,8 +50,17 @@ def _route_rates(value: Mapping[str, float] | float) -> Mapping[str, float]:
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value < 0:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{attribute.name} must be a number, got {value!r}")
+    if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _error_status(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599:
+        raise ValueError(f"{attribute.name} must be an HTTP error status (400-599), got {value!r}")
 
 
 @attrs.frozen
@@ -63,7 +73,7 @@ class Faults:
 
     server_errors: Mapping[str, float] = attrs.field(factory=dict, converter=_route_rates)
     """Answer this fraction of requests with ``server_error_status`` (nothing happens)."""
-    server_error_status: int = 500
+    server_error_status: int = attrs.field(default=500, validator=_error_status)
     rate_limits: Mapping[str, float] = attrs.field(factory=dict, converter=_route_rates)
     """Answer this fraction of requests with 429 (nothing happens)."""
     drop_after_create: float = attrs.field(default=0.0, validator=_rate)
@@ -74,7 +84,7 @@ class Faults:
     """Cut this fraction of asset downloads half way through the body."""
     download_bytes_per_second: float | None = attrs.field(default=None, validator=_non_negative)
     """Throttle asset downloads to this rate."""
-    expire_urls_issued_before: float | None = None
+    expire_urls_issued_before: float | None = attrs.field(default=None, validator=_non_negative)
     """Asset URLs signed before this UNIX time answer 403 as expired (see
     ``Emulator.expire_asset_urls``)."""
 
@@ -130,7 +140,9 @@ class EmulatorConfig:
     port: int = 0
     """0 picks a free port."""
     api_key: str | None = attrs.field(default=None, repr=False)
-    """None: no authentication. Otherwise a missing or wrong bearer token gets 401."""
+    """None: any bearer token is accepted. Otherwise only this one, on the API and
+    on the ``/_emulator/*`` control routes. A missing or malformed
+    ``Authorization`` header is always 401."""
     limits: Limits = attrs.field(factory=Limits)
     speed: float = attrs.field(default=1.0, validator=_positive)
     """Acceleration: every modelled latency is divided by it (100 turns 30 s into 0.3 s)."""
@@ -141,19 +153,37 @@ class EmulatorConfig:
     """Each modelled latency is multiplied by a uniform factor in [1 - jitter, 1 + jitter]."""
     failure_rate: float = attrs.field(default=0.0, validator=_rate)
     """Fraction of jobs that end failed with "Job failed"."""
+    failure_rates: Mapping[str, float] = attrs.field(factory=dict, converter=failure_rates)
+    """Per documented failure reason (keys of ``FAILURE_REASONS``: ``frame_moderation``,
+    ``dispatch``, ...), the fraction of jobs that end failed with it. A prompt
+    containing ``fail:KEY`` fails with that reason every time."""
+    callback_duplicates: float = attrs.field(default=0.0, validator=_rate)
+    """Fraction of callback deliveries sent twice (the docs: a receiver "is expected
+    to be called multiple times for a status")."""
+    callback_reorder: float = attrs.field(default=0.0, validator=_rate)
+    """Fraction of generations whose callbacks arrive in reverse order (the final
+    state first, then a stale ``dreaming``)."""
+    callback_delay: float = attrs.field(default=0.0, validator=_non_negative)
+    """Each callback is held back by a random 0 to this many seconds (late delivery:
+    the payload is the state when it changed, not when it arrives)."""
     blacklist: tuple[str, ...] = attrs.field(default=DEFAULT_BLACKLIST, converter=_words)
     seed: int | None = None
     """Seeds every random choice (latency jitter, failures, faults, ids)."""
     credit_balance_cents: float = 500_000.0
-    """Starting balance ($5,000, the Build tier's monthly cap). It may go negative."""
+    """Starting balance ($5,000, the Build tier's monthly cap). A create it cannot
+    cover is refused with 402."""
+    monthly_usage_cap_cents: float | None = attrs.field(default=None, validator=_non_negative)
+    """Refuse (402) a create that would take this calendar month's charges, refunds
+    deducted, past this many cents (the Build tier's cap is 500000). None: no cap."""
     prices: PriceTable = attrs.field(factory=PriceTable)
     image_scale: float = attrs.field(default=0.125, validator=_positive)
     """Images are the docs' reframe size for the aspect ratio times this (1/8: 16:9 is 256x144)."""
     video_padding_bytes: int = attrs.field(default=0, validator=_non_negative)
     """Extra bytes appended to every video (in an MP4 ``free`` box) to emulate big files."""
     asset_url_ttl: float | None = attrs.field(default=None, validator=_non_negative)
-    """Asset URLs expire this many seconds after they are handed out (None: never);
-    each GET of a generation hands out fresh ones."""
+    """Asset URLs expire this many seconds after they are signed (None: never). A
+    generation's URLs are the same on every read for the first half of that
+    time; a read after it signs fresh ones."""
     faults: Faults = attrs.field(factory=Faults)
     derived_new_id: bool = True
     """Upscale and audio create a new generation (True) or restart the source

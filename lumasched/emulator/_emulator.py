@@ -55,10 +55,14 @@ class Emulator:
         )
         self.signer = AssetSigner(rng.getrandbits(256).to_bytes(32, "big"))
         self._state_file: StateFile | None = None
+        self._url_issued: dict[tuple[str, int], float] = {}
+        """(generation id, version) -> UNIX time its asset URLs were signed."""
         app, routes = build_app(self)
         self._app = app
         self._routes = routes
-        self.callbacks = CallbackSender(self.config, routes.render, lambda: self.inspect)
+        self.callbacks = CallbackSender(
+            self.config, routes.render, lambda: self.inspect, random.Random(rng.getrandbits(64))
+        )
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._state = "new"
@@ -201,10 +205,23 @@ class Emulator:
         return self.origin + "/_emulator/stats"
 
     def asset_url(self, record: Record, name: str) -> str:
-        """A freshly signed URL for one of ``record``'s files."""
+        """The signed URL of one of ``record``'s files, stable like a CDN's: the same
+        on every read until, with ``asset_url_ttl``, half its lifetime has passed
+        (then the next read hands out a fresh one); always fresh after
+        ``expire_asset_urls``. Without a TTL it is derived from the generation
+        alone, so it survives a restart on a state file."""
+        key = (record.id, record.version)
+        ttl = self.config.asset_url_ttl
+        now = time.time()
+        issued = self._url_issued.get(key, record.created_wall if ttl is None else now)
+        cutoff = self.faults.faults.expire_urls_issued_before
+        if (ttl is not None and now >= issued + ttl / 2) or (
+            cutoff is not None and issued < cutoff
+        ):
+            issued = now
+        self._url_issued[key] = issued
         path = f"/assets/{record.id}/{record.version}/{name}"
-        query = self.signer.query(path, time.time(), self.config.asset_url_ttl)
-        return f"{self.origin}{path}?{query}"
+        return f"{self.origin}{path}?{self.signer.query(path, issued, ttl)}"
 
     # -- steering and inspection ---------------------------------------------------
     @property

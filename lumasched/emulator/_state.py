@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from lumasched.emulator._config import EmulatorConfig
+from lumasched.emulator._echo import echo_request, response_generation_type
+from lumasched.emulator._failures import pick_failure
 from lumasched.emulator._stats import Inspector, _Window
-from lumasched.emulator._validate import GENERATION_TYPES, ApiError, CreateSpec
+from lumasched.emulator._validate import ApiError, CreateSpec
 from lumasched.limits import Family
 
 if TYPE_CHECKING:
@@ -42,10 +44,6 @@ RESOLUTION_FACTOR: Mapping[str, float] = {"540p": 0.75, "720p": 1.0, "1080p": 1.
 UPSCALE_DREAMING = 40.0
 AUDIO_DREAMING = 20.0
 FIXED_QUEUED_SHARE = 0.2
-
-BLACKLISTED = "Contains blacklisted words"
-UNREADABLE_FRAMES = "Failed to read user input frames"
-JOB_FAILED = "Job failed"
 
 
 @attrs.frozen
@@ -124,13 +122,13 @@ class Record:
         state = self.state_at(now)
         return {
             "id": self.id,
-            "generation_type": GENERATION_TYPES[self.kind],
+            "generation_type": response_generation_type(self.kind),
             "state": state,
             "failure_reason": self.timeline.failure_reason if state == "failed" else None,
             "created_at": self.created_at_iso(),
             "assets": assets(self) if state == "completed" else None,
             "model": self.model,
-            "request": self.body,
+            "request": echo_request(self.spec, self.body),
         }
 
 
@@ -150,10 +148,14 @@ class SlotJob:
 
 
 def format_retry_after(seconds: float) -> dict[str, str]:
-    """``Retry-After`` (whole seconds, or a decimal below 10 s) and ``Retry-After-ms``."""
+    """``Retry-After`` in whole seconds (RFC 9110 delay-seconds: digits only,
+    rounded up, at least 1) and the exact wait in ``Retry-After-ms``, which the
+    official SDK reads first."""
     seconds = max(seconds, 0.001)
-    text = str(math.ceil(seconds)) if seconds >= 10 else f"{math.ceil(seconds * 1000) / 1000:.3f}"
-    return {"Retry-After": text, "Retry-After-ms": str(math.ceil(seconds * 1000))}
+    return {
+        "Retry-After": str(max(1, math.ceil(seconds))),
+        "Retry-After-ms": str(math.ceil(seconds * 1000)),
+    }
 
 
 class Store:
@@ -177,6 +179,9 @@ class Store:
         self.in_flight: dict[Family, int] = {f: 0 for f in Family}
         self._windows = {f: _Window(config.limits[f].per_seconds) for f in Family}
         self.balance_cents = config.credit_balance_cents
+        self.spent_cents = 0.0
+        """Charged this calendar month (UTC), refunds deducted: what the usage cap limits."""
+        self._month = time.gmtime()[:2]
         words = "|".join(re.escape(w) for w in config.blacklist if w)
         self._blacklist = re.compile(rf"\b(?:{words})\b", re.IGNORECASE) if words else None
 
@@ -188,6 +193,7 @@ class Store:
             self.in_flight[job.family] -= 1
             if job.failed:
                 self.balance_cents += job.cost_cents
+                self.spent_cents -= job.cost_cents
         for family in Family:
             self.inspect.families[family].in_flight = self.in_flight[family]
 
@@ -282,18 +288,38 @@ class Store:
 
     def _failure(self, spec: CreateSpec) -> tuple[str | None, bool]:
         """(failure reason or None, whether it fails before dreaming)."""
-        prompts = [spec.prompt]
-        if self._blacklist is not None and any(self._blacklist.search(p) for p in prompts):
-            return BLACKLISTED, True
-        if any("unreachable" in url for url in spec.input_urls):
-            return UNREADABLE_FRAMES, True
-        if self.config.failure_rate and self.rng.random() < self.config.failure_rate:
-            return JOB_FAILED, False
-        return None, False
+        rates = dict(self.config.failure_rates)
+        if self.config.failure_rate:
+            rates["job_failed"] = max(rates.get("job_failed", 0.0), self.config.failure_rate)
+        failure = pick_failure(spec.prompt, spec.input_urls, rates, self.rng, self._blacklist)
+        return (None, False) if failure is None else (failure.reason, failure.early)
+
+    def _afford(self, cost_cents: float) -> None:
+        """402 when the balance cannot cover ``cost_cents`` or it would take this
+        month's usage past the cap. The real status and wording are undocumented:
+        402 is what the SDK leaves unretried, and what Luma's newer APIs answer."""
+        if cost_cents > self.balance_cents + 1e-9:
+            raise ApiError(
+                402,
+                f"Insufficient credits: this generation costs ${cost_cents / 100:,.2f}, "
+                f"the balance is ${self.balance_cents / 100:,.2f}",
+            )
+        cap = self.config.monthly_usage_cap_cents
+        month = time.gmtime()[:2]
+        if month != self._month:
+            self._month, self.spent_cents = month, 0.0
+        if cap is not None and self.spent_cents + cost_cents > cap + 1e-9:
+            raise ApiError(
+                402,
+                f"Monthly usage limit reached: ${cap / 100:,.2f} per month, "
+                f"${self.spent_cents / 100:,.2f} used, this generation costs "
+                f"${cost_cents / 100:,.2f}",
+            )
 
     def _book(self, job: SlotJob) -> None:
         """Charge a job, hold its slot until it ends, count it in the rate window."""
         self.balance_cents -= job.cost_cents
+        self.spent_cents += job.cost_cents
         self._seq = max(self._seq, job.seq)
         heapq.heappush(self._jobs, job)
         self.in_flight[job.family] += 1
@@ -302,12 +328,17 @@ class Store:
     def _start(
         self, spec: CreateSpec, body: Mapping[str, Any], now: float, fingerprint: str
     ) -> tuple[Timeline, SlotJob]:
+        priced: Mapping[str, Any] = {**body, "model": spec.model}
+        if spec.kind == "upscale":  # priced on the source's shape, which the body lacks
+            priced = {**body, "aspect_ratio": spec.aspect_ratio, "duration": spec.duration}
+        elif spec.kind == "audio":
+            priced = body
+        cost = self.config.prices.cost_usd(spec.kind, priced) * 100.0
+        self._afford(cost)
         queued, dreaming = self._latency(spec)
         reason, early = self._failure(spec)
         dreaming_at = now + queued
         done_at = dreaming_at if early else dreaming_at + dreaming
-        priced = {**body, "model": spec.model} if spec.kind not in ("upscale", "audio") else body
-        cost = self.config.prices.cost_usd(spec.kind, priced) * 100.0
         job = SlotJob(
             done_at,
             self._seq + 1,

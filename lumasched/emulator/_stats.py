@@ -127,6 +127,10 @@ class Inspector:
     callbacks_retried: int = 0
     callbacks_failed: int = 0
     """Callbacks given up on after every attempt failed."""
+    callbacks_duplicated: int = 0
+    """Deliveries repeated on purpose (``callback_duplicates``)."""
+    callbacks_reordered: int = 0
+    """Generations whose callbacks were sent out of order (``callback_reorder``)."""
     faults_injected: dict[str, int] = attrs.field(factory=dict)
     _bodies: dict[str, int] = attrs.field(factory=dict, repr=False)
 
@@ -192,6 +196,8 @@ class Inspector:
             "callbacks_delivered": self.callbacks_delivered,
             "callbacks_retried": self.callbacks_retried,
             "callbacks_failed": self.callbacks_failed,
+            "callbacks_duplicated": self.callbacks_duplicated,
+            "callbacks_reordered": self.callbacks_reordered,
             "faults_injected": dict(self.faults_injected),
             "duplicate_creates": self.duplicate_creates,
             "duplicate_bodies": self.duplicate_bodies,

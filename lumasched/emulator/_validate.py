@@ -20,7 +20,15 @@ from lumasched.api._models import (
     REFRAME_INT_FIELDS,
     VIDEO_MODELS,
 )
-from lumasched.api._validation import duration_problem, prompt_problem
+from lumasched.api._rules import (
+    MAX_REF_IMAGES,
+    VIDEO_MODEL_RULES,
+    duration_rule_problem,
+    loop_rule_problem,
+    resolution_rule_problem,
+    weight_rule_problem,
+)
+from lumasched.api._validation import prompt_problem
 from lumasched.limits import Family, family_of
 from lumasched.pricing import ASPECT_RATIOS, RESOLUTIONS
 
@@ -32,7 +40,7 @@ __all__ = [
     "validate_create",
 ]
 
-MAX_REFS = 4
+MAX_REFS = MAX_REF_IMAGES
 
 CONCEPTS: tuple[str, ...] = (
     "aerial",
@@ -95,6 +103,9 @@ class SourceGeneration(Protocol):
     @property
     def model(self) -> str: ...
 
+    @property
+    def spec(self) -> CreateSpec: ...
+
     def state_now(self) -> str: ...
 
 
@@ -117,6 +128,12 @@ class CreateSpec:
     source_id: str | None = None
     """The generation an upscale/audio request works on."""
     input_urls: tuple[str, ...] = ()
+    audio: bool = False
+    """The video has a sound track (after ``add_audio``, and upscales of such)."""
+
+    @property
+    def seconds(self) -> int:
+        return int(self.duration.removesuffix("s"))
 
     @property
     def family(self) -> Family:
@@ -156,12 +173,19 @@ def _check_prompt(
     return value if isinstance(value, str) else ""
 
 
-def _check_duration(body: Mapping[str, Any]) -> str:
-    value = body.get("duration")
-    message = duration_problem(value)
+def _check_model_rules(body: Mapping[str, Any], model: str) -> tuple[str, str]:
+    """(resolution, duration) of a video body, checked against the model's row
+    of the shared rule table; the model's defaults when left out."""
+    rules = VIDEO_MODEL_RULES[model]
+    resolution = _check_choice(body, "resolution", tuple(RESOLUTIONS), rules.resolutions[0])
+    message = resolution_rule_problem(model, body.get("resolution"))
+    if message is not None:
+        raise bad(f"Invalid resolution: {message}")
+    duration = body.get("duration")
+    message = duration_rule_problem(model, duration)
     if message is not None:
         raise bad(f"Invalid duration: {message}")
-    return value if isinstance(value, str) else "5s"
+    return resolution, duration if isinstance(duration, str) else rules.durations[0]
 
 
 def _check_generation_type(body: Mapping[str, Any], kind: str, *, required: bool) -> None:
@@ -231,19 +255,9 @@ def _check_loop(body: Mapping[str, Any], frames: Mapping[str, str]) -> None:
         return
     if not isinstance(loop, bool):
         raise bad("loop must be a boolean")
-    if not loop or not frames:
-        return
-    first, last = frames.get("frame0"), frames.get("frame1")
-    if first == "image" and last == "image":
-        raise bad("Loop is not supported for keyframes")
-    if first is None and last is not None:
-        raise bad("Loop is not supported for extend reverse")
-    if first == "generation" and last == "image":
-        raise bad("Loop is not supported for interpolate video to image")
-    if first == "image" and last == "generation":
-        raise bad("Loop is not supported for interpolate image to video")
-    if first == "generation" and last == "generation":
-        raise bad("Loop is not supported for interpolate between two videos")
+    message = loop_rule_problem(frames.get("frame0"), frames.get("frame1")) if loop else None
+    if message is not None:
+        raise bad(message)
 
 
 def _check_concepts(body: Mapping[str, Any]) -> None:
@@ -268,13 +282,14 @@ def _video(body: Mapping[str, Any], lookup: Lookup, default_model: str) -> Creat
     _check_loop(body, frames)
     _check_concepts(body)
     default_ratio = source.aspect_ratio if source is not None else "16:9"
+    resolution, duration = _check_model_rules(body, model)
     return CreateSpec(
         kind="video",
         model=model,
         media="video",
         aspect_ratio=_check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), default_ratio),
-        resolution=_check_choice(body, "resolution", tuple(RESOLUTIONS), "720p"),
-        duration=_check_duration(body),
+        resolution=resolution,
+        duration=duration,
         prompt=prompt,
         input_urls=tuple(urls),
     )
@@ -291,12 +306,14 @@ def _refs(body: Mapping[str, Any], key: str) -> list[str]:
     urls = []
     for i, ref in enumerate(refs):
         urls.append(_require_url(ref, f"{key}[{i}]"))
-        weight = ref.get("weight")
-        if weight is not None and (
-            isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1
-        ):
-            raise bad(f"{key}[{i}].weight must be a number between 0 and 1")
+        _check_weight(ref, f"{key}[{i}]")
     return urls
+
+
+def _check_weight(ref: Mapping[str, Any], where: str) -> None:
+    message = weight_rule_problem(ref.get("weight"))
+    if message is not None:
+        raise bad(f"{where}.weight {message}")
 
 
 def _image(body: Mapping[str, Any]) -> CreateSpec:
@@ -317,6 +334,7 @@ def _image(body: Mapping[str, Any]) -> CreateSpec:
             urls.extend(images)
     if body.get("modify_image_ref") is not None:
         urls.append(_require_url(body["modify_image_ref"], "modify_image_ref"))
+        _check_weight(body["modify_image_ref"], "modify_image_ref")
     sync, sync_timeout = body.get("sync"), body.get("sync_timeout")
     if sync is not None and not isinstance(sync, bool):
         raise bad("sync must be a boolean")
@@ -378,7 +396,7 @@ def _derived(body: Mapping[str, Any], kind: str, source_id: str, lookup: Lookup)
     _check_generation_type(body, kind, required=False)
     what = "Upscale" if kind == "upscale" else "Audio"
     source = _completed_source(lookup, source_id, what)
-    resolution = "1080p"
+    resolution = source.spec.resolution
     prompt = ""
     if kind == "upscale":
         resolution = _check_choice(body, "resolution", tuple(RESOLUTIONS), "1080p")
@@ -391,8 +409,10 @@ def _derived(body: Mapping[str, Any], kind: str, source_id: str, lookup: Lookup)
         media="video",
         aspect_ratio=source.aspect_ratio,
         resolution=resolution,
+        duration=source.spec.duration,
         prompt=prompt,
         source_id=source_id,
+        audio=kind == "audio" or source.spec.audio,
     )
 
 
