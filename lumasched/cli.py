@@ -691,10 +691,14 @@ def _report_halt(error: LumaError, pending: int) -> int:
         _err(str(error))
         _err(f"{items} stay pending: run the same command again once the API can be reached")
         return EXIT_UNAVAILABLE
-    _err(
-        f"the API answered {error} to a create, which says nothing about the item: "
-        f"check --base-url / {ENV_BASE_URL}"
-    )
+    status = getattr(error, "status", None)
+    if status == 402:
+        advice = "the account cannot pay for more generations: add credits (or raise its cap)"
+    elif status in (404, 405):
+        advice = f"check --base-url / {ENV_BASE_URL}"
+    else:
+        advice = "it would refuse every create"
+    _err(f"the API answered {error} to a create, which is not about the item: {advice}")
     _err(f"{items} stay pending: run the same command again once it is fixed")
     return EXIT_USAGE
 

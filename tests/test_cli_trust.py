@@ -397,3 +397,26 @@ def test_a_folder_is_owned_even_with_the_journal_elsewhere(
         held.release()
     assert run("run", manifest, "--out", out, "--journal", journal, "--limits", limits_file) == 0
     assert cli_env.inspect.creates_total == 1
+
+
+def test_an_account_out_of_credits_fails_no_item(
+    limits_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """402 to a create (no credits left) is the account's problem, not the item's:
+    exit 2 saying so, every item pending."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", ITEMS)
+    out = tmp_path / "out"
+    broke = ThreadedEmulator(emulator_config(credit_balance_cents=0.0))
+    try:
+        monkeypatch.setenv("LUMAAI_API_KEY", API_KEY)
+        monkeypatch.setenv("LUMAAI_BASE_URL", broke.base_url)
+        monkeypatch.delenv("LUMASCHED_REDIS_URL", raising=False)
+        assert run("run", manifest, "--out", out, "--limits", limits_file, "--no-progress") == 2
+    finally:
+        broke.close()
+    err = capsys.readouterr().err
+    assert "HTTP 402" in err and "add credits" in err
+    assert {state for state, _ in states(out).values()} == {"pending"}
