@@ -48,8 +48,11 @@ NOT_ITS_FAULT = frozenset(
 """Error types lumasched 0.1.0 journalled as final failures though nothing was
 created: the key, the network. Such items are simply pending."""
 
-_REFUSED = frozenset({"BadRequestError", "UnprocessableEntityError", "ValidationError"})
-"""The API refused the item's own request: nothing was created."""
+_REFUSED = frozenset(
+    {"BadRequestError", "UnprocessableEntityError", "ValidationError", "NotFoundError"}
+)
+"""The API refused the item's own request: nothing was created (a 404 counts for
+an upscale or audio of a source that does not exist; see ``_wrong_url``)."""
 
 _GENERATION_FAILED = "GenerationFailed"
 _DEPENDENCY_FAILED = "DependencyFailed"
