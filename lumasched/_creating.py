@@ -321,7 +321,7 @@ class Creator:
     def halt(self, error: LumaError, reason: str) -> None:
         """Create nothing more in this session, because of ``error``."""
         if self._table.halted is None:
-            logger.error("creating stopped: %s", error)
+            logger.info("creating stopped: %s", error)
         self._table.halt(error, reason)
 
     def status_checked(self, error: BaseException | None) -> None:

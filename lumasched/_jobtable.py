@@ -254,8 +254,9 @@ class JobTable:
                 _, _, job = heapq.heappop(queue)
                 if job.state is S.QUEUED:
                     self.defer(job, reason)
-        for waiters in self._dependents.values():
-            for job in waiters:
+        # A snapshot: deferring a waiting job releases (and pops) its own dependents.
+        for waiters in list(self._dependents.values()):
+            for job in list(waiters):
                 if not job.done and job.state is S.WAITING:
                     self.defer(job, reason)
         for family in Family:

@@ -33,6 +33,18 @@ ITEMS: list[dict[str, Any]] = [
     {"id": "owl", "model": "photon-flash-1", "prompt": "a snowy owl on a branch"},
     {"id": "owl-2", "model": "photon-flash-1", "prompt": "a barn owl in flight"},
 ]
+CHAINED: list[dict[str, Any]] = [
+    *ITEMS,
+    {"id": "bear", "model": "ray-flash-2", "prompt": "a teddy bear walks into a clearing"},
+    {
+        "id": "bear-2",
+        "model": "ray-flash-2",
+        "prompt": "the teddy bear sits down",
+        "keyframes": {"frame0": {"type": "generation", "ref": "bear"}},
+    },
+    {"type": "upscale", "id": "bear-hd", "source": "bear-2", "resolution": "1080p"},
+]
+"""With a chain: items waiting on others when creating stops are parked too."""
 REJECTED = "the API rejected the key (HTTP 401) — check LUMAAI_API_KEY"
 
 
@@ -62,25 +74,25 @@ def test_wrong_key_leaves_items_pending_then_right_key_does_them_all(
 ) -> None:
     """A 401 stops creating at once, says so once, exits 2, fails nothing; a rerun with
     the right key creates every item."""
-    manifest = write_jsonl(tmp_path / "m.jsonl", ITEMS)
+    manifest = write_jsonl(tmp_path / "m.jsonl", CHAINED)
     out = tmp_path / "out"
     monkeypatch.setenv("LUMAAI_API_KEY", "lm-wrong-key")
     assert run("run", manifest, "--out", out, "--limits", limits_file, "--no-progress") == 2
     err = capsys.readouterr().err
     assert err.count(REJECTED) == 1
-    assert "4 items stay pending" in err
+    assert "7 items stay pending" in err
     assert "lm-wrong-key" not in err
     assert {state for state, _ in states(out).values()} == {"pending"}
     assert not (out / "results.jsonl").read_text()
     assert cli_env.inspect.creates_total == 0
     assert run("status", out) == 0
-    assert "4 not finished (pending: 4 key rejected)" in capsys.readouterr().out
+    assert "7 not finished (pending: 7 key rejected)" in capsys.readouterr().out
 
     monkeypatch.setenv("LUMAAI_API_KEY", API_KEY)
     assert run("run", manifest, "--out", out, "--limits", limits_file, "--no-progress") == 0
     assert {r["state"] for r in read_results(out).values()} == {"completed"}
-    assert len(read_results(out)) == len(ITEMS)
-    assert cli_env.inspect.creates_total == len(ITEMS)
+    assert len(read_results(out)) == len(CHAINED)
+    assert cli_env.inspect.creates_total == len(CHAINED)
 
 
 def test_unreachable_api_is_reported_then_rerun_finishes(
@@ -93,7 +105,7 @@ def test_unreachable_api_is_reported_then_rerun_finishes(
     """A dead port: the run names the URL and the error, gives up after the bounded
     time with exit 69 and every item pending; pointed at the emulator, a rerun
     finishes everything."""
-    manifest = write_jsonl(tmp_path / "m.jsonl", ITEMS)
+    manifest = write_jsonl(tmp_path / "m.jsonl", CHAINED)
     out = tmp_path / "out"
     url = dead_url()
     monkeypatch.setenv("LUMAAI_BASE_URL", url)
@@ -103,13 +115,13 @@ def test_unreachable_api_is_reported_then_rerun_finishes(
     assert f"cannot reach the API at {url}" in captured.out
     assert "could not connect" in captured.out
     assert f"cannot reach the API at {url} (gave up after" in captured.err
-    assert "4 items stay pending" in captured.err
+    assert "7 items stay pending" in captured.err
     assert {state for state, _ in states(out).values()} == {"pending"}
 
     monkeypatch.setenv("LUMAAI_BASE_URL", cli_env.base_url)
     assert run(*args) == 0
     assert {r["state"] for r in read_results(out).values()} == {"completed"}
-    assert cli_env.inspect.creates_total == len(ITEMS)
+    assert cli_env.inspect.creates_total == len(CHAINED)
 
 
 def test_api_back_within_the_bounded_time_finishes_the_run(
