@@ -51,6 +51,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from lumasched import _bulk
 from lumasched._bulk import Item
 from lumasched._clock import SYSTEM_CLOCK, Clock
+from lumasched._config import DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ASSET_SIZE
 from lumasched._creating import Budget, Creator, ReconcileTimes
 from lumasched._following import Follower
 from lumasched._jobtable import REF_PREFIX, JobTable
@@ -109,6 +110,20 @@ class Scheduler:
             its send time) the list endpoint must keep *not* showing it before the
             create may be retried; ``reconcile_give_up``: when to stop trying and
             fail the job instead.
+        job_timeout: seconds a generation may take, from its create (or its
+            pick-up from the journal), to reach a terminal state; past it the
+            job fails with ``GenerationTimeout`` and the journal keeps its
+            generation id, so a later run polls it again (``None``: no limit).
+            An undocumented state counts as still running.
+        max_asset_size: the largest asset downloaded, in bytes (with
+            ``out_dir``; a larger one fails its job with ``AssetTooLargeError``).
+
+    A generation that completes without an asset URL is re-read a few times
+    (the asset may appear a moment later); if none appears its job fails with
+    ``MissingAssetError``, never completes without its file. A journal the disk
+    refuses to write raises ``StorageError`` out of the ``async with`` block:
+    without its journal the scheduler cannot promise that nothing is created
+    twice, so it stops at once.
 
     Leaving the ``async with`` block normally waits for every submitted job;
     leaving it with an exception stops at once (what is in flight stays in the
@@ -136,6 +151,8 @@ class Scheduler:
         owner: str | None = None,
         resume: bool = False,
         claims: ItemClaims | None = None,
+        job_timeout: float | None = DEFAULT_JOB_TIMEOUT,
+        max_asset_size: int | None = DEFAULT_MAX_ASSET_SIZE,
     ) -> None:
         if budget_cents is not None and cost_of is None:
             raise ValueError("budget_cents needs cost_of to estimate what a request costs")
@@ -155,7 +172,7 @@ class Scheduler:
         if downloader is None and out is not None:
             from lumasched.downloads import Downloader
 
-            downloader = Downloader(client)
+            downloader = Downloader(client, max_size=max_asset_size)
         self.max_pending = max_pending
         self._resume_on_enter = resume
         self._tg: TaskGroup | None = None
@@ -186,6 +203,7 @@ class Scheduler:
             writes=writes,
             clock=clock,
             spawn=self._spawn,
+            job_timeout=job_timeout,
         )
         self._creator = creator = Creator(
             client,

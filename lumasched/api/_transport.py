@@ -60,6 +60,13 @@ def translate_errors(method: str, url: str) -> Iterator[None]:
         raise ConnectError(
             f"could not connect: {exc.os_error or exc} ({method} {url})", method=method, url=url
         ) from exc
+    except aiohttp.TooManyRedirects as exc:
+        hops = len(exc.history)
+        raise TransportError(
+            f"redirect loop: still redirected after {hops} hops ({method} {url})",
+            method=method,
+            url=url,
+        ) from exc
     except builtins.TimeoutError as exc:  # includes aiohttp.ServerTimeoutError (a read timeout)
         raise TimeoutError(f"timed out ({method} {url})", method=method, url=url) from exc
     except (aiohttp.ClientError, OSError) as exc:
