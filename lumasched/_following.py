@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 
 from lumasched._clock import Clock
@@ -185,14 +186,21 @@ class Follower:
         if url is None:
             self._table.fail(job, MissingAssetError(generation.id))
             return
+        # The job timeout bounds the download too: an asset trickling in cannot hold
+        # the job for ever (the part file stays, so a rerun resumes it).
+        limit = self._job_timeout
         try:
             target = safe_target(self._out_dir, job.key, _extension(url, job.request.kind))
-            result = await self._downloader.download(
-                url, target, refresh_url=partial(self._fresh_url, generation.id)
-            )
+            with anyio.fail_after(limit):
+                result = await self._downloader.download(
+                    url, target, refresh_url=partial(self._fresh_url, generation.id)
+                )
         except (LumaError, ValueError) as exc:
             error = exc if isinstance(exc, DownloadError) else DownloadError(str(exc))
             self._table.fail(job, error)
+            return
+        except TimeoutError:
+            self._table.fail(job, DownloadError(f"download not finished after {limit:g}s"))
             return
         at = time.time()
         job.timings = attrs.evolve(job.timings, downloaded=at)

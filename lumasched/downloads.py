@@ -42,7 +42,7 @@ import attrs
 
 from lumasched._config import DEFAULT_MAX_ASSET_SIZE
 from lumasched._storage import os_reason
-from lumasched.errors import AssetTooLargeError, DownloadError, LumaError
+from lumasched.errors import AssetTooLargeError, DownloadError, LumaError, TooManyRedirects
 
 if TYPE_CHECKING:
     from lumasched.api import AssetStream
@@ -306,6 +306,8 @@ class Downloader:
                 break
             except DownloadError:
                 raise  # final (too large): no second attempt
+            except TooManyRedirects as exc:
+                raise DownloadError(f"{target.name}: {exc}") from exc
             except _Expired as exc:
                 if refresh_url is None:
                     raise DownloadError(

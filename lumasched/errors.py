@@ -8,6 +8,7 @@
     ├── TransportError              the request did not complete at the HTTP level
     │   ├── ConnectError            could not connect: the server surely did not act
     │   ├── TimeoutError            connect/read/total deadline passed (may have reached the server)
+    │   ├── TooManyRedirects        still redirected after aiohttp's 10 hops (a redirect loop)
     │   └── ResponseTooLargeError   an API answer larger than the cap (``max_response_bytes``)
     ├── APIStatusError              the server answered with an error status
     │   ├── BadRequestError         400 (``detail`` holds the server's message)
@@ -80,6 +81,7 @@ __all__ = [
     "ResponseTooLargeError",
     "StorageError",
     "TimeoutError",
+    "TooManyRedirects",
     "TransportError",
     "UnprocessableEntityError",
     "ValidationError",
@@ -148,6 +150,10 @@ class ConnectError(TransportError):
 
 class TimeoutError(TransportError, builtins.TimeoutError):
     """A timeout: the request may have reached the server."""
+
+
+class TooManyRedirects(TransportError):
+    """Still redirected after the most hops allowed: a redirect loop, not worth retrying."""
 
 
 class ResponseTooLargeError(TransportError):

@@ -16,6 +16,7 @@ Each create's prompt names how its generation misbehaves (``"... mode:no-asset"`
 ``endless-asset``  completes; its asset has no length and never ends
 ``huge-asset``     completes; its asset declares 10**12 bytes
 ``redirect-asset`` completes; its asset URL redirects to itself
+``trickle-asset``  completes; its asset comes one byte every 50 ms, for ever
 =================  ================================================================
 """
 
@@ -112,15 +113,7 @@ class BrokenAPI:
             await self._pour(response, 4)
             return response
         if mode == "trickle":
-            response = web.StreamResponse(headers={"Content-Type": "application/json"})
-            await response.prepare(request)
-            try:
-                while True:
-                    await response.write(b" ")
-                    self.sent += 1
-                    await asyncio.sleep(0.05)
-            except (ConnectionError, RuntimeError):
-                return response
+            return await self._trickle(request, content_type="application/json")
         if mode == "redirect":
             raise web.HTTPFound(str(request.url))
         if mode == "odd-state":
@@ -144,6 +137,8 @@ class BrokenAPI:
             return response
         if mode == "redirect-asset":
             raise web.HTTPFound(str(request.url))
+        if mode == "trickle-asset":
+            return await self._trickle(request, content_type="video/mp4")
         return web.Response(body=ASSET, content_type="video/mp4")
 
     # -- helpers -------------------------------------------------------------
@@ -170,6 +165,17 @@ class BrokenAPI:
         await response.prepare(request)
         await self._pour(response, None)
         return response
+
+    async def _trickle(self, request: web.Request, *, content_type: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        try:
+            while True:
+                await response.write(b" ")
+                self.sent += 1
+                await asyncio.sleep(0.05)
+        except (ConnectionError, RuntimeError):
+            return response
 
     async def _pour(self, response: web.StreamResponse, chunks: int | None) -> None:
         """Write chunks until ``chunks`` are written (``None``: until the client leaves)."""

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from lumasched import (
+    DownloadError,
     GenerationTimeout,
     Journal,
     LumaClient,
@@ -124,3 +125,14 @@ async def test_the_journal_keeps_what_a_resume_needs_not_the_payload(
     }
     assert record.generation["assets"]["video"].endswith(".mp4")
     assert len(str(record.generation)) < 1000
+
+
+async def test_a_trickling_asset_is_bounded_by_the_job_timeout(
+    api: BrokenAPI, client: LumaClient, tmp_path: Path
+) -> None:
+    """An asset that never finishes arriving fails its job at the job timeout."""
+    async with Scheduler(client, out_dir=tmp_path, job_timeout=0.5) as scheduler:
+        job = scheduler.submit(_request("trickle-asset"), key="slow")
+        with pytest.raises(DownloadError, match=r"download not finished after 0\.5s"):
+            await job
+    assert not (tmp_path / "slow.mp4").exists()

@@ -20,6 +20,7 @@ from lumasched.errors import (
     ConnectError,
     RateLimitError,
     TimeoutError,
+    TooManyRedirects,
     TransportError,
     status_error_for,
 )
@@ -62,7 +63,7 @@ def translate_errors(method: str, url: str) -> Iterator[None]:
         ) from exc
     except aiohttp.TooManyRedirects as exc:
         hops = len(exc.history)
-        raise TransportError(
+        raise TooManyRedirects(
             f"redirect loop: still redirected after {hops} hops ({method} {url})",
             method=method,
             url=url,
