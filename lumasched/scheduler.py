@@ -156,6 +156,8 @@ class Scheduler:
     ) -> None:
         if budget_cents is not None and cost_of is None:
             raise ValueError("budget_cents needs cost_of to estimate what a request costs")
+        if job_timeout is not None and not job_timeout > 0:
+            raise ValueError(f"job_timeout must be > 0 seconds (or None), got {job_timeout!r}")
         self._client = client
         self._own_limiter = limiter is None
         if limiter is None:
