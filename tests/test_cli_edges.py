@@ -3,6 +3,8 @@ at once, a journal whose disk fills up, and the new options' bad values."""
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,40 @@ def test_a_misbehaving_server_ends_every_item_with_its_reason(
 LONG = "a slow pan over a quiet harbour at dawn, " * 60
 
 
+def _shots(count: int, prompt: str = "shot number") -> list[dict[str, Any]]:
+    return [
+        {"id": f"shot-{n:02d}", "model": "ray-flash-2", "prompt": f"{prompt} {n}"}
+        for n in range(count)
+    ]
+
+
+def _run_out_of_space(
+    emu: ThreadedEmulator, items: list[dict[str, Any]], out: Path, limits: Path, capsys: Any
+) -> tuple[int, str]:
+    """Run once on a disk that fills up; return the exit status and all it printed."""
+    manifest = write_jsonl(out.parent / "m.jsonl", items)
+    code = run("run", manifest, "--out", out, "--limits", limits, "--no-progress")
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert emu.inspect.creates_total < len(items)
+    return code, captured.out + captured.err
+
+
+def _rerun_completes(
+    emu: ThreadedEmulator, items: list[dict[str, Any]], out: Path, limits: Path
+) -> None:
+    """With space again, the same command completes every item, none created twice."""
+    manifest = out.parent / "m.jsonl"
+    assert run("run", manifest, "--out", out, "--limits", limits, "--no-progress") == EXIT_OK
+    assert emu.inspect.creates_total == len(items)
+    assert emu.inspect.duplicate_creates == 0
+    results = read_results(out)
+    assert sorted(results) == [item["id"] for item in items]
+    for record in results.values():
+        data = Path(record["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == record["sha256"]
+
+
 def test_a_full_journal_disk_stops_the_run_and_a_rerun_finishes(
     cli_env: ThreadedEmulator,
     limits_file: Path,
@@ -103,13 +139,9 @@ def test_a_full_journal_disk_stops_the_run_and_a_rerun_finishes(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """No space for the journal: one line, exit 74, nothing more created; once space is
-    back, the same command completes every item and creates none twice."""
-    items = [
-        {"id": f"shot-{n:02d}", "model": "ray-flash-2", "prompt": f"{LONG} (take {n})"}
-        for n in range(12)
-    ]
-    manifest = write_jsonl(tmp_path / "m.jsonl", items)
+    """No space for the journal (SQLite's page limit): one line, exit 74, nothing more
+    created; once space is back, the same command completes everything."""
+    items = _shots(12, LONG)
     out = tmp_path / "out"
     real_init = Journal.__init__
 
@@ -119,22 +151,51 @@ def test_a_full_journal_disk_stops_the_run_and_a_rerun_finishes(
         self._conn.execute(f"PRAGMA max_page_count = {pages + 4}")
 
     monkeypatch.setattr(Journal, "__init__", filling)
-    code = run("run", manifest, "--out", out, "--limits", limits_file, "--no-progress")
-    captured = capsys.readouterr()
-    assert code == EXIT_STORAGE, captured
-    assert "Traceback" not in captured.out + captured.err
-    errors = [line for line in captured.err.splitlines() if line.startswith("lumasched:")]
+    code, printed = _run_out_of_space(cli_env, items, out, limits_file, capsys)
+    assert code == EXIT_STORAGE
+    errors = [line for line in printed.splitlines() if line.startswith("lumasched:")]
     assert errors == [
         f"lumasched: no space left on {out} (journal); nothing more was created: free the "
         "space (or fix the permissions) and run the same command again to resume"
     ]
-    assert cli_env.inspect.creates_total < len(items)
-
     monkeypatch.setattr(Journal, "__init__", real_init)
-    assert run("run", manifest, "--out", out, "--limits", limits_file, "--no-progress") == EXIT_OK
-    assert cli_env.inspect.creates_total == len(items)
-    assert cli_env.inspect.duplicate_creates == 0
-    assert {r["state"] for r in read_results(out).values()} == {"completed"}
+    _rerun_completes(cli_env, items, out, limits_file)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 160 KiB tmpfs (needs permission to mount: skipped where it is refused)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount_point)],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_real_full_disk_then_a_rerun_with_space_completes_everything(
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    small_disk: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--out on a tmpfs that fills up: a one-line reason, no traceback; once the disk is
+    bigger, the same command completes every item and creates none twice."""
+    items = _shots(40)
+    out = small_disk / "out"
+    code, printed = _run_out_of_space(cli_env, items, out, limits_file, capsys)
+    assert code in (EXIT_FAILED, EXIT_STORAGE)
+    assert f"no space left on {out}" in printed
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    _rerun_completes(cli_env, items, out, limits_file)
 
 
 @pytest.mark.parametrize(
