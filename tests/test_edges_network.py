@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -113,3 +114,13 @@ async def test_an_asset_within_max_size_downloads(
         await _asset_url(api, "ok"), target
     )
     assert result.bytes == len(ASSET) and target.read_bytes() == ASSET
+
+
+def test_a_server_message_is_cut_to_a_line() -> None:
+    """A 400 whose detail is 100,000 characters makes an error (and journal reason) of 500."""
+    from lumasched.api._transport import error_for_status
+
+    raw = json.dumps({"detail": "no " * 100_000}).encode()
+    error = error_for_status(400, {}, raw, method="POST", url="/generations")
+    assert error.detail is not None and len(error.detail) == 501
+    assert len(str(error)) < 600

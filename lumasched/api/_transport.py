@@ -122,12 +122,18 @@ def decode_body(raw: bytes) -> Any:
 
 
 def _detail(body: Any) -> str | None:
+    """The server's message, cut to a length a log line and the journal can carry."""
     if isinstance(body, Mapping) and "detail" in body:
         detail = body["detail"]
-        return detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"))
+        text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"))
+        return _clip(text)
     if isinstance(body, str) and body.strip():
-        return body.strip()[:_DETAIL_LIMIT]
+        return _clip(body.strip())
     return None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "…"
 
 
 def error_for_status(
