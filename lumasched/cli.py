@@ -362,13 +362,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout = sys.stdout
     sys.stdout = _QuietPipe(stdout)
     try:
-        return _handle(handler, args)
-    finally:
-        sys.stdout = stdout
-
-
-def _handle(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    try:
         return handler(args)
     except StorageError as exc:
         _err(
@@ -388,6 +381,8 @@ def _handle(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
+    finally:
+        sys.stdout = stdout
 
 
 def _setup_logging(verbose: bool) -> None:
