@@ -26,6 +26,7 @@ import attrs
 
 from lumasched._config import Settings
 from lumasched._results import ResultsWriter, failure_reason, result_line
+from lumasched._storage import first_storage_error
 from lumasched.api import CreateRequest
 from lumasched.errors import StorageError
 from lumasched.events import Counters
@@ -47,14 +48,6 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class _HardStop(Exception):
     """A second Ctrl-C (or SIGTERM): leave the scheduler at once."""
-
-
-def _first(group: BaseExceptionGroup[StorageError]) -> StorageError:
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    assert isinstance(error, StorageError)
-    return error
 
 
 @attrs.frozen
@@ -163,7 +156,7 @@ async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
             except* _HardStop:
                 pass
             except* StorageError as group:
-                outcome.storage_error = str(_first(group))
+                outcome.storage_error = str(first_storage_error(group))
     finally:
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from lumasched.errors import StorageError
 
-__all__ = ["is_storage_error", "os_reason", "sqlite_storage_error", "storage_error"]
+__all__ = [
+    "first_storage_error",
+    "is_storage_error",
+    "os_reason",
+    "sqlite_storage_error",
+    "storage_error",
+]
 
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -71,3 +77,12 @@ def sqlite_storage_error(exc: sqlite3.Error, path: Path, what: str = "journal") 
     else:
         message = f"{os_reason(OSError(code, str(exc)), path)} ({what})"
     return StorageError(message, path=str(path), what=what)
+
+
+def first_storage_error(group: BaseExceptionGroup[StorageError]) -> StorageError:
+    """The first ``StorageError`` of a group of them (every task that wrote saw one)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert isinstance(error, StorageError)
+    return error

@@ -59,8 +59,9 @@ from lumasched._journal_writes import JournalWriter
 from lumasched._reconcile import DEFAULT_SKEW
 from lumasched._restore import Restorer
 from lumasched._slots import Slots
+from lumasched._storage import first_storage_error
 from lumasched.api import CreateRequest
-from lumasched.errors import JournalledFailure, LumaError
+from lumasched.errors import JournalledFailure, LumaError, StorageError
 from lumasched.events import Counters, EventHub, Listener
 from lumasched.jobs import Job, JobEvent, JobResult, JobState
 from lumasched.journal import Journal
@@ -290,12 +291,20 @@ class Scheduler:
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
         try:
-            if exc_type is None:
-                await self.join()
-            else:
-                self._table.stop("shutdown")
-        finally:
-            suppress = await self._exit_host(exc_type, exc, tb)
+            try:
+                if exc_type is None:
+                    await self.join()
+                else:
+                    self._table.stop("shutdown")
+            finally:
+                suppress = await self._exit_host(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The disk refused the journal: every task that wrote saw the same error.
+            # One StorageError is what the caller can act on, not a tree of them.
+            storage, rest = group.split(StorageError)
+            if storage is None or rest is not None:
+                raise
+            raise first_storage_error(storage) from None
         return suppress
 
     async def _close(self) -> None:

@@ -129,3 +129,22 @@ async def test_a_read_only_directory_fails_the_download_plainly(
     monkeypatch.setattr("lumasched.downloads.os.replace", read_only)
     with pytest.raises(DownloadError, match=f"read-only file system: {tmp_path}$"):
         await Downloader(client).download(_url(client), tmp_path / "clip.mp4")
+
+
+async def test_the_scheduler_stops_with_one_storage_error(
+    client: LumaClient, tmp_path: Path
+) -> None:
+    """A journal that cannot grow: the scheduler leaves its block with one StorageError
+    (not a tree of errors, nor the follow-on 'no job in the journal'), sending nothing
+    it could not record."""
+    from lumasched import Scheduler, VideoRequest
+
+    with Journal(tmp_path / "j.sqlite") as journal:
+        _fill_up(journal)
+        with pytest.raises(StorageError, match=f"^no space left on {tmp_path} \\(journal\\)$"):
+            async with Scheduler(client, journal=journal, out_dir=tmp_path) as scheduler:
+                for n in range(20):
+                    request = VideoRequest(f"{'a long prompt ' * 200} take {n}")
+                    scheduler.submit(request, key=f"k{n}")
+        assert len(journal) == 0
+    assert client.stats.total_creates == 0
