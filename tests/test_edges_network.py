@@ -124,3 +124,9 @@ def test_a_server_message_is_cut_to_a_line() -> None:
     error = error_for_status(400, {}, raw, method="POST", url="/generations")
     assert error.detail is not None and len(error.detail) == 501
     assert len(str(error)) < 600
+
+
+def test_the_total_deadline_leaves_room_for_the_read_timeout() -> None:
+    """90 s in all by default; a read timeout given as a number raises the total with it."""
+    assert LumaClient(api_key="k", base_url="http://x").timeout.total == 90.0
+    assert LumaClient(api_key="k", base_url="http://x", timeout=120).timeout.total == 125.0

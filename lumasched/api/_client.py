@@ -204,9 +204,10 @@ class LumaClient:
         self.base_url = settings.base_url
         self.retry = retry if retry is not None else RetryPolicy()
         if isinstance(timeout, int | float):
-            timeout = Timeout(
-                settings.connect_timeout, float(timeout), total=settings.request_deadline
-            )
+            # A longer read timeout than the total would never fire: raise the total.
+            read = float(timeout)
+            total = max(settings.request_deadline, settings.connect_timeout + read)
+            timeout = Timeout(settings.connect_timeout, read, total=total)
         self.timeout = timeout or Timeout(
             settings.connect_timeout, settings.read_timeout, total=settings.request_deadline
         )
