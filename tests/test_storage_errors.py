@@ -148,3 +148,23 @@ async def test_the_scheduler_stops_with_one_storage_error(
                     scheduler.submit(request, key=f"k{n}")
         assert len(journal) == 0
     assert client.stats.total_creates == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (errno.ENOSPC, "no space left on /data/out"),
+        (errno.EDQUOT, "no space left on /data/out"),
+        (errno.EROFS, "read-only file system: /data/out"),
+        (errno.EISDIR, "a directory is in the way: /data/out/a.mp4"),
+        (errno.ENOTDIR, "a file is in the way of the directory /data/out"),
+        (errno.EACCES, "permission denied: /data/out/a.mp4"),
+        (errno.EPERM, "permission denied: /data/out/a.mp4"),
+        (errno.EIO, "cannot write /data/out/a.mp4: Input/output error"),
+    ],
+)
+def test_disk_errors_read_as_a_few_words(code: int, message: str) -> None:
+    """Each OSError a write can meet is named plainly, with the place to look at."""
+    from lumasched._storage import os_reason
+
+    assert os_reason(OSError(code, os.strerror(code)), Path("/data/out/a.mp4")) == message
