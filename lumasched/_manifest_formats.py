@@ -15,6 +15,7 @@ import csv
 import json
 import re
 from collections.abc import Callable, Generator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +56,12 @@ class _BadText(ValueError):
 def _text_lines(path: Path) -> Generator[str, None, None]:
     """The file's lines as text (line endings kept), checked to be UTF-8."""
     with path.open("rb") as handle:
-        number = 0
-        while raw := handle.readline(MAX_LINE_BYTES + 1):
-            number += 1
+        lines = iter(partial(handle.readline, MAX_LINE_BYTES + 1), b"")
+        for number, raw in enumerate(lines, start=1):
+            if number == 1:
+                raw = _skip_bom(raw)
             if len(raw) > MAX_LINE_BYTES:
                 raise _BadText(number, f"line longer than {MAX_LINE_BYTES} bytes")
-            if number == 1:
-                for bom, name in _WIDE_BOMS:
-                    if raw.startswith(bom):
-                        raise _BadText(1, f"the file is {name} text: save it as UTF-8")
-                raw = raw.removeprefix(codecs.BOM_UTF8)
             if b"\x00" in raw:
                 column = raw.index(b"\x00") + 1
                 raise _BadText(
@@ -78,6 +75,14 @@ def _text_lines(path: Path) -> Generator[str, None, None]:
                     f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} "
                     "(save the manifest as UTF-8)",
                 ) from None
+
+
+def _skip_bom(first: bytes) -> bytes:
+    """The first line without a UTF-8 byte order mark; UTF-16/32 ones are refused."""
+    for bom, name in _WIDE_BOMS:
+        if first.startswith(bom):
+            raise _BadText(1, f"the file is {name} text: save it as UTF-8")
+    return first.removeprefix(codecs.BOM_UTF8)
 
 
 def _too_deep(value: Any) -> bool:
@@ -103,7 +108,8 @@ def _parse_json(text: str, **kwargs: Any) -> Any:
         value = json.loads(text, **kwargs)
     except RecursionError:
         raise ValueError(_TOO_DEEP) from None
-    if _too_deep(value):
+    # Nesting needs brackets: most items have too few to be worth walking.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(value):
         raise ValueError(_TOO_DEEP)
     return value
 
