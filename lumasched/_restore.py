@@ -25,7 +25,7 @@ from lumasched._jobtable import JobTable
 from lumasched._journal_writes import JournalWriter
 from lumasched._slots import Slots
 from lumasched.api import CreateRequest, Generation, request_from_dict, request_to_dict
-from lumasched.errors import GenerationFailed, JournalledFailure, LumaError
+from lumasched.errors import DownloadError, GenerationFailed, JournalledFailure, LumaError
 from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult, Timings
 from lumasched.jobs import JobState as S
 from lumasched.journal import JournalRecord
@@ -144,7 +144,7 @@ class Restorer:
         state = record.state
         if state == S.COMPLETED:
             generation = Generation.from_json(record.generation or {"id": record.generation_id})
-            if self._out_dir is None or record.path is None:
+            if self._out_dir is None:
                 self._table.set_state(job, S.COMPLETED)
                 result = JobResult(record.key, generation, timings=job.timings)
                 self._table.finish(job, result, None)
@@ -203,14 +203,22 @@ class Restorer:
     ) -> None:
         from lumasched.downloads import sha256_file
 
-        assert record.path is not None
-        path = Path(record.path)
-        digest = await anyio.to_thread.run_sync(_digest_if_file, path, sha256_file)
-        if digest == record.sha256:
-            self._table.complete(job, _recorded_result(record, generation, job.timings))
+        if record.path is not None:
+            path = Path(record.path)
+            digest = await anyio.to_thread.run_sync(_digest_if_file, path, sha256_file)
+            if digest == record.sha256:
+                self._table.complete(job, _recorded_result(record, generation, job.timings))
+                return
+            logger.info("job %s: %s missing or changed; downloading again", job.key, path)
+        else:
+            # Recorded completed without a file (an older lumasched did that for a
+            # generation without an asset URL): fetch it now.
+            logger.info("job %s: completed without a file; downloading it", job.key)
+        try:
+            fresh = await self._client.get(generation.id)
+        except LumaError as exc:
+            self._table.fail(job, DownloadError(f"could not re-read generation: {exc}"))
             return
-        logger.info("job %s: %s missing or changed; downloading again", job.key, path)
-        fresh = await self._client.get(generation.id)
         await self._follower.download(job, fresh)
 
 
@@ -253,14 +261,21 @@ def _recorded_result(record: JournalRecord, generation: Generation, timings: Tim
     )
 
 
+_FOLLOW_AGAIN = frozenset(
+    {"DownloadError", "AssetTooLargeError", "GenerationTimeout", "MissingAssetError"}
+)
+"""Failures of a job whose generation exists: a rerun follows it again (the
+generation may have ended, its asset appeared, the disk been freed)."""
+
+
 def _rerunnable(record: JournalRecord) -> bool:
     """A failed job worth picking up again on a new run."""
     if record.state != S.FAILED:
         return False
     # A finished generation whose download failed is fetched again; an
     # unresolved create is reconciled again (never blindly re-created).
-    downloadable = record.error_type == "DownloadError" and record.generation_id is not None
-    return downloadable or record.error_type == "AmbiguousCreateError"
+    followable = record.error_type in _FOLLOW_AGAIN and record.generation_id is not None
+    return followable or record.error_type == "AmbiguousCreateError"
 
 
 def _recorded_error(record: JournalRecord) -> LumaError:

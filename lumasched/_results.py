@@ -3,12 +3,14 @@ and kept across runs."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from lumasched._storage import storage_error
 from lumasched.errors import DependencyFailed, GenerationFailed
 from lumasched.jobs import Job, JobResult, Timings
 
@@ -78,6 +80,9 @@ class ResultsWriter:
     replaced when the run ends, by an atomic rewrite; killed before that, the
     file still lists the item once, as it was. A line cut short by a kill is
     dropped (its item is listed again when reported).
+
+    A line the disk refuses (no space, read-only) is taken back whole, so the
+    file never ends in a partial line, and ``StorageError`` is raised.
     """
 
     def __init__(self, path: Path) -> None:
@@ -86,32 +91,50 @@ class ResultsWriter:
         """Item id -> fingerprint of the outcome its line shows."""
         self._changed: dict[str, str] = {}
         """Item id -> the line to put in place of its old one."""
-        if self._load():
-            self._rewrite()
-        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+        try:
+            if self._load():
+                self._rewrite()
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise storage_error(exc, path, "results") from exc
 
     def write(self, line: dict[str, Any]) -> None:
-        assert self._file is not None
+        assert self._fd is not None
         key = str(line["id"])
         outcome = _outcome(line)
         known = self._outcomes.get(key)
         if known == outcome:
             return
-        self._outcomes[key] = outcome
         text = json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
         if known is None:
-            self._file.write(text)
-            self._file.flush()
+            self._append(self._fd, text.encode())
         else:
             self._changed[key] = text
+        self._outcomes[key] = outcome
+
+    def _append(self, fd: int, data: bytes) -> None:
+        """Append one whole line, or nothing: a write cut short is truncated away."""
+        size = os.fstat(fd).st_size
+        try:
+            done = 0
+            while done < len(data):
+                done += os.write(fd, data[done:])
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise storage_error(exc, self.path, "results") from exc
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
             if self._changed:
-                self._rewrite()
-                self._changed.clear()
+                try:
+                    self._rewrite()
+                except OSError as exc:
+                    raise storage_error(exc, self.path, "results") from exc
+                finally:
+                    self._changed.clear()
 
     def _load(self) -> bool:
         """Read the outcomes an earlier run listed; True if the file needs tidying
@@ -136,20 +159,26 @@ class ResultsWriter:
         written: set[str] = set()
         if not self.path.exists():  # removed by hand while the run went on
             self.path.touch()
-        with (
-            self.path.open(encoding="utf-8", errors="replace") as old,
-            part.open("w", encoding="utf-8") as new,
-        ):
-            for raw in old:
-                line = _parse(raw)
-                if line is None or line["id"] in written:
-                    continue
-                key = line["id"]
-                written.add(key)
-                new.write(self._changed.get(key) or raw.rstrip("\n") + "\n")
-            new.flush()
-            os.fsync(new.fileno())
-        os.replace(part, self.path)
+        try:
+            with (
+                self.path.open(encoding="utf-8", errors="replace") as old,
+                part.open("w", encoding="utf-8") as new,
+            ):
+                for raw in old:
+                    line = _parse(raw)
+                    if line is None or line["id"] in written:
+                        continue
+                    key = line["id"]
+                    written.add(key)
+                    new.write(self._changed.get(key) or raw.rstrip("\n") + "\n")
+                new.flush()
+                os.fsync(new.fileno())
+            os.replace(part, self.path)
+        except OSError:
+            # The old file stays as it was (whole lines); the copy goes.
+            with contextlib.suppress(OSError):
+                part.unlink()
+            raise
 
 
 _OUTCOME_FIELDS = ("state", "generation_id", "path", "sha256", "bytes", "failure_reason")

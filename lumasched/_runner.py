@@ -3,9 +3,11 @@
 No printing here: everything the user sees goes through a ``Display``
 (``_progress``). The manifest is read lazily a second time (it was checked
 already) and fed to ``Scheduler.as_completed`` with bounded buffering, keyed by
-item id so the journal resumes a rerun. Ctrl-C once: no new creates, wait for
-what is in flight; twice: stop at once (the scheduler leaves the journal
-consistent and the next run picks everything up).
+item id so the journal resumes a rerun. Ctrl-C (or SIGTERM, what systemd,
+Docker and Kubernetes send) once: no new creates, wait for what is in flight;
+a second signal: stop at once (the scheduler leaves the journal consistent and
+the next run picks everything up). A journal or results file the disk refuses
+to write stops the run at once too (``RunOutcome.storage_error``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import attrs
 
 from lumasched._config import Settings
 from lumasched._results import ResultsWriter, failure_reason, result_line
+from lumasched._storage import first_storage_error
 from lumasched.api import CreateRequest
+from lumasched.errors import StorageError
 from lumasched.events import Counters
 from lumasched.jobs import Job, JobDeferred, JobResult
 from lumasched.limits import Family, Limits, make_limiter
@@ -40,8 +44,11 @@ EMULATOR_STATE_NAME = "emulator-state.sqlite"
 rerun resumes against them as it would against the real API."""
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class _HardStop(Exception):
-    """A second Ctrl-C: leave the scheduler at once."""
+    """A second Ctrl-C (or SIGTERM): leave the scheduler at once."""
 
 
 @attrs.frozen
@@ -74,6 +81,10 @@ class RunOutcome:
     not_run: Counter[str] = attrs.Factory(Counter)
     """Items left for a later run, by reason (budget, stopped, shutdown)."""
     interrupted: bool = False
+    signal: str | None = None
+    """The first stop signal received (``SIGINT``, ``SIGTERM``), if any."""
+    storage_error: str | None = None
+    """Why the run stopped when the journal or results file could not be written."""
     elapsed: float = 0.0
     spent_cents: float = 0.0
     counters: Counters | None = None
@@ -123,26 +134,33 @@ async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
     driving = anyio.CancelScope()
     interrupts = 0
 
-    def on_sigint() -> None:
+    def on_signal(signum: signal.Signals) -> None:
         nonlocal interrupts
         interrupts += 1
         outcome.interrupted = True
+        if outcome.signal is None:
+            outcome.signal = signum.name
         if interrupts == 1:
             stopping.set()
         else:
-            display.note("second Ctrl-C: stopping now; the journal keeps every job for a rerun")
+            what = "Ctrl-C" if signum is signal.SIGINT else signum.name
+            display.note(f"second {what}: stopping now; the journal keeps every job for a rerun")
             driving.cancel()
 
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         with journal:
             try:
                 await _run(options, journal, display, outcome, stopping, driving)
             except* _HardStop:
                 pass
+            except* StorageError as group:
+                outcome.storage_error = str(first_storage_error(group))
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
         display.stop()
         outcome.elapsed = time.monotonic() - started
     return outcome
@@ -202,6 +220,8 @@ async def _run(
             limiter=limiter,
             journal=journal,
             out_dir=options.out_dir,
+            job_timeout=settings.job_timeout,
+            max_asset_size=settings.max_asset_size,
             callback_url=options.callback_url,
             budget_cents=options.budget_cents,
             cost_of=_cost_of(options.prices) if options.budget_cents is not None else None,
@@ -272,9 +292,10 @@ async def _drive(
         in_flight = sum(
             c.creating + c.submitted + c.downloading for c in scheduler.counters().families.values()
         )
+        what = "Ctrl-C" if outcome.signal in (None, "SIGINT") else outcome.signal
         display.note(
-            f"Ctrl-C: creating no more; waiting for {in_flight} in flight "
-            "(Ctrl-C again to stop at once; a rerun resumes either way)"
+            f"{what}: creating no more; waiting for {in_flight} in flight "
+            f"({what} again to stop at once; a rerun resumes either way)"
         )
         await scheduler.stop_creating()
 

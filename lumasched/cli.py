@@ -9,7 +9,9 @@
     lumasched limits ...        (lumasched._limits_cli.main)
 
 Exit status: 0 every item completed; 1 some generations failed (or were not
-run: budget reached); 2 usage or manifest error (nothing sent); 130 interrupted.
+run: budget reached); 2 usage or manifest error (nothing sent); 74 the journal
+or results file cannot be written (disk full, read-only); 130 interrupted
+(Ctrl-C); 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -20,21 +22,49 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from lumasched._config import API_KEY_HELP, ENV_API_KEY, Settings
-from lumasched.errors import ConfigurationError, JournalError, LumaError, NotFoundError
+import attrs
+
+from lumasched._config import (
+    API_KEY_HELP,
+    DEFAULT_JOB_TIMEOUT,
+    DEFAULT_MAX_ASSET_SIZE,
+    ENV_API_KEY,
+    Settings,
+)
+from lumasched.errors import (
+    ConfigurationError,
+    JournalError,
+    LumaError,
+    NotFoundError,
+    StorageError,
+)
 from lumasched.limits import Family, Limits
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_STORAGE",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "main",
+    "parse_size",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_STORAGE = 74
+"""sysexits' EX_IOERR: the journal or results file cannot be written."""
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+"""128 + SIGTERM, as a shell reports a process SIGTERM ended."""
 
 DEFAULT_EMULATOR_SPEED = 100.0
 JOURNAL_NAME = "journal.sqlite"
@@ -50,6 +80,48 @@ log = logging.getLogger("lumasched")
 
 def _out(text: str = "", *, file: TextIO | None = None) -> None:
     print(text, file=file or sys.stdout, flush=True)
+
+
+class _QuietPipe:
+    """stdout that goes quiet once its reader has gone (``lumasched run ... | head``):
+    the run carries on (nothing paid for is dropped) and prints no traceback."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        self.broken = True
+        # The interpreter flushes stdout once more on exit: point the descriptor at
+        # /dev/null so that flush has nowhere to fail.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return not self.broken and self._stream.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _err(text: str) -> None:
@@ -76,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
             "The API key comes from $LUMAAI_API_KEY."
         ),
         epilog="Exit status: 0 all completed, 1 some failed, 2 usage or manifest error, "
-        "130 interrupted.",
+        "74 journal or results file cannot be written, 130 interrupted, 143 terminated.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -90,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
             "finished items are skipped and nothing is created twice."
         ),
         epilog="Exit status: 0 all completed, 1 some failed or not run (budget), "
-        "2 usage or manifest error (nothing was sent), 130 interrupted (rerun resumes).",
+        "2 usage or manifest error (nothing was sent), 74 the journal or results file "
+        "cannot be written (disk full, read-only), 130 interrupted (Ctrl-C), "
+        "143 terminated (SIGTERM); a rerun resumes.",
     )
     run.add_argument("manifest", metavar="MANIFEST", help="a .jsonl, .csv or .yaml manifest")
     run.add_argument(
@@ -151,6 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="with --redis: how long a stopped host's items and slots stay taken before "
         "another host takes them over (default 30)",
+    )
+    run.add_argument(
+        "--job-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_JOB_TIMEOUT,
+        help="fail an item whose generation has no terminal state this long after its "
+        f"create (default {DEFAULT_JOB_TIMEOUT:g}); a rerun polls it again",
+    )
+    run.add_argument(
+        "--max-asset-size",
+        metavar="SIZE",
+        default=None,
+        help="refuse assets larger than SIZE (bytes, or 20MB, 4GiB, ...; "
+        f"default {DEFAULT_MAX_ASSET_SIZE // 1024**3}GiB)",
     )
     run.add_argument("--reconcile-settle", type=float, help=argparse.SUPPRESS)  # tests only
     run.add_argument(
@@ -270,8 +359,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     _setup_logging(getattr(args, "verbose", False))
     handler = _COMMANDS[args.command]
+    stdout = sys.stdout
+    sys.stdout = _QuietPipe(stdout)
     try:
         return handler(args)
+    except StorageError as exc:
+        _err(
+            f"{exc}; nothing more was created: free the space (or fix the permissions) "
+            "and run the same command again to resume"
+        )
+        return EXIT_STORAGE
     except ConfigurationError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -284,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
+    finally:
+        sys.stdout = stdout
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -528,9 +627,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--emulator-speed must be > 0")
     if args.claim_ttl is not None and not args.claim_ttl > 0:
         raise ConfigurationError("--claim-ttl must be > 0")
+    if not (args.job_timeout > 0 and math.isfinite(args.job_timeout)):
+        raise ConfigurationError(f"--job-timeout {args.job_timeout:g}: must be > 0 seconds")
+    max_asset_size = DEFAULT_MAX_ASSET_SIZE
+    if args.max_asset_size is not None:
+        try:
+            max_asset_size = parse_size(args.max_asset_size)
+        except ValueError as exc:
+            raise ConfigurationError(f"--max-asset-size {exc}") from None
     limits = Limits.from_toml(args.limits) if args.limits else Limits.tier(args.tier)
     prices = _prices(args.prices)
-    settings = _settings(args, need_key=False)
+    settings = attrs.evolve(
+        _settings(args, need_key=False),
+        job_timeout=args.job_timeout,
+        max_asset_size=max_asset_size,
+    )
 
     from lumasched._plan import Planner
 
@@ -588,11 +699,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     outcome = asyncio.run(_runner.run_batch(options, display))
     display.summary(outcome)
+    if outcome.storage_error is not None:
+        raise StorageError(outcome.storage_error, path=str(args.out), what="run")
+    if outcome.signal == "SIGTERM":
+        return EXIT_TERMINATED
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     if outcome.failed or outcome.not_run_total:
         return EXIT_FAILED
     return EXIT_OK
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i)?)?b?\s*", re.IGNORECASE)
+_SIZE_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``text``: plain bytes (``1048576``), or a number with a unit,
+    decimal (``20MB`` = 20,000,000) or binary (``4GiB`` = 4 * 1024**3)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r}: not a size (use bytes, or a unit: 20MB, 4GiB)")
+    number, unit, binary = match.groups()
+    factor = (1024 if binary else 1000) ** _SIZE_POWERS[unit.lower()] if unit else 1
+    size = int(float(number) * factor)
+    if size < 1:
+        raise ValueError(f"{text!r}: must be at least 1 byte")
+    return size
 
 
 def _prices(path: str | None) -> Any:
