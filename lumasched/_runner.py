@@ -59,6 +59,8 @@ class RunOptions:
     total: int = 0
     claim_ttl: float | None = None
     """With Redis: seconds a stopped host's item claims and slots stay taken."""
+    batch_name: str | None = None
+    """With Redis: ``--batch NAME``, the batch's identity instead of its content."""
     reconcile_settle: float | None = None
 
 
@@ -78,6 +80,9 @@ class RunOutcome:
     counters: Counters | None = None
     by_family: dict[Family, Counter[str]] = attrs.Factory(dict)
     """Per family: completed / failed / not run."""
+    claims_wait: str | None = None
+    """With Redis: items wait for a person (a gone host may have made them): the
+    one-line account of which and how to resolve it (``EXIT_CLAIMS_WAIT``)."""
     latency: dict[Family, list[float]] = attrs.Factory(dict)
     """Per family: [sum of create-to-completed seconds, count]."""
 
@@ -183,16 +188,8 @@ async def _run(
         await stack.enter_async_context(limiter)
         claims = None
         if settings.redis_url is not None and not options.emulator:
-            from lumasched.claims import DEFAULT_CLAIM_TTL, ClaimStore, manifest_id
-
-            # Several hosts work the manifest together (docs/multihost.md).
             claims = await stack.enter_async_context(
-                ClaimStore(
-                    settings.redis_url,
-                    api_key=settings.api_key,
-                    manifest=manifest_id(options.manifest.path),
-                    ttl=options.claim_ttl or DEFAULT_CLAIM_TTL,
-                )
+                await _claim_store(options, settings, journal, display)
             )
         scheduler = Scheduler(
             client,
@@ -227,6 +224,36 @@ async def _run(
             # Leaving the scheduler with an exception stops it at once; what is
             # in flight stays in the journal for the next run.
             raise _HardStop
+
+
+async def _claim_store(
+    options: RunOptions, settings: Settings, journal: Any, display: Display
+) -> Any:
+    """Several hosts work the batch together (docs/multihost.md): the batch is
+    known by its content (or ``--batch NAME``), this host by its ``--out``."""
+    import socket
+
+    from lumasched._multihost import site_of
+    from lumasched.claims import DEFAULT_CLAIM_TTL, ClaimStore, batch_id
+
+    assert settings.redis_url is not None
+    name = options.batch_name
+    batch = await anyio.to_thread.run_sync(lambda: batch_id(options.manifest, name=name))
+    await anyio.to_thread.run_sync(journal.set_meta, "claims_batch", batch)
+    what = f"named {name!r}" if name else f"by the content of {options.manifest.path.name}"
+    display.note(f"batch {batch} ({what}): shared with other hosts through Redis")
+    host = socket.gethostname()
+    site, label = site_of(host, options.out_dir)
+    return ClaimStore(
+        settings.redis_url,
+        api_key=settings.api_key,
+        manifest=batch,
+        ttl=options.claim_ttl or DEFAULT_CLAIM_TTL,
+        host=host,
+        site=site,
+        site_label=label,
+        on_event=display.note,
+    )
 
 
 async def _drive(
@@ -326,6 +353,12 @@ async def _drive(
                 await slots.acquire()
                 jobs.start_soon(follow, scheduler.submit(request, key=key))
         tg.cancel_scope.cancel()
+    if claimed is not None and claimed.waiting_for_a_person:
+        batch = f" --batch {options.batch_name}" if options.batch_name else ""
+        outcome.claims_wait = claimed.wait_message(
+            f"lumasched claims import {options.manifest.path}{batch} DIR --redis URL"
+        )
+        display.note(outcome.claims_wait)
 
 
 async def _aiter(items: Iterator[tuple[str, CreateRequest]]) -> Any:

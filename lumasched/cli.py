@@ -29,11 +29,21 @@ from lumasched._config import API_KEY_HELP, ENV_API_KEY, Settings
 from lumasched.errors import ConfigurationError, JournalError, LumaError, NotFoundError
 from lumasched.limits import Family, Limits
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_CLAIMS_WAIT",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_CLAIMS_WAIT = 75
+"""sysexits EX_TEMPFAIL: with --redis, items wait because Redis lost its state and
+a host that is gone may have made them; nothing was lost (docs/multihost.md)."""
 EXIT_INTERRUPTED = 130
 
 DEFAULT_EMULATOR_SPEED = 100.0
@@ -43,6 +53,7 @@ RESULTS_NAME = "results.jsonl"
 _DELEGATED = {
     "emulator": ("lumasched.emulator", "run the built-in Dream Machine API emulator"),
     "limits": ("lumasched._limits_cli", "show the live state of limits shared through Redis"),
+    "claims": ("lumasched._claims_cli", "import other hosts' records into the claims in Redis"),
 }
 
 log = logging.getLogger("lumasched")
@@ -151,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="with --redis: how long a stopped host's items and slots stay taken before "
         "another host takes them over (default 30)",
+    )
+    run.add_argument(
+        "--batch",
+        metavar="NAME",
+        help="with --redis: the batch's name across hosts (default: its content, so only "
+        "the same manifest is shared); a named batch keeps its record across edits",
     )
     run.add_argument("--reconcile-settle", type=float, help=argparse.SUPPRESS)  # tests only
     run.add_argument(
@@ -455,7 +472,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         _err(f"no journal at {path} (is {args.dir} the --out directory of a run?)")
         return EXIT_USAGE
     with Journal(path) as journal:
-        batch = journal.batch
+        batch = journal.meta("claims_batch")
+        if batch is None and journal.batch:
+            from lumasched.claims import manifest_id
+
+            batch = manifest_id(journal.batch)  # a run of lumasched 0.1.0
         counts = journal.counts()
         total = sum(counts.values())
         _out(f"journal {path}: {total} item{'s' if total != 1 else ''}")
@@ -495,21 +516,29 @@ def _cluster_status(settings: Settings, batch: str, *, verbose: bool) -> None:
     from lumasched.redis_limiter import REDIS_DOWN
 
     try:
-        view = asyncio.run(cluster_view(settings, batch))
+        view, recovery = asyncio.run(cluster_view(settings, batch))
     except REDIS_DOWN as exc:
         _err(f"could not read the record in Redis: {exc}")
         return
     if not view:
-        _out(f"Redis: no record of {batch} for this API key")
+        _out(f"Redis: no record of batch {batch} for this API key")
         return
     states = Counter(claim.record.state for claim in view.values())
     summary = ", ".join(f"{n} {state}" for state, n in states.most_common())
-    _out(f"Redis (all hosts): {len(view)} items: {summary}")
+    _out(f"Redis (all hosts), batch {batch}: {len(view)} items: {summary}")
+    if recovery["lost"]:
+        missing = [label for label, status in recovery["sites"].items() if status != "done"]
+        _out(
+            "  Redis lost the claim state; not re-seeded yet: "
+            + (", ".join(sorted(missing)) or "none")
+            + " (lumasched claims import resolves it)"
+        )
     hosts = Counter(c.record.host for c in view.values() if c.record.state == "completed")
     for host, n in sorted(hosts.items(), key=lambda pair: str(pair[0])):
         _out(f"  completed on {host}: {n}")
-    for key, claim in sorted(view.items()):
+    for _, claim in sorted(view.items()):
         record = claim.record
+        key = record.item
         if verbose or (record.state not in ("completed", "failed") and claim.expires_in > 0):
             held = f"held by {record.owner} {claim.expires_in:.0f}s" if claim.expires_in else ""
             gid = record.generation_id or "-"
@@ -528,6 +557,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--emulator-speed must be > 0")
     if args.claim_ttl is not None and not args.claim_ttl > 0:
         raise ConfigurationError("--claim-ttl must be > 0")
+    if args.batch is not None and not args.batch.strip():
+        raise ConfigurationError("--batch: the name must not be empty")
     limits = Limits.from_toml(args.limits) if args.limits else Limits.tier(args.tier)
     prices = _prices(args.prices)
     settings = _settings(args, need_key=False)
@@ -584,12 +615,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         prices=prices,
         total=summary.count,
         claim_ttl=args.claim_ttl,
+        batch_name=args.batch,
         reconcile_settle=args.reconcile_settle,
     )
     outcome = asyncio.run(_runner.run_batch(options, display))
     display.summary(outcome)
     if outcome.interrupted:
         return EXIT_INTERRUPTED
+    if outcome.claims_wait:
+        return EXIT_CLAIMS_WAIT
+    accounted = outcome.completed + len(outcome.failed) + outcome.not_run_total
+    if accounted < outcome.total:
+        # Never "all is well" for items nobody made: a bug, but not a silent one.
+        _err(f"{outcome.total - accounted} item(s) neither made nor accounted for; run again")
+        return EXIT_FAILED
     if outcome.failed or outcome.not_run_total:
         return EXIT_FAILED
     return EXIT_OK

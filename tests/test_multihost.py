@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from lumasched.claims import Claim, ClaimStatus, ClaimStore, manifest_id
+from lumasched.claims import Claim, ClaimStatus, ClaimStore, batch_id
+from lumasched.manifest import Manifest
 from lumasched.cli import main
 from tests._cli_fixtures import (
     API_KEY,
@@ -130,9 +131,11 @@ def _finish(workers: Sequence[subprocess.Popen[str]], timeout: float = 40.0) -> 
 
 
 async def _claims_view(redis_url: str, manifest: Path) -> dict[str, Claim]:
-    store = ClaimStore(redis_url, api_key=API_KEY, manifest=manifest_id(manifest), owner="test")
+    """The batch's record in Redis, by item id."""
+    batch = batch_id(Manifest(manifest))
+    store = ClaimStore(redis_url, api_key=API_KEY, manifest=batch, owner="test")
     async with store:
-        return await store.snapshot()
+        return {claim.record.item: claim for claim in (await store.snapshot()).values()}
 
 
 def _results(out: Path) -> dict[str, dict[str, Any]]:
@@ -206,7 +209,8 @@ def test_three_workers_share_one_manifest(
     monkeypatch.setenv("LUMAAI_API_KEY", API_KEY)
     assert main(["status", str(outs[0]), "--redis", redis_process.url]) == 0
     shown = capsys.readouterr().out
-    assert f"Redis (all hosts): {len(ITEMS)} items: {len(ITEMS)} completed" in shown
+    batch = batch_id(Manifest(manifest))
+    assert f"Redis (all hosts), batch {batch}: {len(ITEMS)} items: {len(ITEMS)} completed" in shown
     assert API_KEY not in shown
 
 
