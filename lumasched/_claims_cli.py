@@ -30,7 +30,9 @@ def build_parser(prog: str = "lumasched claims") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Work with the item claims that hosts share through Redis."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="import: see import --help"
+    )
     imp = sub.add_parser(
         "import",
         help="import other hosts' journals / results.jsonl into the claims",

@@ -181,7 +181,8 @@ if mode == 'release' then
   return {'ok'}
 end
 if mode == 'intent' then
-  if holder ~= me then return {'lost'} end
+  -- our lease may have run out during an outage: still ours if nobody took it
+  if holder ~= me and (holder or owner ~= me) then return {'lost'} end
   redis.call('HSET', K_INFLIGHT, item, fp)
 elseif mode == 'found' then
   local other = redis.call('HGET', K_GENS, gen)

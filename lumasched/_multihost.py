@@ -152,18 +152,20 @@ class ClaimedRun:
         """Ids of the items left waiting because a gone host may have made them."""
         return list(self._unknown)
 
-    def wait_message(self, resolve: str) -> str:
-        """One line: which items wait, why, and how to resolve it (``resolve``: the
-        import command for this batch)."""
+    def wait_message(self, command: str) -> str:
+        """One line: which items wait, why, and how to resolve it (``command``: the
+        start of the import command for this batch; the gone hosts' directories and
+        ``--redis URL`` follow)."""
         ids = list(self._unknown)
-        shown = ", ".join(ids[:LISTED]) + (
-            f" and {len(ids) - LISTED} more" if len(ids) > LISTED else ""
-        )
-        gone = ", ".join(sorted(self._gone)) or "a host"
+        more = f" and {len(ids) - LISTED} more" if len(ids) > LISTED else ""
+        shown = ", ".join(ids[:LISTED]) + more
+        gone = sorted(self._gone)
+        dirs = " ".join(label.partition(":")[2] or label for label in gone) or "DIR"
         return (
-            f"{len(ids)} item(s) wait ({shown}): Redis lost its state and {gone} worked "
-            f"this batch but has not re-seeded it, so it may have made them; run the same "
-            f"command there again, or import its --out directory ({resolve}), then rerun here"
+            f"{len(ids)} item(s) wait ({shown}): Redis lost its state and "
+            f"{', '.join(gone) or 'a host'} worked this batch but has not re-seeded it, so "
+            f"it may have made them; run the same command there again, or copy its --out "
+            f"here and import it ({command} {dirs} --redis URL), then rerun"
         )
 
     async def items(self) -> AsyncIterator[tuple[str, CreateRequest]]:

@@ -356,7 +356,7 @@ async def _drive(
     if claimed is not None and claimed.waiting_for_a_person:
         batch = f" --batch {options.batch_name}" if options.batch_name else ""
         outcome.claims_wait = claimed.wait_message(
-            f"lumasched claims import {options.manifest.path}{batch} DIR --redis URL"
+            f"lumasched claims import {options.manifest.path}{batch}"
         )
         display.note(outcome.claims_wait)
 

@@ -737,8 +737,10 @@ class ClaimStore:
         return answer
 
     def _event(self, text: str) -> None:
-        logger.warning("%s", text)
-        if self._on_event is not None:
+        if self._on_event is None:
+            logger.warning("%s", text)
+        else:
+            logger.info("%s", text)
             self._on_event(text)
 
     def _note_down(self, exc: BaseException) -> None:

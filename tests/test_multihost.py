@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from lumasched.claims import Claim, ClaimStatus, ClaimStore, batch_id
-from lumasched.manifest import Manifest
 from lumasched.cli import main
+from lumasched.manifest import Manifest
 from tests._cli_fixtures import (
     API_KEY,
     LIMITS_TOML,
@@ -85,7 +85,13 @@ def _manifest(tmp_path: Path) -> Path:
 
 
 def _spawn(
-    manifest: Path, out: Path, redis_url: str, base_url: str, *, prefix: Sequence[str] = ()
+    manifest: Path,
+    out: Path,
+    redis_url: str,
+    base_url: str,
+    *,
+    prefix: Sequence[str] = (),
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
     env = dict(os.environ, LUMAAI_API_KEY=API_KEY, LUMAAI_BASE_URL=base_url, PYTHONPATH=str(REPO))
     env.pop("LUMASCHED_REDIS_URL", None)
@@ -108,6 +114,7 @@ def _spawn(
             "--reconcile-settle",
             "0.5",
             "--no-progress",
+            *extra,
         ],
         env=env,
         cwd=REPO,
