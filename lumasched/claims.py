@@ -319,6 +319,7 @@ class ClaimStore:
         self._sites: dict[str, str] = {}
         """Every site seen working the batch (site -> label): survives a loss here."""
         self._epoch: str | None = None
+        self._lost_noted: str | None = None
         self._joined = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._down_since: float | None = None
@@ -637,7 +638,8 @@ class ClaimStore:
         async with self._joined:
             if self._epoch != lost_epoch:
                 return  # another task of ours did it meanwhile
-            if lost_epoch is not None:
+            if lost_epoch is not None and self._lost_noted != lost_epoch:
+                self._lost_noted = lost_epoch  # once, even if Redis drops while we re-seed
                 self.losses += 1
                 self._event(
                     "Redis lost the claim state (a restart without persistence, a failover "
@@ -678,9 +680,10 @@ class ClaimStore:
                 ],
             )
         )
-        self._epoch = as_text(raw[0])
+        epoch = as_text(raw[0])
         self._sites.update(pairs(raw[2]))
         if as_text(raw[1]) != "1":
+            self._epoch = epoch
             return None
         facts = [
             Reseed(key, record.digest or self._digests.get(key), record)
@@ -689,10 +692,19 @@ class ClaimStore:
         held = {fact.key for fact in facts}
         if self.reseed is not None:
             facts += [fact for fact in await self.reseed() if fact.key not in held]
-        return await self._put(facts, done=True, held=held)
+        # The epoch is ours only once all is back: if Redis drops mid-way, the next
+        # call joins and re-seeds again (the writes are idempotent).
+        written = await self._put(facts, done=True, held=held, epoch=epoch)
+        self._epoch = epoch
+        return written
 
     async def _put(
-        self, facts: list[Reseed], *, done: bool, held: frozenset[str] | set[str] = frozenset()
+        self,
+        facts: list[Reseed],
+        *,
+        done: bool,
+        held: frozenset[str] | set[str] = frozenset(),
+        epoch: str | None = None,
     ) -> int:
         """RESEED ``facts`` in chunks; ``done``: this site has re-seeded all it knows."""
         written = 0
@@ -711,7 +723,7 @@ class ClaimStore:
                     record.owner or self.site_label,
                 ]
             last = start + RESEED_CHUNK >= len(facts)
-            argv: list[Any] = [self._epoch or "", self.owner, round(self.ttl * 1000), ""]
+            argv: list[Any] = [epoch or self._epoch or "", self.owner, round(self.ttl * 1000), ""]
             argv += [self.site, "1" if done and last else "0", *flat]
             result = await uncancellable(self._scripts["RESEED"](keys=self._keys, args=argv))
             if isinstance(result, list):
