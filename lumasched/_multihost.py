@@ -142,7 +142,6 @@ class ClaimedRun:
         """Items that wait for a person: Redis lost its state, and a host that is gone
         may have made them (``ClaimStatus.UNKNOWN``)."""
         self._gone: set[str] = set()
-        self._digests: dict[str, str] = {}
         self.finished_elsewhere = 0
         self._poll = min(1.0, max(0.05, claims.ttl / 4))
         claims.reseed = self.reseed
@@ -266,10 +265,7 @@ class ClaimedRun:
         return item.id, request
 
     def _digest(self, item: ManifestItem) -> str:
-        digest = self._digests.get(item.id)
-        if digest is None:
-            digest = self._digests[item.id] = item_digest(item)
-        return digest
+        return item_digest(item)  # not kept: memory stays flat over a long manifest
 
     # -- after Redis lost the claim state ------------------------------------------------
 

@@ -547,6 +547,7 @@ class ClaimStore:
             updated_at=time.time(),
         )
         await self._retrying(self._update, key, "finish", record)
+        self._digests.pop(key, None)  # finished: memory stays flat over a long batch
 
     async def fail(self, key: str, *, reason: str, error_type: str | None = None) -> None:
         record = self._records.pop(key, None) or self._new_record(key)
@@ -559,6 +560,7 @@ class ClaimStore:
             updated_at=time.time(),
         )
         await self._retrying(self._update, key, "finish", record)
+        self._digests.pop(key, None)
 
     async def release(self, key: str) -> None:
         """Give the item back unfinished: another worker may take it at once and

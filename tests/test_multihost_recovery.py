@@ -8,6 +8,8 @@ items) an exit that says which wait and how to resolve it.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -15,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
+from lumasched.claims import Claim, ClaimStatus, ClaimStore, batch_id, item_digest
 from lumasched.cli import EXIT_CLAIMS_WAIT, main
+from lumasched.manifest import Manifest
 from tests._cli_fixtures import API_KEY, LIMITS_TOML, ThreadedEmulator, emulator_config, write_jsonl
 from tests._redis_fixtures import RedisServer, redis_process
 from tests.test_multihost import _finish, _results, _spawn, _wait_for
@@ -219,6 +224,11 @@ def test_a_host_gone_during_the_outage_leaves_its_items_waiting(
     assert emu.inspect.duplicate_creates == 0, emu.inspect.duplicate_bodies
 
     monkeypatch.setenv("LUMAAI_API_KEY", API_KEY)
+    capsys.readouterr()
+    assert main(["status", str(survivor_out), "--redis", redis_process.url]) == 0
+    shown = capsys.readouterr().out
+    assert "Redis lost the claim state; not re-seeded yet: " in shown
+    assert str(victim_out.resolve()) in shown
     argv = ["claims", "import", str(manifest), str(victim_out), "--redis", redis_process.url]
     assert main(argv) == 0
     assert "record(s) imported" in capsys.readouterr().out
@@ -268,3 +278,61 @@ def test_a_redis_outage_pauses_creates_and_resumes(
     assert "Redis reachable again after" in output
     _made_once(emu, {out: ids})
     assert emu.inspect.rate_limited_total == 0, emu.inspect.to_json()
+
+
+def test_claims_import_reads_results_jsonl_when_the_journal_is_gone(
+    redis_process: RedisServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A gone host's results.jsonl alone is enough: its items are done again, and
+    the items that waited for it can be claimed; a directory that is not an --out
+    is refused before anything is written."""
+    manifest = _shots(tmp_path / "m", "an owl")
+    items = {item.id: item for item in Manifest(manifest)}
+    batch = batch_id(Manifest(manifest))
+
+    def store(owner: str, site: str, client: aioredis.Redis | None = None) -> ClaimStore:
+        return ClaimStore(
+            client or redis_process.url,
+            api_key=API_KEY,
+            manifest=batch,
+            owner=owner,
+            ttl=0.6,
+            site=site,
+        )
+
+    async def before() -> ClaimStatus:
+        client = aioredis.Redis.from_url(redis_process.url)
+        gone = store("gone", "site-b", client)  # never entered: no heartbeat, as if it died
+        try:
+            async with store("live", "site-a") as live:
+                await gone.claim("shot-0", digest=item_digest(items["shot-0"]))
+                await live.claim("shot-1", digest=item_digest(items["shot-1"]))
+                await live.claim("shot-2", digest=item_digest(items["shot-2"]))
+                await client.flushall()
+                return (await live.claim("shot-0", digest=item_digest(items["shot-0"]))).status
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(before()) is ClaimStatus.UNKNOWN
+    dead = tmp_path / "dead-host"
+    dead.mkdir()
+    line = {"id": "shot-0", "state": "completed", "generation_id": "g0", "path": "/b/0.png"}
+    (dead / "results.jsonl").write_text(json.dumps(line) + "\n{cut sho")
+    monkeypatch.setenv("LUMAAI_API_KEY", API_KEY)
+    argv = ["claims", "import", str(manifest), "--redis", redis_process.url]
+    assert main([*argv[:3], str(tmp_path / "m"), *argv[3:]]) == 2, "not an --out directory"
+    assert main([*argv[:3], str(dead), *argv[3:]]) == 0
+    assert "1 record(s) imported" in capsys.readouterr().out
+
+    async def after() -> tuple[Claim, Claim]:
+        async with store("live-2", "site-a") as live:
+            done = await live.claim("shot-0", digest=item_digest(items["shot-0"]))
+            other = await live.claim("shot-1", digest=item_digest(items["shot-1"]))
+            return done, other
+
+    done, other = asyncio.run(after())
+    assert done.status is ClaimStatus.DONE and done.record.path == "/b/0.png"
+    assert other.status in (ClaimStatus.CLAIMED, ClaimStatus.ADOPTED, ClaimStatus.TAKEN)
