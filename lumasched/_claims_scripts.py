@@ -42,31 +42,34 @@ end
 """
 )
 
-# ARGV: had an epoch (1: this worker saw the state before: it was lost), site, site
+# ARGV: the epoch this site knew ('' if none: a site new to the batch), site, site
 # label, grace_ms, reseed_max_ms, then known sites as (site, label) pairs
-# -> {epoch, lost (1: this epoch began with a loss and is not settled), sites flat}
-# A worker joins (or re-joins after a loss) here. After a loss the first worker
-# back opens a new epoch and a recovery window: items nobody re-seeds are not
-# claimable until every site that worked the batch re-seeded (or ``SETTLE``).
+# -> {epoch, lost (1: this epoch began with a loss and is not settled), sites flat,
+#     reseed (1: put back what this site knows)}
+# A worker joins (or re-joins after a loss) here. A site that knew another epoch
+# than the current one (or none exists) saw the state lost: the first one back
+# opens a recovery window, in which items nobody re-seeds are not claimable until
+# every site that worked the batch re-seeded (or ``SETTLE``).
 HELLO = (
     _KEYS
     + _NOW
     + """
-local had, site, label = ARGV[1], ARGV[2], ARGV[3]
+local known, site, label = ARGV[1], ARGV[2], ARGV[3]
 local grace, reseed_max = tonumber(ARGV[4]), tonumber(ARGV[5])
 local epoch = redis.call('HGET', K_META, 'epoch') or redis.call('HGET', K_META, 'created_ms')
 if not epoch then
   epoch = tostring(now)
   redis.call('HSET', K_META, 'created_ms', now, 'epoch', epoch)
 end
+local missed = known ~= '' and known ~= epoch
 local others = 0
 for i = 6, #ARGV, 2 do
   redis.call('HSETNX', K_SITES, ARGV[i], ARGV[i + 1])
   if ARGV[i] ~= site then others = others + 1 end
 end
 redis.call('HSET', K_SITES, site, label)
-if had == '1' and redis.call('HGET', K_META, 'lost') ~= '1' then
-  -- the first worker back after the loss: open the recovery window
+if missed and redis.call('HGET', K_META, 'lost') ~= '1' then
+  -- the first site back after the loss: open the recovery window
   redis.call('HSET', K_META, 'lost', '1', 'lost_ms', now, 'recover_until', now)
 end
 local lost = redis.call('HGET', K_META, 'lost') == '1'
@@ -81,7 +84,8 @@ if lost then
     redis.call('HSET', K_RECOVERY, site, 'reseeding:' .. (now + reseed_max))
   end
 end
-return {epoch, lost and '1' or '0', redis.call('HGETALL', K_SITES)}
+local reseed = (lost or missed) and '1' or '0'
+return {epoch, lost and '1' or '0', redis.call('HGETALL', K_SITES), reseed}
 """
 )
 

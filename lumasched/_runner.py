@@ -11,6 +11,7 @@ consistent and the next run picks everything up).
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections import Counter
@@ -239,7 +240,15 @@ async def _claim_store(
     assert settings.redis_url is not None
     name = options.batch_name
     batch = await anyio.to_thread.run_sync(lambda: batch_id(options.manifest, name=name))
+    remembered = await anyio.to_thread.run_sync(_remembered, journal, batch)
     await anyio.to_thread.run_sync(journal.set_meta, "claims_batch", batch)
+
+    def on_join(epoch: str, sites: dict[str, str]) -> None:
+        # Rare (joining, a new host): a small write, so that the next run here
+        # notices a state Redis lost while no process of this site ran.
+        journal.set_meta("claims_epoch", epoch)
+        journal.set_meta("claims_sites", json.dumps(sites, sort_keys=True))
+
     what = f"named {name!r}" if name else f"by the content of {options.manifest.path.name}"
     display.note(f"batch {batch} ({what}): shared with other hosts through Redis")
     host = socket.gethostname()
@@ -253,7 +262,17 @@ async def _claim_store(
         site=site,
         site_label=label,
         on_event=display.note,
+        remembered=remembered,
+        on_join=on_join,
     )
+
+
+def _remembered(journal: Any, batch: str) -> tuple[str | None, dict[str, str]]:
+    """The claims epoch and sites the last run of this journal knew, for ``batch``."""
+    if journal.meta("claims_batch") != batch:
+        return None, {}
+    sites = json.loads(journal.meta("claims_sites") or "{}")
+    return journal.meta("claims_epoch"), sites if isinstance(sites, dict) else {}
 
 
 async def _drive(

@@ -273,7 +273,9 @@ class ClaimStore:
     accounts for. ``reseed``: what else to put back after a loss (the runner's
     journal: items finished, generations created, intents sent). ``on_event``:
     one-line messages for the user (Redis down and back, state lost and
-    re-seeded).
+    re-seeded). ``remembered``: the epoch and sites an earlier process of this
+    site knew (what ``on_join(epoch, sites)`` was last given): a state lost
+    while no process of the site ran is then noticed too, and re-seeded.
 
     Also the scheduler's claim hooks (``before_create``, ``created``,
     ``found``, ``taken_generations``): see ``Scheduler(claims=...)``.
@@ -294,6 +296,8 @@ class ClaimStore:
         site_label: str | None = None,
         reseed: Callable[[], Awaitable[list[Reseed]]] | None = None,
         on_event: Callable[[str], None] | None = None,
+        remembered: tuple[str | None, Mapping[str, str]] = (None, {}),
+        on_join: Callable[[str, dict[str, str]], None] | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be > 0")
@@ -319,6 +323,9 @@ class ClaimStore:
         self._sites: dict[str, str] = {}
         """Every site seen working the batch (site -> label): survives a loss here."""
         self._epoch: str | None = None
+        self._remembered_epoch, sites = remembered
+        self._sites.update(sites)
+        self._on_join = on_join
         self._lost_noted: str | None = None
         self._joined = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -326,8 +333,6 @@ class ClaimStore:
         self._down_noted = 0.0
         self.losses = 0
         """How many times Redis lost the claim state under this worker (each re-seeded)."""
-        self.recovering_until = 0.0
-        """Monotonic time until which new claims wait for other sites to re-seed."""
 
     @property
     def lost(self) -> bool:
@@ -647,9 +652,10 @@ class ClaimStore:
                     "Redis lost the claim state (a restart without persistence, a failover "
                     "or a flush): re-seeding what this host knows; creates pause meanwhile"
                 )
+            before = self._remembered_epoch
             while True:
                 try:
-                    written = await self._join(lost=lost_epoch is not None)
+                    written = await self._join(lost_epoch or self._remembered_epoch or "")
                 except _Relost:
                     lost_epoch = lost_epoch or "?"  # lost again while we re-seeded
                     continue
@@ -662,18 +668,24 @@ class ClaimStore:
                 if others
                 else ""
             )
-            self._event(f"claims re-seeded: {written} record(s) put back from this host{wait}")
+            since = (
+                "the claim state in Redis was lost since this host last worked the batch; "
+                if lost_epoch is None and before not in (None, self._epoch)
+                else ""
+            )
+            self._event(f"{since}claims re-seeded: {written} record(s) put back from here{wait}")
 
-    async def _join(self, *, lost: bool) -> int | None:
-        """HELLO, then RESEED when the epoch began with a loss (returns how many
-        records were written; None when there was nothing to re-seed)."""
+    async def _join(self, known_epoch: str) -> int | None:
+        """HELLO, then RESEED when the epoch is not the one this site knew or began
+        with a loss (returns how many records were written; None when there was
+        nothing to re-seed)."""
         ttl_ms = round(self.ttl * 1000)
         known = [v for pair in self._sites.items() for v in pair]
         raw = await uncancellable(
             self._scripts["HELLO"](
                 keys=self._keys,
                 args=[
-                    "1" if lost else "0",
+                    known_epoch,
                     self.site,
                     self.site_label,
                     ttl_ms // 2,  # every live worker's heartbeat notices within ttl/3
@@ -683,9 +695,9 @@ class ClaimStore:
             )
         )
         epoch = as_text(raw[0])
-        self._sites.update(pairs(raw[2]))
-        if as_text(raw[1]) != "1":
-            self._epoch = epoch
+        self._learn(pairs(raw[2]))
+        if as_text(raw[3]) != "1":
+            self._joined_epoch(epoch)
             return None
         facts = [
             Reseed(key, record.digest or self._digests.get(key), record)
@@ -697,8 +709,22 @@ class ClaimStore:
         # The epoch is ours only once all is back: if Redis drops mid-way, the next
         # call joins and re-seeds again (the writes are idempotent).
         written = await self._put(facts, done=True, held=held, epoch=epoch)
-        self._epoch = epoch
+        self._joined_epoch(epoch)
         return written
+
+    def _joined_epoch(self, epoch: str) -> None:
+        self._epoch = self._remembered_epoch = epoch
+        if self._on_join is not None:
+            self._on_join(epoch, dict(self._sites))
+
+    def _learn(self, sites: dict[str, str]) -> None:
+        """Remember the sites that work the batch (and let ``on_join`` keep them)."""
+        new = {site: label for site, label in sites.items() if self._sites.get(site) != label}
+        if not new:
+            return
+        self._sites.update(new)
+        if self._on_join is not None and self._epoch is not None:
+            self._on_join(self._epoch, dict(self._sites))
 
     async def _put(
         self,
@@ -794,7 +820,7 @@ class ClaimStore:
                 logger.exception("claims heartbeat failed; retrying")
                 continue
             self._note_up()
-            self._sites.update(pairs(raw[1]))
+            self._learn(pairs(raw[1]))
             fields = {self._field(key): key for key in keys}
             for field in map(as_text, raw[0]):
                 key = fields.get(field, field)

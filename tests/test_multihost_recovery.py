@@ -336,3 +336,34 @@ def test_claims_import_reads_results_jsonl_when_the_journal_is_gone(
     done, other = asyncio.run(after())
     assert done.status is ClaimStatus.DONE and done.record.path == "/b/0.png"
     assert other.status in (ClaimStatus.CLAIMED, ClaimStatus.ADOPTED, ClaimStatus.TAKEN)
+
+
+def test_a_state_lost_between_runs_is_noticed_by_the_next_run(
+    slow_emulator: ThreadedEmulator, redis_process: RedisServer, tmp_path: Path
+) -> None:
+    """Two hosts finish a batch; Redis restarts empty while none runs. A rerun on
+    one host re-seeds what it did and leaves the other host's items waiting (they
+    are not made again); once that host has run again too, both runs end clean."""
+    emu = slow_emulator
+    manifest, ids = _batch(tmp_path / "shared", "shared", images=12, videos=4)
+    a_out, b_out = tmp_path / "a", tmp_path / "b"
+    workers = [_spawn(manifest, out, redis_process.url, emu.base_url) for out in (a_out, b_out)]
+    outputs = _finish(workers)
+    assert [w.returncode for w in workers] == [0, 0], "\n".join(outputs)
+    by_b = set(_results(b_out))
+    assert by_b and set(_results(a_out)) | by_b == set(ids)
+    _restart_empty(redis_process, 0.1)
+
+    def rerun(out: Path) -> tuple[int | Any, str]:
+        worker = _spawn(manifest, out, redis_process.url, emu.base_url)
+        (output,) = _finish([worker], timeout=60.0)
+        assert "Traceback" not in output
+        return worker.returncode, output
+
+    status, output = rerun(a_out)
+    assert status == EXIT_CLAIMS_WAIT, output
+    assert "was lost since this host last worked the batch" in output
+    assert f"{len(by_b)} item(s) wait (" in output and str(b_out.resolve()) in output
+    assert rerun(b_out)[0] == 0
+    assert rerun(a_out)[0] == 0
+    assert emu.inspect.creates_total == len(ids) and emu.inspect.duplicate_creates == 0
