@@ -48,9 +48,6 @@ the batch has re-seeded; a site that does not (it is gone) leaves them waiting
 from __future__ import annotations
 
 import asyncio
-import enum
-import hashlib
-import json
 import logging
 import os
 import random
@@ -58,14 +55,30 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import anyio
 import attrs
 import redis.asyncio as aioredis
 
 from lumasched import _claims_scripts as lua
+from lumasched._claims_identity import (
+    batch_id,
+    claim_field,
+    claims_prefix,
+    item_digest,
+    manifest_id,
+    request_digest,
+    split_field,
+)
+from lumasched._claims_records import (
+    FINISHED,
+    Claim,
+    ClaimRecord,
+    ClaimStatus,
+    ItemClaims,
+    Reseed,
+)
 from lumasched._reconcile import fingerprint
 from lumasched._redis_util import REDIS_DOWN, account_id, as_text, connect, pairs, uncancellable
 from lumasched.errors import (  # the errors are importable from here too, as they were
@@ -73,9 +86,6 @@ from lumasched.errors import (  # the errors are importable from here too, as th
     ClaimsLostError,
     ClaimStoreUnavailable,
 )
-
-if TYPE_CHECKING:
-    from lumasched.manifest import Manifest, ManifestItem
 
 __all__ = [
     "DEFAULT_CLAIM_TTL",
@@ -102,162 +112,9 @@ logger = logging.getLogger("lumasched.claims")
 T = TypeVar("T")
 
 DEFAULT_CLAIM_TTL = 30.0
-FINISHED = ("completed", "failed")
-DIGEST_LENGTH = 16
 RESEED_CHUNK = 200
 DOWN_REMINDER = 30.0
 """Seconds between reminders that Redis is still unreachable."""
-
-
-def request_digest(request: Mapping[str, Any]) -> str:
-    """Identifies one request (``request_to_dict`` form, as the journal keeps it)."""
-    text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(b"lumasched-request:" + text.encode()).hexdigest()[:DIGEST_LENGTH]
-
-
-def item_digest(item: ManifestItem) -> str:
-    """The digest of a manifest item's request as the runner submits it (items it
-    builds on stand as references), equal to the digest of its journal row."""
-    from lumasched.api import request_to_dict
-    from lumasched.scheduler import Scheduler
-
-    return request_digest(request_to_dict(item.resolve(Scheduler.ref)))
-
-
-def batch_id(manifest: Manifest | None = None, *, name: str | None = None) -> str:
-    """The identity of a batch across hosts.
-
-    By default a digest of the manifest's content (every item's id and request,
-    in order), so two different manifests never share claims whatever their
-    file names, and the same manifest started from different paths does.
-    ``name`` (``--batch NAME``) names the batch instead: items keep their record
-    across edits of the manifest, and an edited item is a new request.
-    """
-    if name is not None:
-        if not name.strip():
-            raise ValueError("a batch name must not be empty")
-        return "n-" + hashlib.sha256(b"lumasched-batch:" + name.encode()).hexdigest()[:16]
-    if manifest is None:
-        raise ValueError("batch_id needs a manifest or a name")
-    digest = hashlib.sha256(b"lumasched-batch-content:")
-    for item in manifest:
-        digest.update(f"{item.id}\0{item_digest(item)}\n".encode())
-    return "c-" + digest.hexdigest()[:16]
-
-
-def manifest_id(manifest: str | os.PathLike[str]) -> str:
-    """A manifest's identity by its file *name* (lumasched 0.1.0). Two different
-    batches with the same file name share it: use ``batch_id`` instead."""
-    name = Path(manifest).name
-    return hashlib.sha256(b"lumasched-manifest:" + name.encode()).hexdigest()[:16]
-
-
-def claims_prefix(namespace: str, account: str, manifest: str) -> str:
-    return f"{namespace}:{{{account}:m:{manifest}}}"
-
-
-def claim_field(key: str, digest: str | None) -> str:
-    """The Redis field of item ``key`` made with the request of ``digest``."""
-    return f"{key}@{digest}" if digest else key
-
-
-def split_field(field: str) -> tuple[str, str | None]:
-    """``claim_field`` undone: (item key, request digest or None)."""
-    key, sep, digest = field.rpartition("@")
-    if sep and len(digest) == DIGEST_LENGTH and all(c in "0123456789abcdef" for c in digest):
-        return key, digest
-    return field, None
-
-
-class ClaimStatus(enum.StrEnum):
-    CLAIMED = "claimed"
-    """Ours now; nobody else held it before (or we did)."""
-    ADOPTED = "adopted"
-    """Ours now; another worker held it and stopped renewing: continue from its record."""
-    TAKEN = "taken"
-    """Another live worker holds it."""
-    DONE = "done"
-    """Finished (completed or failed) by some worker."""
-    UNKNOWN = "unknown"
-    """Not claimable: Redis lost its state and a site that worked the batch has not
-    re-seeded it (it is gone); it may have made this item. ``record.owner`` names
-    the sites, one per line."""
-
-
-@attrs.frozen
-class ClaimRecord:
-    """What the cluster knows about one item (the cross-host journal row)."""
-
-    item: str
-    state: str = "claimed"
-    owner: str | None = None
-    host: str | None = None
-    generation_id: str | None = None
-    lease_id: str | None = None
-    intent_body: dict[str, Any] | None = None
-    intent_at: float | None = None
-    path: str | None = None
-    sha256: str | None = None
-    bytes: int | None = None
-    reason: str | None = None
-    error_type: str | None = None
-    updated_at: float | None = None
-    digest: str | None = None
-    """The digest of the request this record is about (``request_digest``)."""
-
-    @classmethod
-    def from_json(cls, field: str, state: str, text: str) -> ClaimRecord:
-        data: dict[str, Any] = json.loads(text) if text else {}
-        fields = {f.name for f in attrs.fields(cls)}
-        data = {k: v for k, v in data.items() if k in fields}
-        key, digest = split_field(field)
-        data.update(item=key, state=state or data.get("state") or "claimed")
-        data.setdefault("digest", digest)
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(attrs.asdict(self), separators=(",", ":"), sort_keys=True)
-
-
-@attrs.frozen
-class Claim:
-    """The answer to ``ClaimStore.claim``."""
-
-    status: ClaimStatus
-    record: ClaimRecord
-    expires_in: float
-    """Seconds left on the lease (ours, or the other holder's when TAKEN)."""
-
-
-@attrs.frozen
-class Reseed:
-    """One fact to put back after Redis lost the state (or to import)."""
-
-    key: str
-    digest: str | None
-    record: ClaimRecord
-
-
-class ItemClaims(Protocol):
-    """What the ``Scheduler`` asks of a cross-host claim store (``ClaimStore``)."""
-
-    async def before_create(
-        self, key: str, *, body: dict[str, Any], sent_at: float, lease_id: str
-    ) -> bool:
-        """Record the intent before the POST; False: the item is not ours, send nothing."""
-        ...
-
-    async def created(self, key: str, generation_id: str) -> bool:
-        """Record the generation id as soon as it is known."""
-        ...
-
-    async def found(self, key: str, generation_id: str, body: dict[str, Any]) -> bool:
-        """May reconcile adopt this generation for ``key``? (records it if so)"""
-        ...
-
-    async def taken_generations(self, key: str) -> frozenset[str]:
-        """Generation ids that other items own."""
-        ...
 
 
 class ClaimStore:
