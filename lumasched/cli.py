@@ -562,6 +562,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     limits = Limits.from_toml(args.limits) if args.limits else Limits.tier(args.tier)
     prices = _prices(args.prices)
     settings = _settings(args, need_key=False)
+    if args.batch is not None and (settings.redis_url is None or args.emulator):
+        raise ConfigurationError(
+            "--batch NAME names a batch shared through Redis: give --redis URL "
+            "(or LUMASCHED_REDIS_URL), without --emulator"
+        )
 
     from lumasched._plan import Planner
 

@@ -274,6 +274,9 @@ def test_usage_errors_exit_2(
     assert f"--out {a_file}: not a directory" in capsys.readouterr().err
     assert run("run", manifest, "--out", a_file / "sub") == 2
     assert f"--out {a_file / 'sub'}: cannot create the directory" in capsys.readouterr().err
+    assert run("run", manifest, "--out", tmp_path / "o", "--batch", "b1") == 2
+    assert "--batch NAME names a batch shared through Redis" in capsys.readouterr().err
+    assert run("run", manifest, "--out", tmp_path / "o", "--batch", " ", "--redis", "x") == 2
     assert sum(cli_env.inspect.requests_by_route.values()) == 0
 
 
