@@ -188,6 +188,34 @@ def test_two_batches_ride_through_a_redis_restart(
     assert emu.inspect.rate_limited_total == 0, emu.inspect.to_json()
 
 
+def test_one_manifest_on_two_hosts_rides_through_a_redis_restart(
+    slow_emulator: ThreadedEmulator, redis_process: RedisServer, tmp_path: Path
+) -> None:
+    """Two live hosts work one manifest; Redis comes back empty: both re-seed, wait
+    for each other, and finish the batch together: every item once, no 429."""
+    emu = slow_emulator
+    manifest, ids = _batch(tmp_path / "shared", "shared", images=32, videos=8)
+    outs = [tmp_path / "a", tmp_path / "b"]
+    workers = [_spawn(manifest, out, redis_process.url, emu.base_url) for out in outs]
+    try:
+        _wait_for(lambda: all(_results(out) for out in outs), 20.0, "both hosts working")
+        _restart_empty(redis_process, 1.0)
+        outputs = _finish(workers, timeout=60.0)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+    assert [w.returncode for w in workers] == [0, 0], "\n".join(outputs)
+    assert all("Traceback" not in output for output in outputs)
+    assert all("claims re-seeded" in output for output in outputs), "\n".join(outputs)
+    inspect = emu.inspect
+    assert inspect.creates_total == len(ids) and inspect.duplicate_creates == 0
+    assert inspect.rate_limited_total == 0, inspect.to_json()
+    reported = [key for out in outs for key in _results(out)]
+    assert sorted(reported) == sorted(ids), "each item reported once, by one host"
+
+
 def test_a_host_gone_during_the_outage_leaves_its_items_waiting(
     slow_emulator: ThreadedEmulator,
     redis_process: RedisServer,
