@@ -67,6 +67,7 @@ for i = 6, #ARGV, 2 do
   redis.call('HSETNX', K_SITES, ARGV[i], ARGV[i + 1])
   if ARGV[i] ~= site then others = others + 1 end
 end
+if site == '' then return {epoch, '0', {}, '0'} end  -- an importer: not a site
 redis.call('HSET', K_SITES, site, label)
 if missed and redis.call('HGET', K_META, 'lost') ~= '1' then
   -- the first site back after the loss: open the recovery window

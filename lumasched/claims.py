@@ -437,12 +437,12 @@ class ClaimStore:
         gone site become claimable (``lumasched claims import`` after importing
         that site's journal). Returns how many records were written."""
         if self._epoch is None:
-            # Not a site of the batch: write under the current epoch, creating the
-            # state if it is new (no HELLO: an importer must not count as a site).
-            raw = await self._retrying(self._client.eval, lua.PEEK, len(self._keys), *self._keys)
-            self._epoch = as_text(raw[1])
-            if not self._epoch:
-                await self._retrying(self._recover, None)
+            # Under the current epoch (created if the state is new), as no site:
+            # an importer must not be waited for after a later loss.
+            raw = await self._retrying(
+                self._scripts["HELLO"], keys=self._keys, args=["", "", "", 0, 0]
+            )
+            self._epoch = as_text(raw[0])
         written = await self._retrying(self._put, list(facts), done=False)
         if settle:
             await self._retrying(self._client.eval, lua.SETTLE, len(self._keys), *self._keys)

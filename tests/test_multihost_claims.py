@@ -196,6 +196,8 @@ async def test_items_nobody_re_seeds_wait_for_a_gone_site(redis_process: RedisSe
         importer = ClaimStore(redis, api_key="sk-claims", manifest="m", owner="import")
         made = ClaimRecord("a", state="completed", path="/b/a.png")
         assert await importer.put_back([Reseed("a", None, made)], settle=True) == 1
+        recovery = await live.recovery()
+        assert not recovery["lost"] and "import" not in recovery["sites"], "not a site"
         assert (await live.claim("a")).status is ClaimStatus.DONE
         assert (await live.claim("d")).status is ClaimStatus.CLAIMED
     finally:
