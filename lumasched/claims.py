@@ -435,15 +435,23 @@ class ClaimStore:
         """Write ``facts`` that Redis does not hold (first writer wins; a finished
         record replaces an unfinished one). ``settle``: the items that waited for a
         gone site become claimable (``lumasched claims import`` after importing
-        that site's journal). Returns how many records were written."""
-        if self._epoch is None:
-            # Under the current epoch (created if the state is new), as no site:
-            # an importer must not be waited for after a later loss.
-            raw = await self._retrying(
-                self._scripts["HELLO"], keys=self._keys, args=["", "", "", 0, 0]
-            )
-            self._epoch = as_text(raw[0])
-        written = await self._retrying(self._put, list(facts), done=False)
+        that site's journal). Returns how many records were written. For a store
+        that works no items (an importer): it does not join the batch as a site."""
+        facts = list(facts)
+        while True:
+            if self._epoch is None:
+                # Under the current epoch (created if the state is new), as no site:
+                # an importer must not be waited for after a later loss.
+                raw = await self._retrying(
+                    self._scripts["HELLO"], keys=self._keys, args=["", "", "", 0, 0]
+                )
+                self._epoch = as_text(raw[0])
+            try:
+                written = await self._retrying(self._put, facts, done=False)
+            except _Relost:
+                self._epoch = None  # lost meanwhile: again, under the new epoch
+                continue
+            break
         if settle:
             await self._retrying(self._client.eval, lua.SETTLE, len(self._keys), *self._keys)
         return written
@@ -673,8 +681,10 @@ class ClaimStore:
             except REDIS_DOWN as exc:
                 self._note_down(exc)
                 continue
-            except Exception:
-                logger.exception("claims heartbeat failed; retrying")
+            except Exception as exc:  # e.g. Redis out of memory: one line, try again
+                logger.warning(
+                    "claims heartbeat failed (%s: %s); retrying", type(exc).__name__, exc
+                )
                 continue
             self._note_up()
             self._learn(pairs(raw[1]))
