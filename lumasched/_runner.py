@@ -13,6 +13,7 @@ to write stops the run at once too (``RunOutcome.storage_error``).
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections import Counter
@@ -67,6 +68,8 @@ class RunOptions:
     total: int = 0
     claim_ttl: float | None = None
     """With Redis: seconds a stopped host's item claims and slots stay taken."""
+    batch_name: str | None = None
+    """With Redis: ``--batch NAME``, the batch's identity instead of its content."""
     reconcile_settle: float | None = None
 
 
@@ -90,6 +93,9 @@ class RunOutcome:
     counters: Counters | None = None
     by_family: dict[Family, Counter[str]] = attrs.Factory(dict)
     """Per family: completed / failed / not run."""
+    claims_wait: str | None = None
+    """With Redis: items wait for a person (a gone host may have made them): the
+    one-line account of which and how to resolve it (``EXIT_CLAIMS_WAIT``)."""
     latency: dict[Family, list[float]] = attrs.Factory(dict)
     """Per family: [sum of create-to-completed seconds, count]."""
 
@@ -204,16 +210,8 @@ async def _run(
         await stack.enter_async_context(limiter)
         claims = None
         if settings.redis_url is not None and not options.emulator:
-            from lumasched.claims import DEFAULT_CLAIM_TTL, ClaimStore, manifest_id
-
-            # Several hosts work the manifest together (docs/multihost.md).
             claims = await stack.enter_async_context(
-                ClaimStore(
-                    settings.redis_url,
-                    api_key=settings.api_key,
-                    manifest=manifest_id(options.manifest.path),
-                    ttl=options.claim_ttl or DEFAULT_CLAIM_TTL,
-                )
+                await _claim_store(options, settings, journal, display)
             )
         scheduler = Scheduler(
             client,
@@ -250,6 +248,54 @@ async def _run(
             # Leaving the scheduler with an exception stops it at once; what is
             # in flight stays in the journal for the next run.
             raise _HardStop
+
+
+async def _claim_store(
+    options: RunOptions, settings: Settings, journal: Any, display: Display
+) -> Any:
+    """Several hosts work the batch together (docs/multihost.md): the batch is
+    known by its content (or ``--batch NAME``), this host by its ``--out``."""
+    import socket
+
+    from lumasched._multihost import site_of
+    from lumasched.claims import DEFAULT_CLAIM_TTL, ClaimStore, batch_id
+
+    assert settings.redis_url is not None
+    name = options.batch_name
+    batch = await anyio.to_thread.run_sync(lambda: batch_id(options.manifest, name=name))
+    remembered = await anyio.to_thread.run_sync(_remembered, journal, batch)
+    await anyio.to_thread.run_sync(journal.set_meta, "claims_batch", batch)
+
+    def on_join(epoch: str, sites: dict[str, str]) -> None:
+        # Rare (joining, a new host): a small write, so that the next run here
+        # notices a state Redis lost while no process of this site ran.
+        journal.set_meta("claims_epoch", epoch)
+        journal.set_meta("claims_sites", json.dumps(sites, sort_keys=True))
+
+    what = f"named {name!r}" if name else f"by the content of {options.manifest.path.name}"
+    display.note(f"batch {batch} ({what}): shared with other hosts through Redis")
+    host = socket.gethostname()
+    site, label = site_of(host, options.out_dir)
+    return ClaimStore(
+        settings.redis_url,
+        api_key=settings.api_key,
+        manifest=batch,
+        ttl=options.claim_ttl or DEFAULT_CLAIM_TTL,
+        host=host,
+        site=site,
+        site_label=label,
+        on_event=display.note,
+        remembered=remembered,
+        on_join=on_join,
+    )
+
+
+def _remembered(journal: Any, batch: str) -> tuple[str | None, dict[str, str]]:
+    """The claims epoch and sites the last run of this journal knew, for ``batch``."""
+    if journal.meta("claims_batch") != batch:
+        return None, {}
+    sites = json.loads(journal.meta("claims_sites") or "{}")
+    return journal.meta("claims_epoch"), sites if isinstance(sites, dict) else {}
 
 
 async def _drive(
@@ -350,6 +396,12 @@ async def _drive(
                 await slots.acquire()
                 jobs.start_soon(follow, scheduler.submit(request, key=key))
         tg.cancel_scope.cancel()
+    if claimed is not None and claimed.waiting_for_a_person:
+        batch = f" --batch {options.batch_name}" if options.batch_name else ""
+        outcome.claims_wait = claimed.wait_message(
+            f"lumasched claims import {options.manifest.path}{batch}"
+        )
+        display.note(outcome.claims_wait)
 
 
 async def _aiter(items: Iterator[tuple[str, CreateRequest]]) -> Any:

@@ -47,6 +47,7 @@ from lumasched.errors import (
 from lumasched.limits import Family, Limits
 
 __all__ = [
+    "EXIT_CLAIMS_WAIT",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -62,6 +63,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STORAGE = 74
 """sysexits' EX_IOERR: the journal or results file cannot be written."""
+EXIT_CLAIMS_WAIT = 75
+"""sysexits EX_TEMPFAIL: with --redis, items wait because Redis lost its state and
+a host that is gone may have made them; nothing was lost (docs/multihost.md)."""
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 """128 + SIGTERM, as a shell reports a process SIGTERM ended."""
@@ -73,6 +77,7 @@ RESULTS_NAME = "results.jsonl"
 _DELEGATED = {
     "emulator": ("lumasched.emulator", "run the built-in Dream Machine API emulator"),
     "limits": ("lumasched._limits_cli", "show the live state of limits shared through Redis"),
+    "claims": ("lumasched._claims_cli", "import other hosts' records into the claims in Redis"),
 }
 
 log = logging.getLogger("lumasched")
@@ -240,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="refuse assets larger than SIZE (bytes, or 20MB, 4GiB, ...; "
         f"default {DEFAULT_MAX_ASSET_SIZE // 1024**3}GiB)",
+    )
+    run.add_argument(
+        "--batch",
+        metavar="NAME",
+        help="with --redis: the batch's name across hosts (default: its content, so only "
+        "the same manifest is shared); a named batch keeps its record across edits",
     )
     run.add_argument("--reconcile-settle", type=float, help=argparse.SUPPRESS)  # tests only
     run.add_argument(
@@ -554,7 +565,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         _err(f"no journal at {path} (is {args.dir} the --out directory of a run?)")
         return EXIT_USAGE
     with Journal(path) as journal:
-        batch = journal.batch
+        batch = journal.meta("claims_batch")
+        if batch is None and journal.batch:
+            from lumasched.claims import manifest_id
+
+            batch = manifest_id(journal.batch)  # a run of lumasched 0.1.0
         counts = journal.counts()
         total = sum(counts.values())
         _out(f"journal {path}: {total} item{'s' if total != 1 else ''}")
@@ -594,21 +609,29 @@ def _cluster_status(settings: Settings, batch: str, *, verbose: bool) -> None:
     from lumasched.redis_limiter import REDIS_DOWN
 
     try:
-        view = asyncio.run(cluster_view(settings, batch))
+        view, recovery = asyncio.run(cluster_view(settings, batch))
     except REDIS_DOWN as exc:
         _err(f"could not read the record in Redis: {exc}")
         return
     if not view:
-        _out(f"Redis: no record of {batch} for this API key")
+        _out(f"Redis: no record of batch {batch} for this API key")
         return
     states = Counter(claim.record.state for claim in view.values())
     summary = ", ".join(f"{n} {state}" for state, n in states.most_common())
-    _out(f"Redis (all hosts): {len(view)} items: {summary}")
+    _out(f"Redis (all hosts), batch {batch}: {len(view)} items: {summary}")
+    if recovery["lost"]:
+        missing = [label for label, status in recovery["sites"].items() if status != "done"]
+        _out(
+            "  Redis lost the claim state; not re-seeded yet: "
+            + (", ".join(sorted(missing)) or "none")
+            + " (lumasched claims import resolves it)"
+        )
     hosts = Counter(c.record.host for c in view.values() if c.record.state == "completed")
     for host, n in sorted(hosts.items(), key=lambda pair: str(pair[0])):
         _out(f"  completed on {host}: {n}")
-    for key, claim in sorted(view.items()):
+    for _, claim in sorted(view.items()):
         record = claim.record
+        key = record.item
         if verbose or (record.state not in ("completed", "failed") and claim.expires_in > 0):
             held = f"held by {record.owner} {claim.expires_in:.0f}s" if claim.expires_in else ""
             gid = record.generation_id or "-"
@@ -635,6 +658,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             max_asset_size = parse_size(args.max_asset_size)
         except ValueError as exc:
             raise ConfigurationError(f"--max-asset-size {exc}") from None
+    if args.batch is not None and not args.batch.strip():
+        raise ConfigurationError("--batch: the name must not be empty")
     limits = Limits.from_toml(args.limits) if args.limits else Limits.tier(args.tier)
     prices = _prices(args.prices)
     settings = attrs.evolve(
@@ -642,6 +667,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         job_timeout=args.job_timeout,
         max_asset_size=max_asset_size,
     )
+    if args.batch is not None and (settings.redis_url is None or args.emulator):
+        raise ConfigurationError(
+            "--batch NAME names a batch shared through Redis: give --redis URL "
+            "(or LUMASCHED_REDIS_URL), without --emulator"
+        )
 
     from lumasched._plan import Planner
 
@@ -695,6 +725,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         prices=prices,
         total=summary.count,
         claim_ttl=args.claim_ttl,
+        batch_name=args.batch,
         reconcile_settle=args.reconcile_settle,
     )
     outcome = asyncio.run(_runner.run_batch(options, display))
@@ -705,6 +736,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_TERMINATED
     if outcome.interrupted:
         return EXIT_INTERRUPTED
+    if outcome.claims_wait:
+        return EXIT_CLAIMS_WAIT
+    accounted = outcome.completed + len(outcome.failed) + outcome.not_run_total
+    if accounted < outcome.total:
+        # Never "all is well" for items nobody made: a bug, but not a silent one.
+        _err(f"{outcome.total - accounted} item(s) neither made nor accounted for; run again")
+        return EXIT_FAILED
     if outcome.failed or outcome.not_run_total:
         return EXIT_FAILED
     return EXIT_OK

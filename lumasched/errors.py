@@ -33,7 +33,7 @@
     ├── StorageError                the journal or results file cannot be written (disk full, ...)
     ├── JournalledFailure           a job failed in an earlier run (as its journal recorded)
     ├── ClaimLost                   another worker took the item over: not created here
-    ├── ClaimsLostError             Redis lost the item claims' state: nothing more is created
+    ├── ClaimsLostError             (no longer raised: a lost claim state is re-seeded)
     └── ClaimStoreUnavailable       Redis could not be reached for the item claims
 
 The ``Claim*`` errors come from working one manifest from many hosts
@@ -454,9 +454,11 @@ class ClaimLost(LumaError):
 
 
 class ClaimsLostError(LumaError):
-    """Redis lost the claim state (restart without persistence, FLUSH, eviction)
-    while this worker was using it: nothing more is created, since items other
-    workers already did would look new."""
+    """Redis lost the claim state (restart without persistence, FLUSH, eviction).
+
+    No longer raised: ``ClaimStore`` re-seeds a lost state and items that a gone
+    worker may have made wait (``ClaimStatus.UNKNOWN``). Kept so that code
+    catching it still imports."""
 
 
 class ClaimStoreUnavailable(LumaError):

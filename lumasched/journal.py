@@ -449,6 +449,16 @@ class Journal:
     def __len__(self) -> int:
         return self._scalar("SELECT COUNT(*) FROM jobs")
 
+    def meta(self, name: str) -> str | None:
+        """A value of the journal's ``meta`` table (e.g. ``claims_batch``)."""
+        with self._read_lock:
+            row = self._reader.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._tx() as cur:
+            cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
 
 Write = Callable[["JournalBatch"], object]
 """One write for ``Journal.apply``: a function of the open batch."""
