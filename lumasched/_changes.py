@@ -27,6 +27,7 @@ import attrs
 
 from lumasched._digest import recorded_digest, request_digest
 from lumasched._jobtable import REF_PREFIX
+from lumasched._restore import rerunnable
 from lumasched.api import CreateRequest, request_to_dict
 from lumasched.journal import Journal, JournalRecord
 from lumasched.limits import family_of
@@ -186,10 +187,10 @@ def _decide(
         return None
     if record.state == "completed":
         result.completed += 1
-    elif record.state == "failed":
+    elif record.state == "failed" and not rerunnable(record):
         result.failed += 1
     else:
-        result.in_flight += 1
+        result.in_flight += 1  # followed again (a failed download, a timeout, ...)
     return None
 
 

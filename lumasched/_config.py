@@ -10,6 +10,15 @@ import attrs
 DEFAULT_BASE_URL = "https://api.lumalabs.ai/dream-machine/v1"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_REQUEST_DEADLINE = 90.0
+"""Seconds one API request may take in all, however its bytes trickle in (a sync
+image create gets its ``sync_timeout`` on top)."""
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""The largest API answer read (a generation is a few KiB; a page of 100 under 1 MiB)."""
+DEFAULT_JOB_TIMEOUT = 3600.0
+"""Seconds a generation may stay unfinished before its job fails (a rerun polls it again)."""
+DEFAULT_MAX_ASSET_SIZE = 4 * 1024**3
+"""The largest asset downloaded (a 4K, 10 s video is well under 1 GiB)."""
 DEFAULT_USER_AGENT_PRODUCT = "lumasched"
 
 ENV_API_KEY = "LUMAAI_API_KEY"
@@ -35,6 +44,14 @@ class Settings:
     redis_url: str | None = attrs.field(default=None, repr=_hide)
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE
+    """Seconds one API request may take in all (connect, send, the whole answer)."""
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    """API answers larger than this fail (``ResponseTooLargeError``) instead of being read."""
+    job_timeout: float | None = DEFAULT_JOB_TIMEOUT
+    """Seconds a generation may take to reach a terminal state (``None``: no limit)."""
+    max_asset_size: int = DEFAULT_MAX_ASSET_SIZE
+    """Downloads larger than this many bytes are refused (``AssetTooLargeError``)."""
 
     @classmethod
     def from_env(

@@ -50,6 +50,7 @@ from lumasched.errors import (
     LumaError,
     PermissionDeniedError,
     RateLimitError,
+    StorageError,
     ValidationError,
 )
 from lumasched.jobs import Job
@@ -414,6 +415,8 @@ class Creator:
                         self.counts["reconciled_found"] += 1
                         await self._created(job, lease, found.generation, reconciled=True)
                         return
+            except StorageError:
+                raise  # the journal cannot be written: the run must stop
             except LumaError as exc:
                 logger.warning("reconcile of job %s failed (will retry): %s", job.key, exc)
                 found = None

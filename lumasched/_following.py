@@ -14,15 +14,16 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 
 from lumasched._clock import Clock
 from lumasched._jobtable import JobTable
 from lumasched._journal_writes import JournalWriter
 from lumasched._slots import Slots
-from lumasched.errors import DownloadError, GenerationFailed, LumaError
+from lumasched.errors import DownloadError, GenerationFailed, LumaError, MissingAssetError
 from lumasched.jobs import Job, JobResult
 from lumasched.jobs import JobState as S
 from lumasched.limits import Family
@@ -38,6 +39,13 @@ logger = logging.getLogger("lumasched.scheduler")
 
 ORPHAN_SCAN_INTERVAL = 10.0
 """Seconds between asks to the limiter for leases whose holders died."""
+
+ASSET_REREAD_DELAYS = (1.0, 2.0, 4.0, 8.0)
+"""Waits before each re-read of a generation that completed without an asset URL
+(servers may publish the asset a moment after the state flips)."""
+
+_TEXT_LIMIT = 2000
+_URL_LIMIT = 16 * 1024
 
 
 class Follower:
@@ -60,8 +68,10 @@ class Follower:
         writes: JournalWriter,
         clock: Clock,
         spawn: Callable[..., None],
+        job_timeout: float | None = None,
     ) -> None:
         self._client = client
+        self._job_timeout = job_timeout
         self._poller = poller
         self._downloader = downloader
         self._out_dir = out_dir
@@ -90,12 +100,14 @@ class Follower:
         self._watch(job, generation_id, key=("restored", None, None), learn=False)
 
     def _watch(self, job: Job, generation_id: str, *, key: LatencyKey, learn: bool) -> None:
+        timeout = self._job_timeout
         self._poller.watch(
             generation_id,
             key=key,
             on_update=partial(self._on_update, job),
             on_error=partial(self._on_gone, job),
             learn=learn,
+            deadline=None if timeout is None else self._clock.monotonic() + timeout,
         )
 
     async def _on_update(self, job: Job, generation: Generation) -> None:
@@ -113,26 +125,51 @@ class Follower:
         completed_at = time.time()
         job.timings = attrs.evolve(job.timings, completed=completed_at)
         if generation.state != "completed":
-            await self._writes.update(job.key, generation=generation.to_json())
+            await self._writes.update(job.key, generation=journal_generation(generation))
             self._table.fail(job, GenerationFailed(generation.id, generation.failure_reason))
             return
-        downloading = self._out_dir is not None and bool(generation.asset_url)
-        if downloading:
+        if generation.asset_url is None:
+            found = await self._reread_for_asset(generation)
+            if found is None:
+                # Never "completed" without its asset: the id stays in the journal,
+                # so a later run polls the generation and fetches the asset then.
+                self._table.fail(job, MissingAssetError(generation.id))
+                return
+            generation = found
+        if self._out_dir is not None:
             # Queued, not awaited: the download's own end is committed after it (in
             # order), and a crash before either leaves a generation to poll again.
             self._writes.update_soon(
                 job.key,
                 state="downloading",
-                generation=generation.to_json(),
+                generation=journal_generation(generation),
                 completed_at=completed_at,
             )
             self._table.set_state(job, S.DOWNLOADING)
             await self.download(job, generation)
             return
         await self._writes.update(
-            job.key, state="completed", generation=generation.to_json(), completed_at=completed_at
+            job.key,
+            state="completed",
+            generation=journal_generation(generation),
+            completed_at=completed_at,
         )
         self._table.complete(job, JobResult(job.key, generation, timings=job.timings))
+
+    async def _reread_for_asset(self, generation: Generation) -> Generation | None:
+        """Re-read a generation that completed without an asset URL, with waits
+        between reads; the first answer that names one, else None."""
+        for delay in ASSET_REREAD_DELAYS:
+            await self._clock.sleep(delay)
+            try:
+                fresh = await self._client.get(generation.id)
+            except LumaError as exc:
+                logger.info("re-reading generation %s for its asset: %s", generation.id, exc)
+                continue
+            if fresh.asset_url is not None:
+                return fresh
+        logger.warning("generation %s completed without an asset URL", generation.id)
+        return None
 
     async def _on_gone(self, job: Job, exc: BaseException) -> None:
         await self._slots.release(job)
@@ -146,15 +183,24 @@ class Follower:
 
         assert self._out_dir is not None and self._downloader is not None
         url = generation.asset_url
-        assert url is not None
+        if url is None:
+            self._table.fail(job, MissingAssetError(generation.id))
+            return
+        # The job timeout bounds the download too: an asset trickling in cannot hold
+        # the job for ever (the part file stays, so a rerun resumes it).
+        limit = self._job_timeout
         try:
             target = safe_target(self._out_dir, job.key, _extension(url, job.request.kind))
-            result = await self._downloader.download(
-                url, target, refresh_url=partial(self._fresh_url, generation.id)
-            )
+            with anyio.fail_after(limit):
+                result = await self._downloader.download(
+                    url, target, refresh_url=partial(self._fresh_url, generation.id)
+                )
         except (LumaError, ValueError) as exc:
             error = exc if isinstance(exc, DownloadError) else DownloadError(str(exc))
             self._table.fail(job, error)
+            return
+        except TimeoutError:
+            self._table.fail(job, DownloadError(f"download not finished after {limit:g}s"))
             return
         at = time.time()
         job.timings = attrs.evolve(job.timings, downloaded=at)
@@ -215,6 +261,30 @@ class Follower:
         self._poller.watch(
             generation_id, key=("orphan", None, None), on_update=done, on_error=done, learn=False
         )
+
+
+def journal_generation(generation: Generation) -> dict[str, Any]:
+    """What a resume needs of a generation, for the journal: its id, state, failure
+    reason and asset URLs, never the server's whole (and unbounded) payload."""
+    data: dict[str, Any] = {"id": generation.id, "state": str(generation.state)}
+    if generation.failure_reason:
+        data["failure_reason"] = generation.failure_reason[:_TEXT_LIMIT]
+    if generation.created_at is not None:
+        data["created_at"] = generation.created_at.isoformat()
+    for name in ("generation_type", "model"):
+        value = getattr(generation, name)
+        if value and len(value) <= _TEXT_LIMIT:
+            data[name] = value
+    assets = generation.assets
+    if assets is not None:
+        urls = {
+            name: url
+            for name in ("video", "image")
+            if (url := getattr(assets, name)) and len(url) <= _URL_LIMIT
+        }
+        if urls:
+            data["assets"] = urls
+    return data
 
 
 def _extension(url: str, kind: str) -> str:

@@ -38,6 +38,9 @@ __all__ = ["REF_PREFIX", "JobTable"]
 
 logger = logging.getLogger("lumasched.scheduler")
 
+_REASON_LIMIT = 4000
+"""Characters of a failure reason kept in the journal."""
+
 REF_PREFIX = "job:"
 """Prefix of the placeholder generation id that stands for another job's generation."""
 
@@ -337,8 +340,10 @@ class JobTable:
             return
         logger.info("job %s failed: %s", job.key, error)
         if journal:
+            # Cut: a reason can carry a server's text (a failure_reason, a detail).
+            reason = str(error)[:_REASON_LIMIT]
             self._writes.update_soon(
-                job.key, state="failed", reason=str(error), error_type=type(error).__name__
+                job.key, state="failed", reason=reason, error_type=type(error).__name__
             )
         self.set_state(job, S.FAILED, error=str(error))
         self.finish(job, None, error)

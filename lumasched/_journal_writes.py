@@ -14,7 +14,9 @@ before an earlier one.
 
 SQLite commits fsync, so commits run in a worker thread, shielded: a cancelled
 task must not leave a job half recorded. Without a journal every write is a
-no-op, so callers need not check.
+no-op, so callers need not check. Once the disk refuses a commit
+(``StorageError``), every later write fails with that same error without
+touching the journal: what is on disk stays exactly as last committed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from lumasched.errors import StorageError
 from lumasched.journal import Journal, JournalBatch, NewJob, Write
 
 __all__ = ["JournalWriter"]
@@ -59,6 +62,8 @@ class JournalWriter:
         self._committed_hooks: list[tuple[int, Callable[[], object]]] = []
         self._enqueued = 0
         self._done_through = 0
+        self.broken: StorageError | None = None
+        """The error that stopped all writes (the disk refused a commit), if any."""
 
     # -- queued, committed in batches ---------------------------------------------
 
@@ -157,9 +162,15 @@ class JournalWriter:
         batch, self._queue = self._queue, []
         through = self._enqueued
         try:
+            if self.broken is not None:
+                # Later writes could depend on the lost ones (a row never added):
+                # attempt none, so the only error anyone sees is the disk's.
+                raise self.broken
             errors = await anyio.to_thread.run_sync(journal.apply, [w for w, _ in batch])
         except Exception as exc:
             # The commit itself failed: nothing of the batch is recorded.
+            if isinstance(exc, StorageError):
+                self.broken = exc
             errors = [exc] * len(batch)
         self.commits += 1
         self._done_through = through

@@ -2,15 +2,20 @@
 ``Record`` of its data, its line and any problem found while reading it.
 
 Validating the items is :mod:`lumasched.manifest`'s job; this module only turns
-bytes into plain data, with line numbers for ``FILE:LINE`` errors.
+bytes into plain data, with line numbers for ``FILE:LINE`` errors. Odd bytes are
+problems like any other: text that is not UTF-8 (a UTF-8 byte order mark is
+accepted and skipped), lines longer than ``MAX_LINE_BYTES``, items nested deeper
+than ``MAX_DEPTH``, and YAML tags that would construct anything but plain values.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,94 @@ import yaml
 
 from lumasched.api._models import REFRAME_INT_FIELDS
 
-__all__ = ["Record", "read_records"]
+__all__ = ["MAX_DEPTH", "MAX_LINE_BYTES", "Record", "read_records"]
+
+MAX_DEPTH = 32
+"""Deepest nesting of lists and objects in an item (real items nest 4 levels)."""
+MAX_LINE_BYTES = 1024 * 1024
+"""Longest manifest line (a JSONL item, a CSV row)."""
+_MAX_NODES = 100_000
+"""Most values in one YAML item once its aliases are expanded."""
+
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+class _BadText(ValueError):
+    """The manifest cannot be read on from ``line``: ``message`` says why."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+    def record(self) -> Record:
+        return Record(self.line, None, [("", self.message)])
+
+
+def _text_lines(path: Path) -> Generator[str, None, None]:
+    """The file's lines as text (line endings kept), checked to be UTF-8."""
+    with path.open("rb") as handle:
+        lines = iter(partial(handle.readline, MAX_LINE_BYTES + 1), b"")
+        for number, raw in enumerate(lines, start=1):
+            if number == 1:
+                raw = _skip_bom(raw)
+            if len(raw) > MAX_LINE_BYTES:
+                raise _BadText(number, f"line longer than {MAX_LINE_BYTES} bytes")
+            if b"\x00" in raw:
+                column = raw.index(b"\x00") + 1
+                raise _BadText(
+                    number, f"NUL byte at column {column}: not UTF-8 text (UTF-16?); save as UTF-8"
+                )
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _BadText(
+                    number,
+                    f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} "
+                    "(save the manifest as UTF-8)",
+                ) from None
+
+
+def _skip_bom(first: bytes) -> bytes:
+    """The first line without a UTF-8 byte order mark; UTF-16/32 ones are refused."""
+    for bom, name in _WIDE_BOMS:
+        if first.startswith(bom):
+            raise _BadText(1, f"the file is {name} text: save it as UTF-8")
+    return first.removeprefix(codecs.BOM_UTF8)
+
+
+def _too_deep(value: Any) -> bool:
+    """Nested deeper than ``MAX_DEPTH`` (checked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return False
+
+
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+
+
+def _parse_json(text: str, **kwargs: Any) -> Any:
+    """``json.loads``, with nesting past ``MAX_DEPTH`` a ``ValueError`` too."""
+    try:
+        value = json.loads(text, **kwargs)
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
+    # Nesting needs brackets: most items have too few to be worth walking.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(value):
+        raise ValueError(_TOO_DEEP)
+    return value
 
 
 @attrs.frozen
@@ -46,18 +138,20 @@ def read_records(path: Path, format: str) -> Iterator[Record]:
 
 
 def _jsonl_records(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8", errors="strict", newline="") as handle:
-        for number, line in enumerate(handle, start=1):
+    try:
+        for number, line in enumerate(_text_lines(path), start=1):
             text = line.strip()
             if not text or text.startswith("#"):
                 continue
             yield _json_record(number, text)
+    except _BadText as exc:
+        yield exc.record()
 
 
 def _json_records(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8") as handle:
-        head = handle.read(4096).lstrip()
-    if head.startswith("["):
+    with path.open("rb") as handle:
+        head = handle.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()
+    if head.startswith(b"["):
         # A JSON array: YAML is a superset of JSON and reports line numbers.
         yield from _yaml_records(path)
     else:
@@ -65,8 +159,9 @@ def _json_records(path: Path) -> Iterator[Record]:
 
 
 def _csv_records(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, strict=True)
+    lines = _text_lines(path)
+    try:
+        reader = csv.reader(lines, strict=True)
         header: list[str] | None = None
         columns: list[tuple[str, list[str | int]] | None] = []
         line = 1
@@ -74,6 +169,9 @@ def _csv_records(path: Path) -> Iterator[Record]:
             try:
                 row = next(reader)
             except StopIteration:
+                break
+            except _BadText as exc:
+                yield exc.record()
                 break
             except csv.Error as exc:
                 yield Record(reader.line_num, None, [("", f"invalid CSV: {exc}")])
@@ -89,14 +187,23 @@ def _csv_records(path: Path) -> Iterator[Record]:
                     return
                 continue
             yield _csv_record(start, header, columns, row)
+    finally:
+        lines.close()
 
 
 def _yaml_records(path: Path) -> Iterator[Record]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = "".join(_text_lines(path))
+    except _BadText as exc:
+        yield exc.record()
+        return
     loader = _YamlLoader(text)
     try:
         try:
             root = loader.get_single_node()
+        except RecursionError:
+            yield Record(loader.get_mark().line + 1, None, [("", _TOO_DEEP)])
+            return
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 0
@@ -116,6 +223,11 @@ def _yaml_records(path: Path) -> Iterator[Record]:
             return
         for node in root.value:
             line = node.start_mark.line + 1
+            try:
+                _check_yaml(node)
+            except _BadText as exc:
+                yield exc.record()
+                continue
             try:
                 data = loader.construct_document(node)
             except yaml.YAMLError as exc:
@@ -158,7 +270,7 @@ def _reject_constant(name: str) -> Any:
 
 def _json_record(line: int, text: str) -> Record:
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        data = _parse_json(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         return Record(line, None, [("", f"invalid JSON: {exc.msg} (column {exc.colno})")])
     except _DuplicateKey as exc:
@@ -217,6 +329,10 @@ def _csv_columns(
             problems.append((name, "empty part in a dotted column name"))
             columns.append(None)
             continue
+        if len(parts) > MAX_DEPTH:
+            problems.append((name[:80], _TOO_DEEP))
+            columns.append(None)
+            continue
         path: list[str | int] = [int(part) if part.isdigit() else part for part in parts]
         if isinstance(path[0], int):
             problems.append((name, "a column name cannot start with a list index"))
@@ -263,9 +379,11 @@ def _csv_value(leaf: str, cell: str) -> tuple[Any, str]:
     text = cell.strip()
     if leaf in _CSV_JSON_FIELDS:
         try:
-            return json.loads(text), ""
+            return _parse_json(text), ""
         except json.JSONDecodeError as exc:
             return None, f"invalid JSON in cell: {exc.msg} (column {exc.colno})"
+        except ValueError as exc:
+            return None, f"invalid JSON in cell: {exc}"
     if leaf in _CSV_BOOL_FIELDS:
         low = text.lower()
         if low in _TRUE:
@@ -346,6 +464,39 @@ _YamlLoader.add_implicit_resolver(
 )
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+_YAML_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("str", "int", "float", "bool", "null", "seq", "map", "merge", "timestamp")
+)
+
+
+def _check_yaml(item: yaml.Node) -> None:
+    """Raise ``_BadText`` for an item nested too deep, too large once its aliases
+    are expanded, or tagged to construct anything but plain values."""
+    sizes: dict[int, int] = {}
+
+    def walk(node: yaml.Node, depth: int) -> int:
+        line = node.start_mark.line + 1
+        if depth > MAX_DEPTH:
+            raise _BadText(line, _TOO_DEEP)
+        if node.tag not in _YAML_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise _BadText(line, f"YAML tag {tag} is not allowed (plain values only)")
+        known = sizes.get(id(node))
+        if known is not None:
+            return known  # an alias of a node already counted
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            size += sum(walk(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size += sum(walk(k, depth + 1) + walk(v, depth + 1) for k, v in node.value)
+        if size > _MAX_NODES:
+            raise _BadText(line, f"more than {_MAX_NODES} values once aliases are expanded")
+        sizes[id(node)] = size
+        return size
+
+    walk(item, 0)
 
 
 def _yaml_locator(item: yaml.Node) -> Callable[[str], int]:

@@ -12,35 +12,101 @@ The local journal stays the first record of what this host did: an item taken
 over from another host is written into it from the claim before the scheduler
 sees it, and an item another host finished that a local item builds on is
 written into it as completed (without a file), so the scheduler resolves the
-reference.
+reference. When Redis loses the claim state, the journal is what this host
+re-seeds it from (``reseed``).
+
+Claims are keyed by the batch's identity (``batch_id``: its content, or
+``--batch NAME``) and each item's request digest, so an item is only "done
+elsewhere" when another host finished that very request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from lumasched._results import failure_reason
 from lumasched.api import request_to_dict
-from lumasched.claims import Claim, ClaimRecord, ClaimStatus, ClaimStore, manifest_id
+from lumasched.claims import (
+    Claim,
+    ClaimRecord,
+    ClaimStatus,
+    ClaimStore,
+    Reseed,
+    item_digest,
+    request_digest,
+)
 from lumasched.errors import ClaimLost
 from lumasched.jobs import Job, JobDeferred
-from lumasched.journal import Journal, NewJob
+from lumasched.journal import Journal, JournalRecord, NewJob
 from lumasched.limits import Family
 from lumasched.manifest import Manifest, ManifestItem
 
 if TYPE_CHECKING:
     from lumasched._config import Settings
     from lumasched.api import CreateRequest
-__all__ = ["ClaimedRun", "cluster_view"]
+__all__ = ["GONE_REASON", "ClaimedRun", "cluster_view", "journal_fact", "site_of"]
 
 logger = logging.getLogger("lumasched.claims")
 
 PEEK_CHUNK = 1000
+GONE_REASON = "may have been made by a host that is gone"
+"""``not_run`` reason of items that wait for a person (``EXIT_CLAIMS_WAIT``)."""
+LISTED = 5
+"""Item ids named in the one-line message about waiting items."""
+
+
+def site_of(host: str, out_dir: Path) -> tuple[str, str]:
+    """The site id and label of a host's ``--out`` directory: what outlives a
+    process (a rerun there re-seeds what its predecessor did)."""
+    where = os.path.realpath(out_dir)
+    site = hashlib.sha256(f"lumasched-site:{host}\0{where}".encode()).hexdigest()[:16]
+    return site, f"{host}:{where}"
+
+
+def journal_fact(row: JournalRecord, host: str | None) -> ClaimRecord | None:
+    """What a journal row tells the other hosts (None: nothing was sent for it).
+    ``host``: the host whose journal it is (None: not known)."""
+    common: dict[str, Any] = {"item": row.key, "digest": request_digest(row.request)}
+    if row.state == "completed":
+        return ClaimRecord(
+            state="completed",
+            host=host if row.path else None,
+            generation_id=row.generation_id,
+            path=row.path,
+            sha256=row.sha256,
+            bytes=row.bytes,
+            **common,
+        )
+    if row.state == "failed":
+        return ClaimRecord(
+            state="failed", host=host, reason=row.reason, error_type=row.error_type, **common
+        )
+    if row.generation_id:
+        return ClaimRecord(
+            state="submitted",
+            host=host,
+            generation_id=row.generation_id,
+            lease_id=row.lease_id,
+            **common,
+        )
+    if row.intent_body is not None and row.intent_at is not None:
+        return ClaimRecord(
+            state="creating",
+            host=host,
+            intent_body=row.intent_body,
+            intent_at=row.intent_at,
+            lease_id=row.lease_id,
+            **common,
+        )
+    return None
 
 
 class ClaimedRun:
@@ -72,8 +138,34 @@ class ClaimedRun:
         """Items set aside: another host holds them (or an item they build on)."""
         self._elsewhere: dict[str, tuple[ManifestItem, ClaimRecord]] = {}
         """Items other hosts finished."""
+        self._unknown: dict[str, ManifestItem] = {}
+        """Items that wait for a person: Redis lost its state, and a host that is gone
+        may have made them (``ClaimStatus.UNKNOWN``)."""
+        self._gone: set[str] = set()
         self.finished_elsewhere = 0
         self._poll = min(1.0, max(0.05, claims.ttl / 4))
+        claims.reseed = self.reseed
+
+    @property
+    def waiting_for_a_person(self) -> list[str]:
+        """Ids of the items left waiting because a gone host may have made them."""
+        return list(self._unknown)
+
+    def wait_message(self, command: str) -> str:
+        """One line: which items wait, why, and how to resolve it (``command``: the
+        start of the import command for this batch; the gone hosts' directories and
+        ``--redis URL`` follow)."""
+        ids = list(self._unknown)
+        more = f" and {len(ids) - LISTED} more" if len(ids) > LISTED else ""
+        shown = ", ".join(ids[:LISTED]) + more
+        gone = sorted(self._gone)
+        dirs = " ".join(label.partition(":")[2] or label for label in gone) or "DIR"
+        return (
+            f"{len(ids)} item(s) wait ({shown}): Redis lost its state and "
+            f"{', '.join(gone) or 'a host'} worked this batch but has not re-seeded it, so "
+            f"it may have made them; run the same command there again, or copy its --out "
+            f"here and import it ({command} {dirs} --redis URL), then rerun"
+        )
 
     async def items(self) -> AsyncIterator[tuple[str, CreateRequest]]:
         """What this host should submit, as ``(item id, request)``: first its share
@@ -88,14 +180,25 @@ class ClaimedRun:
         while self._waiting and not self._stopped():
             for ready in await self._next_round():
                 yield ready
+        # Once more: the gone host may have come back, or its journal imported.
+        for item in list(self._unknown.values()):
+            if self._stopped():
+                break
+            del self._unknown[item.id]
+            again = await self._gate(item)
+            if again is not None:
+                yield again
         for item in self._waiting.values():
             self._outcome.not_run["held by another host"] += 1
+            self._family_counts(item.family)["not run"] += 1
+        for item in self._unknown.values():
+            self._outcome.not_run[GONE_REASON] += 1
             self._family_counts(item.family)["not run"] += 1
         if self.finished_elsewhere:
             self._note(f"{self.finished_elsewhere} item(s) were finished by other hosts")
 
     def _stopped(self) -> bool:
-        return self._stopping.is_set() or self._claims.lost
+        return self._stopping.is_set()
 
     # -- claiming -------------------------------------------------------------------
 
@@ -134,12 +237,19 @@ class ClaimedRun:
     async def _gate(self, item: ManifestItem) -> tuple[str, CreateRequest] | None:
         """Claim ``item`` if it can start here; returns what to submit, or None."""
         for dep in item.deps:
+            if dep in self._unknown:
+                self._unknown[item.id] = item  # builds on an item that waits for a person
+                return None
             if dep in self._waiting:
                 self._waiting[item.id] = item  # builds on an item still running elsewhere
                 return None
-        claim = await self._claims.claim(item.id)
+        claim = await self._claims.claim(item.id, digest=self._digest(item))
         if claim.status is ClaimStatus.TAKEN:
             self._waiting[item.id] = item
+            return None
+        if claim.status is ClaimStatus.UNKNOWN:
+            self._unknown[item.id] = item
+            self._gone.update(filter(None, (claim.record.owner or "").splitlines()))
             return None
         if claim.status is ClaimStatus.DONE:
             if await anyio.to_thread.run_sync(self._finished_here, item.id, claim.record):
@@ -153,6 +263,29 @@ class ClaimedRun:
         if claim.status is ClaimStatus.ADOPTED:
             await anyio.to_thread.run_sync(self._seed_adopted, item, request, claim.record)
         return item.id, request
+
+    def _digest(self, item: ManifestItem) -> str:
+        return item_digest(item)  # not kept: memory stays flat over a long manifest
+
+    # -- after Redis lost the claim state ------------------------------------------------
+
+    async def reseed(self) -> list[Reseed]:
+        """What this host knows for the claims (``ClaimStore.reseed``): every item its
+        journal shows finished, created or sent, and what other hosts finished."""
+        return await anyio.to_thread.run_sync(self._reseed_facts)
+
+    def _reseed_facts(self) -> list[Reseed]:
+        facts = [
+            Reseed(key, self._digest(item), record)
+            for key, (item, record) in self._elsewhere.items()
+        ]
+        for row in self._journal.records():
+            if row.key in self._elsewhere:
+                continue
+            record = journal_fact(row, self._claims.host)
+            if record is not None:
+                facts.append(Reseed(row.key, record.digest, record))
+        return facts
 
     # -- the local journal, seeded from the claims -------------------------------------
 
@@ -293,11 +426,10 @@ def _ref(item_id: str) -> str:
     return Scheduler.ref(item_id)
 
 
-async def cluster_view(settings: Settings, batch: str) -> dict[str, Claim]:
-    """Every item of manifest ``batch`` (its file name) that Redis has a record of."""
+async def cluster_view(settings: Settings, batch: str) -> tuple[dict[str, Claim], dict[str, Any]]:
+    """Every item of batch ``batch`` (``batch_id``) that Redis has a record of, and
+    the batch's recovery state (``ClaimStore.recovery``)."""
     assert settings.redis_url is not None
-    store = ClaimStore(
-        settings.redis_url, api_key=settings.api_key, manifest=manifest_id(batch), owner="status"
-    )
+    store = ClaimStore(settings.redis_url, api_key=settings.api_key, manifest=batch, owner="status")
     async with store:
-        return await store.snapshot()
+        return await store.snapshot(), await store.recovery()

@@ -196,7 +196,8 @@ class _Base:
                 )
             )
         if outcome.interrupted:
-            out.print(Text("interrupted: run the same command again to resume"))
+            what = "terminated (SIGTERM)" if outcome.signal == "SIGTERM" else "interrupted"
+            out.print(Text(f"{what}: run the same command again to resume"))
 
 
 class LogDisplay(_Base):

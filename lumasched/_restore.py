@@ -81,7 +81,7 @@ class Restorer:
             if record.key in self._table.jobs:
                 continue
             recheck = record.state == S.COMPLETED and self._out_dir is not None
-            if record.finished and not _rerunnable(record) and not recheck:
+            if record.finished and not rerunnable(record) and not recheck:
                 continue
             jobs.append(self.restore(record, None, priority=record.priority))
         return [job for job in jobs if not job.done or job.state is not S.COMPLETED]
@@ -102,7 +102,7 @@ class Restorer:
             # first: --redo-changed, which restarts the record before submitting).
             return _changed_handle(record, request)
         recheck = record.state == S.COMPLETED and self._out_dir is not None
-        if record.finished and not _rerunnable(record) and not recheck:
+        if record.finished and not rerunnable(record) and not recheck:
             return _ended_handle(record)
         return self.restore(
             record, request, priority=record.priority if priority is None else priority
@@ -116,7 +116,7 @@ class Restorer:
         record = journal.get(key) if journal is not None else None
         if record is None:
             return None
-        if record.finished and not _rerunnable(record):
+        if record.finished and not rerunnable(record):
             return _ended_handle(record)
         return self.restore(record, None, priority=record.priority)
 
@@ -156,14 +156,14 @@ class Restorer:
         state = record.state
         if state == S.COMPLETED:
             generation = Generation.from_json(record.generation or {"id": record.generation_id})
-            if self._out_dir is None or record.path is None:
+            if self._out_dir is None:
                 self._table.set_state(job, S.COMPLETED)
                 result = JobResult(record.key, generation, timings=job.timings)
                 self._table.finish(job, result, None)
             else:
                 self._table.set_state(job, S.DOWNLOADING, resumed=True)
                 self._spawn(self._verify_or_download, job, record, generation)
-        elif state == S.CANCELLED or (state == S.FAILED and not _rerunnable(record)):
+        elif state == S.CANCELLED or (state == S.FAILED and not rerunnable(record)):
             self._table.set_state(job, S(state), resumed=True)
             self._table.finish(job, None, _recorded_error(record))
         elif record.generation_id:
@@ -215,21 +215,26 @@ class Restorer:
     ) -> None:
         from lumasched.downloads import sha256_file
 
-        assert record.path is not None
-        path = Path(record.path)
-        digest = await anyio.to_thread.run_sync(_digest_if_file, path, sha256_file)
-        if digest == record.sha256:
-            self._table.complete(job, _recorded_result(record, generation, job.timings))
-            return
-        logger.info("job %s: %s missing or changed; downloading again", job.key, path)
+        if record.path is not None:
+            path = Path(record.path)
+            digest = await anyio.to_thread.run_sync(_digest_if_file, path, sha256_file)
+            if digest == record.sha256:
+                self._table.complete(job, _recorded_result(record, generation, job.timings))
+                return
+            logger.info("job %s: %s missing or changed; downloading again", job.key, path)
+        else:
+            # Recorded completed without a file (an older lumasched did that for a
+            # generation without an asset URL): fetch it now.
+            logger.info("job %s: completed without a file; downloading it", job.key)
         try:
             fresh = await self._client.get(generation.id)
         except LumaError as exc:
             self._creator.status_checked(exc)
             if self._table.halted is not None:
+                # a rejected key or a dead API is not this job's failure
                 self._table.defer(job, self._table.stopped_reason or "stopped", move=False)
             else:
-                self._table.fail(job, DownloadError(f"cannot get a fresh URL: {exc}"))
+                self._table.fail(job, DownloadError(f"could not re-read generation: {exc}"))
             return
         await self._follower.download(job, fresh)
 
@@ -297,14 +302,21 @@ def _recorded_result(record: JournalRecord, generation: Generation, timings: Tim
     )
 
 
-def _rerunnable(record: JournalRecord) -> bool:
+_FOLLOW_AGAIN = frozenset(
+    {"DownloadError", "AssetTooLargeError", "GenerationTimeout", "MissingAssetError"}
+)
+"""Failures of a job whose generation exists: a rerun follows it again (the
+generation may have ended, its asset appeared, the disk been freed)."""
+
+
+def rerunnable(record: JournalRecord) -> bool:
     """A failed job worth picking up again on a new run."""
     if record.state != S.FAILED:
         return False
     # A finished generation whose download failed is fetched again; an
     # unresolved create is reconciled again (never blindly re-created).
-    downloadable = record.error_type == "DownloadError" and record.generation_id is not None
-    return downloadable or record.error_type == "AmbiguousCreateError"
+    followable = record.error_type in _FOLLOW_AGAIN and record.generation_id is not None
+    return followable or record.error_type == "AmbiguousCreateError"
 
 
 def _recorded_error(record: JournalRecord) -> LumaError:

@@ -3,13 +3,15 @@ and kept across runs."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 from collections.abc import Iterable, Set
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from lumasched._storage import storage_error
 from lumasched.errors import DependencyFailed, GenerationFailed
 from lumasched.jobs import Job, JobResult, Timings
 
@@ -80,6 +82,9 @@ class ResultsWriter:
     file still lists the item once, as it was. A line cut short by a kill is
     dropped (its item is listed again when reported).
 
+    A line the disk refuses (no space, read-only) is taken back whole, so the
+    file never ends in a partial line, and ``StorageError`` is raised.
+
     ``forget``: items this run creates anew (``--redo-changed``,
     ``--retry-failed``): their old lines go at once, so that the file never
     shows a result that no longer stands. ``manifest_ids``: the items of the
@@ -101,36 +106,54 @@ class ResultsWriter:
         """Item id -> the line to put in place of its old one."""
         self._forget = set(forget)
         self._manifest_ids = manifest_ids
-        untidy = self._load()
-        if untidy or self._forget & set(self._outcomes) or self._marks_to_change():
-            self._rewrite()
+        try:
+            untidy = self._load()
+            if untidy or self._forget & set(self._outcomes) or self._marks_to_change():
+                self._rewrite()
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise storage_error(exc, path, "results") from exc
         for key in self._forget:
             self._outcomes.pop(key, None)
         self._forget.clear()
-        self._file: IO[str] | None = path.open("a", encoding="utf-8")
 
     def write(self, line: dict[str, Any]) -> None:
-        assert self._file is not None
+        assert self._fd is not None
         key = str(line["id"])
         outcome = _outcome(line)
         known = self._outcomes.get(key)
         if known == outcome:
             return
-        self._outcomes[key] = outcome
         text = _dumps(line)
         if known is None:
-            self._file.write(text)
-            self._file.flush()
+            self._append(self._fd, text.encode())
         else:
             self._changed[key] = text
+        self._outcomes[key] = outcome
+
+    def _append(self, fd: int, data: bytes) -> None:
+        """Append one whole line, or nothing: a write cut short is truncated away."""
+        size = os.fstat(fd).st_size
+        try:
+            done = 0
+            while done < len(data):
+                done += os.write(fd, data[done:])
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise storage_error(exc, self.path, "results") from exc
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
             if self._changed:
-                self._rewrite()
-                self._changed.clear()
+                try:
+                    self._rewrite()
+                except OSError as exc:
+                    raise storage_error(exc, self.path, "results") from exc
+                finally:
+                    self._changed.clear()
 
     def _marks_to_change(self) -> bool:
         ids = self._manifest_ids
@@ -176,24 +199,30 @@ class ResultsWriter:
         written: set[str] = set()
         if not self.path.exists():  # removed by hand while the run went on
             self.path.touch()
-        with (
-            self.path.open(encoding="utf-8", errors="replace") as old,
-            part.open("w", encoding="utf-8") as new,
-        ):
-            for raw in old:
-                line = _parse(raw)
-                if line is None or line["id"] in written or line["id"] in self._forget:
-                    continue
-                key = line["id"]
-                written.add(key)
-                text = self._changed.get(key)
-                if text is None:
-                    marked = self._mark(line)
-                    text = raw.rstrip("\n") + "\n" if marked == line else _dumps(marked)
-                new.write(text)
-            new.flush()
-            os.fsync(new.fileno())
-        os.replace(part, self.path)
+        try:
+            with (
+                self.path.open(encoding="utf-8", errors="replace") as old,
+                part.open("w", encoding="utf-8") as new,
+            ):
+                for raw in old:
+                    line = _parse(raw)
+                    if line is None or line["id"] in written or line["id"] in self._forget:
+                        continue
+                    key = line["id"]
+                    written.add(key)
+                    text = self._changed.get(key)
+                    if text is None:
+                        marked = self._mark(line)
+                        text = raw.rstrip("\n") + "\n" if marked == line else _dumps(marked)
+                    new.write(text)
+                new.flush()
+                os.fsync(new.fileno())
+            os.replace(part, self.path)
+        except OSError:
+            # The old file stays as it was (whole lines); the copy goes.
+            with contextlib.suppress(OSError):
+                part.unlink()
+            raise
 
 
 _OUTCOME_FIELDS = ("state", "generation_id", "path", "sha256", "bytes", "failure_reason")

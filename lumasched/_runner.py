@@ -3,15 +3,18 @@
 No printing here: everything the user sees goes through a ``Display``
 (``_progress``). The manifest is read lazily a second time (it was checked
 already) and fed to ``Scheduler.as_completed`` with bounded buffering, keyed by
-item id so the journal resumes a rerun. Ctrl-C once: no new creates, wait for
-what is in flight; twice: stop at once (the scheduler leaves the journal
-consistent and the next run picks everything up).
+item id so the journal resumes a rerun. Ctrl-C (or SIGTERM, what systemd,
+Docker and Kubernetes send) once: no new creates, wait for what is in flight;
+a second signal: stop at once (the scheduler leaves the journal consistent and
+the next run picks everything up). A journal or results file the disk refuses
+to write stops the run at once too (``RunOutcome.storage_error``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import time
 from collections import Counter
@@ -28,6 +31,7 @@ from lumasched._config import Settings
 from lumasched._ownership import FOLDER, OwnerLock
 from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched._results import ResultsWriter, failure_reason, result_line
+from lumasched._storage import first_storage_error
 from lumasched.api import CreateRequest
 from lumasched.errors import (
     APIUnreachableError,
@@ -35,6 +39,7 @@ from lumasched.errors import (
     ItemsChangedError,
     LumaError,
     PermissionDeniedError,
+    StorageError,
 )
 from lumasched.events import Counters
 from lumasched.jobs import Job, JobDeferred, JobResult
@@ -52,8 +57,11 @@ EMULATOR_STATE_NAME = "emulator-state.sqlite"
 rerun resumes against them as it would against the real API."""
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class _HardStop(Exception):
-    """A second Ctrl-C: leave the scheduler at once."""
+    """A second Ctrl-C (or SIGTERM): leave the scheduler at once."""
 
 
 @attrs.frozen
@@ -72,6 +80,8 @@ class RunOptions:
     total: int = 0
     claim_ttl: float | None = None
     """With Redis: seconds a stopped host's item claims and slots stay taken."""
+    batch_name: str | None = None
+    """With Redis: ``--batch NAME``, the batch's identity instead of its content."""
     reconcile_settle: float | None = None
     redo_changed: bool = False
     """Create anew the items whose request changed since their generation was created."""
@@ -92,11 +102,18 @@ class RunOutcome:
     not_run: Counter[str] = attrs.Factory(Counter)
     """Items left for a later run, by reason (budget, stopped, shutdown)."""
     interrupted: bool = False
+    signal: str | None = None
+    """The first stop signal received (``SIGINT``, ``SIGTERM``), if any."""
+    storage_error: str | None = None
+    """Why the run stopped when the journal or results file could not be written."""
     elapsed: float = 0.0
     spent_cents: float = 0.0
     counters: Counters | None = None
     by_family: dict[Family, Counter[str]] = attrs.Factory(dict)
     """Per family: completed / failed / not run."""
+    claims_wait: str | None = None
+    """With Redis: items wait for a person (a gone host may have made them): the
+    one-line account of which and how to resolve it (``EXIT_CLAIMS_WAIT``)."""
     latency: dict[Family, list[float]] = attrs.Factory(dict)
     """Per family: [sum of create-to-completed seconds, count]."""
     halted: LumaError | None = None
@@ -173,25 +190,32 @@ async def _run_owned(
     driving = anyio.CancelScope()
     interrupts = 0
 
-    def on_sigint() -> None:
+    def on_signal(signum: signal.Signals) -> None:
         nonlocal interrupts
         interrupts += 1
         outcome.interrupted = True
+        if outcome.signal is None:
+            outcome.signal = signum.name
         if interrupts == 1:
             stopping.set()
         else:
-            display.note("second Ctrl-C: stopping now; the journal keeps every job for a rerun")
+            what = "Ctrl-C" if signum is signal.SIGINT else signum.name
+            display.note(f"second {what}: stopping now; the journal keeps every job for a rerun")
             driving.cancel()
 
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         try:
             await _run(options, journal, display, outcome, stopping, driving)
         except* _HardStop:
             pass
+        except* StorageError as group:
+            outcome.storage_error = str(first_storage_error(group))
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
         display.stop()
         outcome.elapsed = time.monotonic() - started
     return outcome
@@ -235,22 +259,16 @@ async def _run(
         await stack.enter_async_context(limiter)
         claims = None
         if settings.redis_url is not None and not options.emulator:
-            from lumasched.claims import DEFAULT_CLAIM_TTL, ClaimStore, manifest_id
-
-            # Several hosts work the manifest together (docs/multihost.md).
             claims = await stack.enter_async_context(
-                ClaimStore(
-                    settings.redis_url,
-                    api_key=settings.api_key,
-                    manifest=manifest_id(options.manifest.path),
-                    ttl=options.claim_ttl or DEFAULT_CLAIM_TTL,
-                )
+                await _claim_store(options, settings, journal, display)
             )
         scheduler = Scheduler(
             client,
             limiter=limiter,
             journal=journal,
             out_dir=options.out_dir,
+            job_timeout=settings.job_timeout,
+            max_asset_size=settings.max_asset_size,
             callback_url=options.callback_url,
             budget_cents=options.budget_cents,
             cost_of=_cost_of(options.prices) if options.budget_cents is not None else None,
@@ -286,6 +304,54 @@ async def _run(
             # Leaving the scheduler with an exception stops it at once; what is
             # in flight stays in the journal for the next run.
             raise _HardStop
+
+
+async def _claim_store(
+    options: RunOptions, settings: Settings, journal: Any, display: Display
+) -> Any:
+    """Several hosts work the batch together (docs/multihost.md): the batch is
+    known by its content (or ``--batch NAME``), this host by its ``--out``."""
+    import socket
+
+    from lumasched._multihost import site_of
+    from lumasched.claims import DEFAULT_CLAIM_TTL, ClaimStore, batch_id
+
+    assert settings.redis_url is not None
+    name = options.batch_name
+    batch = await anyio.to_thread.run_sync(lambda: batch_id(options.manifest, name=name))
+    remembered = await anyio.to_thread.run_sync(_remembered, journal, batch)
+    await anyio.to_thread.run_sync(journal.set_meta, "claims_batch", batch)
+
+    def on_join(epoch: str, sites: dict[str, str]) -> None:
+        # Rare (joining, a new host): a small write, so that the next run here
+        # notices a state Redis lost while no process of this site ran.
+        journal.set_meta("claims_epoch", epoch)
+        journal.set_meta("claims_sites", json.dumps(sites, sort_keys=True))
+
+    what = f"named {name!r}" if name else f"by the content of {options.manifest.path.name}"
+    display.note(f"batch {batch} ({what}): shared with other hosts through Redis")
+    host = socket.gethostname()
+    site, label = site_of(host, options.out_dir)
+    return ClaimStore(
+        settings.redis_url,
+        api_key=settings.api_key,
+        manifest=batch,
+        ttl=options.claim_ttl or DEFAULT_CLAIM_TTL,
+        host=host,
+        site=site,
+        site_label=label,
+        on_event=display.note,
+        remembered=remembered,
+        on_join=on_join,
+    )
+
+
+def _remembered(journal: Any, batch: str) -> tuple[str | None, dict[str, str]]:
+    """The claims epoch and sites the last run of this journal knew, for ``batch``."""
+    if journal.meta("claims_batch") != batch:
+        return None, {}
+    sites = json.loads(journal.meta("claims_sites") or "{}")
+    return journal.meta("claims_epoch"), sites if isinstance(sites, dict) else {}
 
 
 async def _drive(
@@ -328,9 +394,10 @@ async def _drive(
         in_flight = sum(
             c.creating + c.submitted + c.downloading for c in scheduler.counters().families.values()
         )
+        what = "Ctrl-C" if outcome.signal in (None, "SIGINT") else outcome.signal
         display.note(
-            f"Ctrl-C: creating no more; waiting for {in_flight} in flight "
-            "(Ctrl-C again to stop at once; a rerun resumes either way)"
+            f"{what}: creating no more; waiting for {in_flight} in flight "
+            f"({what} again to stop at once; a rerun resumes either way)"
         )
         await scheduler.stop_creating()
 
@@ -391,6 +458,12 @@ async def _drive(
                 await slots.acquire()
                 jobs.start_soon(follow, scheduler.submit(request, key=key))
         tg.cancel_scope.cancel()
+    if claimed is not None and claimed.waiting_for_a_person:
+        batch = f" --batch {options.batch_name}" if options.batch_name else ""
+        outcome.claims_wait = claimed.wait_message(
+            f"lumasched claims import {options.manifest.path}{batch}"
+        )
+        display.note(outcome.claims_wait)
 
 
 async def _aiter(items: Iterator[tuple[str, CreateRequest]]) -> Any:

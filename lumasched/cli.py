@@ -9,9 +9,11 @@
     lumasched limits ...        (lumasched._limits_cli.main)
 
 Exit status: 0 every item completed; 1 some generations failed (or were not
-run: budget reached); 2 usage or manifest error, the key rejected, items
-changed since created, or the folder in use by another run (nothing sent for
-the items concerned); 69 the API unreachable; 130 interrupted.
+run: budget reached); 2 usage or manifest error (nothing sent), the key rejected,
+items changed since created, or the folder in use by another run (nothing sent
+for the items concerned); 69 the API unreachable; 74 the journal or results
+file cannot be written (disk full, read-only); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -22,13 +24,23 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from lumasched._config import API_KEY_HELP, ENV_API_KEY, ENV_BASE_URL, Settings
+import attrs
+
+from lumasched._config import (
+    API_KEY_HELP,
+    DEFAULT_JOB_TIMEOUT,
+    DEFAULT_MAX_ASSET_SIZE,
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    Settings,
+)
 from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.errors import (
     APIStatusError,
@@ -41,16 +53,21 @@ from lumasched.errors import (
     LumaError,
     NotFoundError,
     PermissionDeniedError,
+    StorageError,
 )
 from lumasched.limits import Family, Limits
 
 __all__ = [
+    "EXIT_CLAIMS_WAIT",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_STORAGE",
+    "EXIT_TERMINATED",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "main",
+    "parse_size",
 ]
 
 EXIT_OK = 0
@@ -58,7 +75,14 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69
 """sysexits EX_UNAVAILABLE: the API could not be reached (nothing lost; rerun)."""
+EXIT_STORAGE = 74
+"""sysexits' EX_IOERR: the journal or results file cannot be written."""
+EXIT_CLAIMS_WAIT = 75
+"""sysexits EX_TEMPFAIL: with --redis, items wait because Redis lost its state and
+a host that is gone may have made them; nothing was lost (docs/multihost.md)."""
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+"""128 + SIGTERM, as a shell reports a process SIGTERM ended."""
 
 DEFAULT_EMULATOR_SPEED = 100.0
 JOURNAL_NAME = "journal.sqlite"
@@ -67,6 +91,7 @@ RESULTS_NAME = "results.jsonl"
 _DELEGATED = {
     "emulator": ("lumasched.emulator", "run the built-in Dream Machine API emulator"),
     "limits": ("lumasched._limits_cli", "show the live state of limits shared through Redis"),
+    "claims": ("lumasched._claims_cli", "import other hosts' records into the claims in Redis"),
 }
 
 log = logging.getLogger("lumasched")
@@ -74,6 +99,48 @@ log = logging.getLogger("lumasched")
 
 def _out(text: str = "", *, file: TextIO | None = None) -> None:
     print(text, file=file or sys.stdout, flush=True)
+
+
+class _QuietPipe:
+    """stdout that goes quiet once its reader has gone (``lumasched run ... | head``):
+    the run carries on (nothing paid for is dropped) and prints no traceback."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        self.broken = True
+        # The interpreter flushes stdout once more on exit: point the descriptor at
+        # /dev/null so that flush has nowhere to fail.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return not self.broken and self._stream.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _err(text: str) -> None:
@@ -100,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
             "The API key comes from $LUMAAI_API_KEY."
         ),
         epilog="Exit status: 0 all completed, 1 some failed, 2 usage or manifest error "
-        "(or the key rejected), 69 API unreachable, 130 interrupted.",
+        "(or the key rejected), 69 API unreachable, 74 journal or results file cannot be "
+        "written, 130 interrupted, 143 terminated.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -116,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all completed, 1 some failed or not run (budget), "
         "2 usage or manifest error, items changed since created, the folder in use by "
         "another run, or the key rejected (rerun with it fixed), 69 the API unreachable "
-        "(rerun once it is), 130 interrupted (rerun resumes).",
+        "(rerun once it is), 74 the journal or results file cannot be written (disk full, "
+        "read-only), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); a rerun resumes.",
     )
     run.add_argument("manifest", metavar="MANIFEST", help="a .jsonl, .csv or .yaml manifest")
     run.add_argument(
@@ -196,6 +265,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="with --redis: how long a stopped host's items and slots stay taken before "
         "another host takes them over (default 30)",
+    )
+    run.add_argument(
+        "--job-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_JOB_TIMEOUT,
+        help="fail an item whose generation has no terminal state this long after its "
+        f"create (default {DEFAULT_JOB_TIMEOUT:g}); a rerun polls it again",
+    )
+    run.add_argument(
+        "--max-asset-size",
+        metavar="SIZE",
+        default=None,
+        help="refuse assets larger than SIZE (bytes, or 20MB, 4GiB, ...; "
+        f"default {DEFAULT_MAX_ASSET_SIZE // 1024**3}GiB)",
+    )
+    run.add_argument(
+        "--batch",
+        metavar="NAME",
+        help="with --redis: the batch's name across hosts (default: its content, so only "
+        "the same manifest is shared); a named batch keeps its record across edits",
     )
     run.add_argument("--reconcile-settle", type=float, help=argparse.SUPPRESS)  # tests only
     run.add_argument(
@@ -315,8 +405,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     _setup_logging(getattr(args, "verbose", False))
     handler = _COMMANDS[args.command]
+    stdout = sys.stdout
+    sys.stdout = _QuietPipe(stdout)
     try:
         return handler(args)
+    except StorageError as exc:
+        _err(
+            f"{exc}; nothing more was created: free the space (or fix the permissions) "
+            "and run the same command again to resume"
+        )
+        return EXIT_STORAGE
     except ConfigurationError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -329,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
+    finally:
+        sys.stdout = stdout
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -502,7 +602,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # A reader: no lock, so it works while a run holds the journal.
     with Journal(path, read_only=True) as journal:
-        batch = journal.batch
+        batch = journal.meta("claims_batch")
+        if batch is None and journal.batch:
+            from lumasched.claims import manifest_id
+
+            batch = manifest_id(journal.batch)  # a run of lumasched 0.1.0
         counts = journal.counts()
         total = sum(counts.values())
         _out(f"journal {path}: {total} item{'s' if total != 1 else ''}")
@@ -551,21 +655,29 @@ def _cluster_status(settings: Settings, batch: str, *, verbose: bool) -> None:
     from lumasched.redis_limiter import REDIS_DOWN
 
     try:
-        view = asyncio.run(cluster_view(settings, batch))
+        view, recovery = asyncio.run(cluster_view(settings, batch))
     except REDIS_DOWN as exc:
         _err(f"could not read the record in Redis: {exc}")
         return
     if not view:
-        _out(f"Redis: no record of {batch} for this API key")
+        _out(f"Redis: no record of batch {batch} for this API key")
         return
     states = Counter(claim.record.state for claim in view.values())
     summary = ", ".join(f"{n} {state}" for state, n in states.most_common())
-    _out(f"Redis (all hosts): {len(view)} items: {summary}")
+    _out(f"Redis (all hosts), batch {batch}: {len(view)} items: {summary}")
+    if recovery["lost"]:
+        missing = [label for label, status in recovery["sites"].items() if status != "done"]
+        _out(
+            "  Redis lost the claim state; not re-seeded yet: "
+            + (", ".join(sorted(missing)) or "none")
+            + " (lumasched claims import resolves it)"
+        )
     hosts = Counter(c.record.host for c in view.values() if c.record.state == "completed")
     for host, n in sorted(hosts.items(), key=lambda pair: str(pair[0])):
         _out(f"  completed on {host}: {n}")
-    for key, claim in sorted(view.items()):
+    for _, claim in sorted(view.items()):
         record = claim.record
+        key = record.item
         if verbose or (record.state not in ("completed", "failed") and claim.expires_in > 0):
             held = f"held by {record.owner} {claim.expires_in:.0f}s" if claim.expires_in else ""
             gid = record.generation_id or "-"
@@ -586,9 +698,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--claim-ttl must be > 0")
     if not (args.unreachable_timeout >= 0 and math.isfinite(args.unreachable_timeout)):
         raise ConfigurationError("--unreachable-timeout must be a number of seconds >= 0")
+    if not (args.job_timeout > 0 and math.isfinite(args.job_timeout)):
+        raise ConfigurationError(f"--job-timeout {args.job_timeout:g}: must be > 0 seconds")
+    max_asset_size = DEFAULT_MAX_ASSET_SIZE
+    if args.max_asset_size is not None:
+        try:
+            max_asset_size = parse_size(args.max_asset_size)
+        except ValueError as exc:
+            raise ConfigurationError(f"--max-asset-size {exc}") from None
+    if args.batch is not None and not args.batch.strip():
+        raise ConfigurationError("--batch: the name must not be empty")
     limits = Limits.from_toml(args.limits) if args.limits else Limits.tier(args.tier)
     prices = _prices(args.prices)
-    settings = _settings(args, need_key=False)
+    settings = attrs.evolve(
+        _settings(args, need_key=False),
+        job_timeout=args.job_timeout,
+        max_asset_size=max_asset_size,
+    )
+    if args.batch is not None and (settings.redis_url is None or args.emulator):
+        raise ConfigurationError(
+            "--batch NAME names a batch shared through Redis: give --redis URL "
+            "(or LUMASCHED_REDIS_URL), without --emulator"
+        )
 
     from lumasched._plan import Planner
 
@@ -642,6 +773,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         prices=prices,
         total=summary.count,
         claim_ttl=args.claim_ttl,
+        batch_name=args.batch,
         reconcile_settle=args.reconcile_settle,
         redo_changed=args.redo_changed,
         retry_failed=args.retry_failed,
@@ -653,10 +785,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _report_changed(exc)
         return EXIT_USAGE
     display.summary(outcome)
+    if outcome.storage_error is not None:
+        raise StorageError(outcome.storage_error, path=str(args.out), what="run")
     if outcome.halted is not None:
         return _report_halt(outcome.halted, outcome.not_run_total)
+    if outcome.signal == "SIGTERM":
+        return EXIT_TERMINATED
     if outcome.interrupted:
         return EXIT_INTERRUPTED
+    if outcome.claims_wait:
+        return EXIT_CLAIMS_WAIT
+    accounted = outcome.completed + len(outcome.failed) + outcome.not_run_total
+    if accounted < outcome.total:
+        # Never "all is well" for items nobody made: a bug, but not a silent one.
+        _err(f"{outcome.total - accounted} item(s) neither made nor accounted for; run again")
+        return EXIT_FAILED
     if outcome.failed or outcome.not_run_total:
         return EXIT_FAILED
     return EXIT_OK
@@ -701,6 +844,24 @@ def _report_halt(error: LumaError, pending: int) -> int:
     _err(f"the API answered {error} to a create, which is not about the item: {advice}")
     _err(f"{items} stay pending: run the same command again once it is fixed")
     return EXIT_USAGE
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i)?)?b?\s*", re.IGNORECASE)
+_SIZE_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``text``: plain bytes (``1048576``), or a number with a unit,
+    decimal (``20MB`` = 20,000,000) or binary (``4GiB`` = 4 * 1024**3)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r}: not a size (use bytes, or a unit: 20MB, 4GiB)")
+    number, unit, binary = match.groups()
+    factor = (1024 if binary else 1000) ** _SIZE_POWERS[unit.lower()] if unit else 1
+    size = int(float(number) * factor)
+    if size < 1:
+        raise ValueError(f"{text!r}: must be at least 1 byte")
+    return size
 
 
 def _prices(path: str | None) -> Any:

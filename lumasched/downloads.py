@@ -14,6 +14,12 @@ Cancellation (or a final failure) keeps the ``.part`` file, so the next
 re-hashed from disk first. A target that already exists with the expected
 sha256 is not downloaded again.
 
+Every download is bounded by ``max_size``: a larger declared length is refused
+before any byte is read, and a body that goes on past it is cut there; either
+way the partial file is removed and ``AssetTooLargeError`` raised. A disk that
+refuses the bytes (no space, read-only, a directory in the way, permissions)
+raises ``DownloadError`` with that reason in a few words.
+
 Example::
 
     downloader = Downloader(client, max_concurrent=4)
@@ -34,7 +40,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 import anyio
 import attrs
 
-from lumasched.errors import DownloadError, LumaError
+from lumasched._config import DEFAULT_MAX_ASSET_SIZE
+from lumasched._storage import os_reason
+from lumasched.errors import AssetTooLargeError, DownloadError, LumaError, TooManyRedirects
 
 if TYPE_CHECKING:
     from lumasched.api import AssetStream
@@ -188,6 +196,7 @@ class Downloader:
     ``attempts`` bounds consecutive failed attempts that made no progress (an
     attempt that received bytes resets the count), and separately the number of
     URL refreshes. Waits between attempts grow from ``backoff`` to ``max_backoff``.
+    ``max_size`` is the largest asset accepted, in bytes (``None``: no limit).
     """
 
     def __init__(
@@ -199,9 +208,13 @@ class Downloader:
         attempts: int = 5,
         backoff: float = 0.2,
         max_backoff: float = 5.0,
+        max_size: int | None = DEFAULT_MAX_ASSET_SIZE,
     ) -> None:
         if attempts < 1:
             raise ValueError(f"attempts must be >= 1, got {attempts}")
+        if max_size is not None and max_size < 1:
+            raise ValueError(f"max_size must be >= 1, got {max_size}")
+        self._max_size = max_size
         self._client = client
         self._limiter = anyio.CapacityLimiter(max_concurrent)
         self._chunk = chunk_size
@@ -229,6 +242,11 @@ class Downloader:
         try:
             async with lock, self._limiter:
                 return await self._download_locked(url, target, refresh_url, expected_sha256)
+        except OSError as exc:
+            # A rename onto a directory names it second; a write names no file.
+            where = exc.filename2 or exc.filename or part_path(target)
+            self._stats["failures"] += 1
+            raise DownloadError(f"{target.name}: {os_reason(exc, where)}") from exc
         finally:
             if not lock.statistics().tasks_waiting and not lock.locked():
                 self._locks.pop(target, None)
@@ -286,6 +304,10 @@ class Downloader:
             try:
                 await self._attempt(url, part)
                 break
+            except DownloadError:
+                raise  # final (too large): no second attempt
+            except TooManyRedirects as exc:
+                raise DownloadError(f"{target.name}: {exc}") from exc
             except _Expired as exc:
                 if refresh_url is None:
                     raise DownloadError(
@@ -314,7 +336,7 @@ class Downloader:
                 logger.info("download of %s interrupted (%s); retrying", target.name, exc)
                 await anyio.sleep(wait)
             except OSError as exc:
-                raise DownloadError(f"cannot write {part.path}: {exc}") from exc
+                raise DownloadError(f"{target.name}: {os_reason(exc, part.path)}") from exc
         digest: str = part.hasher.hexdigest()
         return digest
 
@@ -344,8 +366,19 @@ class Downloader:
             else:
                 raise _Retry(f"asset answered HTTP {status}")
             start = part.size
+            limit = self._max_size
+            declared = total if total is not None else stream.content_length
+            if declared is not None and status == 206 and total is None:
+                declared += start
+            if limit is not None and declared is not None and declared > limit:
+                self._drop(part)
+                raise AssetTooLargeError(part.name, limit, declared)
             with _open_part(part.path, append=start > 0) as f:
                 async for chunk in stream.iter_chunks(self._chunk):
+                    if limit is not None and part.size + len(chunk) > limit:
+                        f.close()
+                        self._drop(part)
+                        raise AssetTooLargeError(part.name, limit)
                     f.write(chunk)
                     part.hasher.update(chunk)
                     part.size += len(chunk)
@@ -365,6 +398,10 @@ class Downloader:
 
     def _restart(self, part: _Part) -> None:
         self._stats["restarts"] += 1
+        self._drop(part)
+
+    @staticmethod
+    def _drop(part: _Part) -> None:
         _unlink(part.path)
         part.hasher, part.size, part.resumed = hashlib.sha256(), 0, False
 
@@ -375,6 +412,11 @@ class _Part:
     hasher: Any = attrs.field(factory=hashlib.sha256)
     size: int = 0
     resumed: bool = False
+
+    @property
+    def name(self) -> str:
+        """The target's file name (the part is ``.<name>.part``)."""
+        return self.path.name[1 : -len(".part")]
 
 
 async def download_asset(

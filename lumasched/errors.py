@@ -8,7 +8,9 @@
     ├── TransportError              the request did not complete at the HTTP level
     │   ├── ConnectError            could not connect: the server surely did not act
     │   │   └── APIUnreachableError     still could not connect after the allowed time
-    │   └── TimeoutError            connect/read timed out (may have reached the server)
+    │   ├── TimeoutError            connect/read/total deadline passed (may have reached the server)
+    │   ├── TooManyRedirects        still redirected after aiohttp's 10 hops (a redirect loop)
+    │   └── ResponseTooLargeError   an API answer larger than the cap (``max_response_bytes``)
     ├── APIStatusError              the server answered with an error status
     │   ├── BadRequestError         400 (``detail`` holds the server's message)
     │   ├── AuthenticationError     401
@@ -21,16 +23,20 @@
     ├── AmbiguousCreateError        a create may or may not have reached the server;
     │                               reconcile before retrying (never blindly re-POST)
     ├── GenerationFailed            a generation ended ``failed`` (``failure_reason``, ``category``)
+    ├── GenerationTimeout           no terminal state within the job timeout (id kept for a rerun)
+    ├── MissingAssetError           ``completed`` without an asset URL (id kept for a rerun)
     ├── DependencyFailed            a job waited on another job that failed or was cancelled
     ├── JobCancelled                ``job.cancel()`` was called before the job finished
     ├── JobDeferred                 not finished in this session; the journal keeps it (``reason``)
-    ├── DownloadError               an asset could not be fetched or verified
+    ├── DownloadError               an asset could not be fetched, written or verified
+    │   └── AssetTooLargeError      the asset is larger than ``max_asset_size``
     ├── JournalError                the journal is unreadable or belongs to another batch
     │   └── JournalLockedError      another run (or ``Journal``) holds the journal
     ├── ItemsChangedError           items were edited after their generation was created
+    ├── StorageError                the journal or results file cannot be written (disk full, ...)
     ├── JournalledFailure           a job failed in an earlier run (as its journal recorded)
     ├── ClaimLost                   another worker took the item over: not created here
-    ├── ClaimsLostError             Redis lost the item claims' state: nothing more is created
+    ├── ClaimsLostError             (no longer raised: a lost claim state is re-seeded)
     └── ClaimStoreUnavailable       Redis could not be reached for the item claims
 
 The ``Claim*`` errors come from working one manifest from many hosts
@@ -53,6 +59,7 @@ __all__ = [
     "APIStatusError",
     "APIUnreachableError",
     "AmbiguousCreateError",
+    "AssetTooLargeError",
     "AuthenticationError",
     "BadRequestError",
     "ClaimLost",
@@ -65,6 +72,7 @@ __all__ = [
     "DownloadError",
     "FailureCategory",
     "GenerationFailed",
+    "GenerationTimeout",
     "InternalServerError",
     "ItemsChangedError",
     "JobCancelled",
@@ -73,11 +81,15 @@ __all__ = [
     "JournalLockedError",
     "JournalledFailure",
     "LumaError",
+    "MissingAssetError",
     "NotFoundError",
     "PermissionDeniedError",
     "Problem",
     "RateLimitError",
+    "ResponseTooLargeError",
+    "StorageError",
     "TimeoutError",
+    "TooManyRedirects",
     "TransportError",
     "UnprocessableEntityError",
     "ValidationError",
@@ -160,6 +172,23 @@ class APIUnreachableError(ConnectError):
 
 class TimeoutError(TransportError, builtins.TimeoutError):
     """A timeout: the request may have reached the server."""
+
+
+class TooManyRedirects(TransportError):
+    """Still redirected after the most hops allowed: a redirect loop, not worth retrying."""
+
+
+class ResponseTooLargeError(TransportError):
+    """An API answer was larger than the client's cap (``Settings.max_response_bytes``):
+    reading stopped there, so a broken server cannot exhaust memory."""
+
+    def __init__(self, limit: int, *, method: str = "", url: str = "") -> None:
+        self.limit = limit
+        super().__init__(
+            f"answer larger than {limit} bytes, the cap on API answers ({method} {url})",
+            method=method,
+            url=url,
+        )
 
 
 class APIStatusError(LumaError):
@@ -322,6 +351,38 @@ class GenerationFailed(LumaError):
         )
 
 
+class GenerationTimeout(LumaError):
+    """A generation reached no terminal state within the job timeout.
+
+    The generation id stays in the journal, so a later run polls it again
+    rather than creating it anew.
+    """
+
+    def __init__(self, generation_id: str, seconds: float, state: str | None) -> None:
+        self.generation_id = generation_id
+        self.seconds = seconds
+        self.state = state
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        last = f"; last state {self.state!r}" if self.state else ""
+        return f"no terminal state after {self.seconds:g}s (generation {self.generation_id}{last})"
+
+
+class MissingAssetError(LumaError):
+    """A generation is ``completed`` but, even after a few re-reads, names no asset URL.
+
+    The generation id stays in the journal, so a later run can fetch the asset.
+    """
+
+    def __init__(self, generation_id: str) -> None:
+        self.generation_id = generation_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"completed without an asset (generation {self.generation_id})"
+
+
 class DependencyFailed(LumaError):
     """A job depended on another job that failed or was cancelled."""
 
@@ -336,7 +397,21 @@ class DependencyFailed(LumaError):
 
 
 class DownloadError(LumaError):
-    """An asset could not be downloaded or did not verify."""
+    """An asset could not be downloaded, written to disk, or did not verify."""
+
+
+class AssetTooLargeError(DownloadError):
+    """The asset is larger than the download cap (``max_asset_size``); nothing of it is kept."""
+
+    def __init__(self, name: str, limit: int, size: int | None = None) -> None:
+        self.name = name
+        self.limit = limit
+        self.size = size
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        size = f"is {self.size} bytes" if self.size is not None else "goes on"
+        return f"{self.name}: asset {size}, more than the {self.limit}-byte cap (--max-asset-size)"
 
 
 class JournalError(LumaError):
@@ -391,6 +466,21 @@ class ItemsChangedError(LumaError):
         super().__init__(f"{count} item{'s' if count != 1 else ''} changed since created:{lines}")
 
 
+class StorageError(LumaError):
+    """The journal or the results file cannot be written: no space, a read-only
+    file system, permissions. ``what`` names the file's role (``journal``,
+    ``results``) and ``path`` the file; ``str()`` is one line for a user.
+
+    A run that hits it stops creating at once: without its journal it could not
+    promise that nothing is created twice.
+    """
+
+    def __init__(self, message: str, *, path: str, what: str) -> None:
+        self.path = path
+        self.what = what
+        super().__init__(message)
+
+
 class JobCancelled(LumaError):
     """``job.cancel()`` was called before the job finished."""
 
@@ -434,9 +524,11 @@ class ClaimLost(LumaError):
 
 
 class ClaimsLostError(LumaError):
-    """Redis lost the claim state (restart without persistence, FLUSH, eviction)
-    while this worker was using it: nothing more is created, since items other
-    workers already did would look new."""
+    """Redis lost the claim state (restart without persistence, FLUSH, eviction).
+
+    No longer raised: ``ClaimStore`` re-seeds a lost state and items that a gone
+    worker may have made wait (``ClaimStatus.UNKNOWN``). Kept so that code
+    catching it still imports."""
 
 
 class ClaimStoreUnavailable(LumaError):

@@ -42,7 +42,8 @@ from typing import Any, Self
 import attrs
 
 from lumasched._ownership import OwnerLock
-from lumasched.errors import JournalError
+from lumasched._storage import is_storage_error, sqlite_storage_error, storage_error
+from lumasched.errors import JournalError, StorageError
 
 __all__ = ["SCHEMA_VERSION", "Journal", "JournalBatch", "JournalRecord", "NewJob", "Write"]
 
@@ -201,8 +202,10 @@ class Journal:
     """A batch's job record in one SQLite file.
 
     ``batch`` names the batch the file belongs to: opening a journal written for
-    another batch (or by a newer lumasched) raises ``JournalError``. Use it as a
-    context manager or call ``close()``.
+    another batch (or by a newer lumasched) raises ``JournalError``. A write the
+    disk refuses (no space, read-only, permissions) raises ``StorageError`` and
+    leaves the last commit as it was. Use it as a context manager or call
+    ``close()``.
     """
 
     def __init__(
@@ -220,8 +223,8 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Before SQLite touches anything: a second owner must change nothing.
             self._owner = OwnerLock(self.path)
-        except OSError as exc:
-            raise JournalError(f"{self.path}: cannot open journal: {exc}") from exc
+        except OSError as exc:  # no space, a read-only file system, permissions
+            raise storage_error(exc, self.path, "journal") from exc
         try:
             self._open()
         except BaseException:
@@ -233,7 +236,9 @@ class Journal:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
+            raise storage_error(exc, self.path, "journal") from exc
+        except sqlite3.Error as exc:
             raise JournalError(f"{self.path}: cannot open journal: {exc}") from exc
         conn.row_factory = sqlite3.Row
         self._conn = conn
@@ -244,8 +249,10 @@ class Journal:
             self._init_schema(self.batch)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if is_storage_error(exc):
+                raise sqlite_storage_error(exc, self.path) from exc
             raise JournalError(f"{self.path}: not a usable journal: {exc}") from exc
-        except JournalError:
+        except (JournalError, StorageError):
             conn.close()
             raise
         self._next_seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM jobs") + 1
@@ -329,19 +336,38 @@ class Journal:
             if self.journal.read_only:
                 raise JournalError(f"{self.journal.path}: opened read-only")
             self.journal._lock.acquire()
-            self.cur = self.journal._conn.cursor()
-            if not self.journal._conn.in_transaction:
-                self.cur.execute("BEGIN IMMEDIATE")
+            try:
+                self.cur = self.journal._conn.cursor()
+                if not self.journal._conn.in_transaction:
+                    self.cur.execute("BEGIN IMMEDIATE")
+            except BaseException as exc:
+                self.journal._lock.release()
+                self.journal._raise_storage(exc)
+                raise
             return self.cur
 
-        def __exit__(self, exc_type: object, *rest: object) -> None:
+        def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
             conn = self.journal._conn
             try:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+                    try:
+                        conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+                    except sqlite3.Error as commit_exc:
+                        if conn.in_transaction:  # a failed COMMIT leaves it open
+                            conn.execute("ROLLBACK")
+                        self.journal._raise_storage(commit_exc)
+                        raise
             finally:
                 self.cur.close()
                 self.journal._lock.release()
+            if exc is not None:
+                self.journal._raise_storage(exc)
+
+    def _raise_storage(self, exc: BaseException) -> None:
+        """Raise a ``StorageError`` instead of ``exc`` when the disk is the problem."""
+        if is_storage_error(exc):
+            assert isinstance(exc, sqlite3.Error)
+            raise sqlite_storage_error(exc, self.path) from exc
 
     def _tx(self) -> Journal._Tx:
         return Journal._Tx(self)
@@ -441,6 +467,8 @@ class Journal:
                 for write in writes:
                     write(batch)
             return [None] * len(writes)
+        except StorageError:
+            raise  # the disk, not a write: the next attempt would fail the same way
         except Exception as exc:
             if len(writes) == 1:
                 return [exc]
@@ -454,6 +482,7 @@ class Journal:
                 try:
                     write(batch)
                 except Exception as exc:
+                    self._raise_storage(exc)
                     cur.execute("ROLLBACK TO one_write")
                     errors.append(exc)
                 else:
@@ -506,6 +535,16 @@ class Journal:
 
     def __len__(self) -> int:
         return self._scalar("SELECT COUNT(*) FROM jobs")
+
+    def meta(self, name: str) -> str | None:
+        """A value of the journal's ``meta`` table (e.g. ``claims_batch``)."""
+        with self._read_lock:
+            row = self._reader.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._tx() as cur:
+            cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
 
 Write = Callable[["JournalBatch"], object]

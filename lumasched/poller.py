@@ -34,7 +34,7 @@ import anyio
 import attrs
 
 from lumasched._clock import SYSTEM_CLOCK, Clock
-from lumasched.errors import LumaError, NotFoundError, RateLimitError
+from lumasched.errors import GenerationTimeout, LumaError, NotFoundError, RateLimitError
 
 if TYPE_CHECKING:
     from lumasched.api import Generation, GenerationPage
@@ -89,6 +89,7 @@ DEFAULT_PRIORS: Mapping[str, float] = {
     "audio": 20.0,
 }
 _DEFAULT_PRIOR = 30.0
+_DOCUMENTED = frozenset({"queued", "dreaming", "completed", "failed"})
 _RESOLUTION_FACTOR = {"540p": 0.75, "720p": 1.0, "1080p": 2.0, "4k": 4.0}
 _DURATION_FACTOR = {"5s": 1.0, "9s": 1.8, "10s": 2.0}
 
@@ -211,6 +212,8 @@ class PollerStats:
     """Generations seen terminal (and forgotten)."""
     gone: int = 0
     """Generations given up on after repeated 404s (``on_error`` was awaited)."""
+    expired: int = 0
+    """Generations given up on at their deadline (``on_error`` got ``GenerationTimeout``)."""
     watching: int = 0
     """Generations watched right now."""
 
@@ -227,6 +230,7 @@ class _Watch:
     on_error: OnError | None
     submitted_at: float
     learn: bool
+    deadline: float | None = None
     state: str | None = None
     token: int = 0
     next_at: float = 0.0
@@ -310,6 +314,7 @@ class Poller:
         self._round = 0
         self._cold_next_at = -math.inf
         self._streaks: dict[LatencyKey, tuple[int, int]] = {}
+        self._undocumented: set[str] = set()
         self._stats: dict[str, int] = dict.fromkeys(attrs.fields_dict(PollerStats), 0)
         self.on_status: Callable[[BaseException | None], object] | None = None
         """Called with each status request's error, or None when the API answered
@@ -326,6 +331,7 @@ class Poller:
         submitted_at: float | None = None,
         on_error: OnError | None = None,
         learn: bool = True,
+        deadline: float | None = None,
     ) -> None:
         """Poll ``generation_id`` until it is terminal.
 
@@ -335,6 +341,10 @@ class Poller:
         it, a vanished generation keeps being polled at ``max_interval``. Pass
         ``learn=False`` when ``submitted_at`` is unknown (a job recovered after a
         restart), so its latency does not skew the estimator.
+
+        ``deadline`` (``clock.monotonic()`` time) bounds the watch: the generation
+        is checked once more then, and if it is still not terminal it is
+        forgotten and ``on_error`` gets a ``GenerationTimeout``.
         """
         now = self._clock.monotonic()
         existing = self._watched.get(generation_id)
@@ -349,6 +359,7 @@ class Poller:
             on_error=on_error,
             submitted_at=now if submitted_at is None else submitted_at,
             learn=learn,
+            deadline=deadline,
         )
         self._watched[generation_id] = w
         self._schedule(w, self._plan(w, now))
@@ -422,6 +433,9 @@ class Poller:
                     w.checking = False
                     if self._watched.get(w.id) is w:
                         self._reschedule(w, after)
+            for w in due:
+                if w.deadline is not None and after >= w.deadline:
+                    await self._expire(w)
         return self._next_due()
 
     # -- scheduling -----------------------------------------------------------
@@ -468,6 +482,8 @@ class Poller:
         self._schedule(w, at)
 
     def _schedule(self, w: _Watch, at: float) -> None:
+        if w.deadline is not None:
+            at = min(at, w.deadline)  # one last check at the deadline
         self._tokens += 1
         w.token = self._tokens
         w.next_at = at
@@ -570,7 +586,7 @@ class Poller:
                 # Just-created ids can 404 briefly; a generation that keeps 404ing is gone.
                 w.not_found += 1
                 if w.not_found >= self._not_found_limit and w.on_error is not None:
-                    self._forget(w, gone=True)
+                    self._forget(w, why="gone")
                     await self._deliver_error(w, exc)
                     return
                 self._failed("get", exc, [w])
@@ -617,6 +633,14 @@ class Poller:
             await self._deliver(w, g)
             return
         w.running_age = max(w.running_age, sent - w.submitted_at)
+        if state not in _DOCUMENTED and state not in self._undocumented:
+            self._undocumented.add(state)
+            logger.warning(
+                "generation %s is in the undocumented state %r: treated as still running "
+                "(until the job timeout)",
+                w.id,
+                state,
+            )
         if state != w.state:
             w.state = state
             await self._deliver(w, g)
@@ -641,10 +665,21 @@ class Poller:
             point = hi * (1 - min(0.03 * 2.0 ** min(streak - 1, 8), 0.25))
         self.estimator.observe(w.key, point)
 
-    def _forget(self, w: _Watch, *, gone: bool = False) -> None:
+    def _forget(self, w: _Watch, *, why: str = "finished") -> None:
         if self._watched.get(w.id) is w:
             del self._watched[w.id]
-            self._stats["gone" if gone else "finished"] += 1
+            self._stats[why] += 1
+
+    async def _expire(self, w: _Watch) -> None:
+        """``w`` passed its deadline without a terminal state: give up on it."""
+        if self._watched.get(w.id) is not w or w.deadline is None:
+            return
+        self._forget(w, why="expired")
+        error = GenerationTimeout(w.id, round(w.deadline - w.submitted_at, 3), w.state)
+        if w.on_error is None:
+            logger.warning("%s", error)
+            return
+        await self._deliver_error(w, error)
 
     async def _deliver(self, w: _Watch, g: Generation) -> None:
         try:

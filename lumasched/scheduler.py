@@ -51,6 +51,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from lumasched import _bulk
 from lumasched._bulk import Item
 from lumasched._clock import SYSTEM_CLOCK, Clock
+from lumasched._config import DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ASSET_SIZE
 from lumasched._creating import Budget, Creator, ReconcileTimes
 from lumasched._following import Follower
 from lumasched._jobtable import REF_PREFIX, JobTable
@@ -59,8 +60,9 @@ from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP, Outage, Reachab
 from lumasched._reconcile import DEFAULT_SKEW
 from lumasched._restore import Restorer
 from lumasched._slots import Slots
+from lumasched._storage import first_storage_error
 from lumasched.api import CreateRequest
-from lumasched.errors import JournalledFailure, LumaError
+from lumasched.errors import JournalledFailure, LumaError, StorageError
 from lumasched.events import Counters, EventHub, Listener
 from lumasched.jobs import Job, JobEvent, JobResult, JobState
 from lumasched.journal import Journal
@@ -114,14 +116,29 @@ class Scheduler:
             (connection refused, DNS, TLS, connect timeouts) before creating stops.
             Until then jobs wait and creates are retried with backoff (see
             ``outage()``); generations already created keep being polled.
+        job_timeout: seconds a generation may take, from its create (or its
+            pick-up from the journal), to reach a terminal state; past it the
+            job fails with ``GenerationTimeout`` and the journal keeps its
+            generation id, so a later run polls it again (``None``: no limit).
+            An undocumented state counts as still running.
+        max_asset_size: the largest asset downloaded, in bytes (with
+            ``out_dir``; a larger one fails its job with ``AssetTooLargeError``).
 
     Errors that are not a job's own never fail it. When the API rejects the key
-    (401/403), or stays unreachable past ``unreachable_give_up``, the scheduler
-    creates nothing more: every job not yet created, and every generation being
+    (401/403), refuses every create (402, a 404 from a wrong base URL, ...), or
+    stays unreachable past ``unreachable_give_up``, the scheduler creates
+    nothing more: every job not yet created, and every generation being
     followed, stays in the journal where it was (``pending``, ``submitted``) and
     its handle raises that one error (``AuthenticationError``,
-    ``PermissionDeniedError``, ``APIUnreachableError``; also ``halted``). A
-    later session with the cause fixed picks them all up.
+    ``PermissionDeniedError``, ``APIUnreachableError``, ...; also ``halted``).
+    A later session with the cause fixed picks them all up.
+
+    A generation that completes without an asset URL is re-read a few times
+    (the asset may appear a moment later); if none appears its job fails with
+    ``MissingAssetError``, never completes without its file. A journal the disk
+    refuses to write raises ``StorageError`` out of the ``async with`` block:
+    without its journal the scheduler cannot promise that nothing is created
+    twice, so it stops at once.
 
     Leaving the ``async with`` block normally waits for every submitted job;
     leaving it with an exception stops at once (what is in flight stays in the
@@ -150,9 +167,13 @@ class Scheduler:
         resume: bool = False,
         claims: ItemClaims | None = None,
         unreachable_give_up: float = DEFAULT_UNREACHABLE_GIVE_UP,
+        job_timeout: float | None = DEFAULT_JOB_TIMEOUT,
+        max_asset_size: int | None = DEFAULT_MAX_ASSET_SIZE,
     ) -> None:
         if budget_cents is not None and cost_of is None:
             raise ValueError("budget_cents needs cost_of to estimate what a request costs")
+        if job_timeout is not None and not job_timeout > 0:
+            raise ValueError(f"job_timeout must be > 0 seconds (or None), got {job_timeout!r}")
         self._client = client
         self._own_limiter = limiter is None
         if limiter is None:
@@ -172,7 +193,7 @@ class Scheduler:
         if downloader is None and out is not None:
             from lumasched.downloads import Downloader
 
-            downloader = Downloader(client)
+            downloader = Downloader(client, max_size=max_asset_size)
         self.max_pending = max_pending
         self._resume_on_enter = resume
         self._tg: TaskGroup | None = None
@@ -203,6 +224,7 @@ class Scheduler:
             writes=writes,
             clock=clock,
             spawn=self._spawn,
+            job_timeout=job_timeout,
         )
         self._creator = creator = Creator(
             client,
@@ -290,12 +312,20 @@ class Scheduler:
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
         try:
-            if exc_type is None:
-                await self.join()
-            else:
-                self._table.stop("shutdown")
-        finally:
-            suppress = await self._exit_host(exc_type, exc, tb)
+            try:
+                if exc_type is None:
+                    await self.join()
+                else:
+                    self._table.stop("shutdown")
+            finally:
+                suppress = await self._exit_host(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The disk refused the journal: every task that wrote saw the same error.
+            # One StorageError is what the caller can act on, not a tree of them.
+            storage, rest = group.split(StorageError)
+            if storage is None or rest is not None:
+                raise
+            raise first_storage_error(storage) from None
         return suppress
 
     async def _close(self) -> None:

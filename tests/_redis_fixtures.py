@@ -34,6 +34,8 @@ class RedisServer:
     directory: Path
     port: int = attrs.field(factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    persistent: bool = False
+    """Append-only file, fsync'd on every write: a restart keeps every key (an outage)."""
 
     @property
     def url(self) -> str:
@@ -48,7 +50,8 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.persistent else "no",
+                "--appendfsync", "always",
                 "--dir", str(self.directory),
                 "--maxmemory-policy", "noeviction",
             ],

@@ -274,6 +274,9 @@ def test_usage_errors_exit_2(
     assert f"--out {a_file}: not a directory" in capsys.readouterr().err
     assert run("run", manifest, "--out", a_file / "sub") == 2
     assert f"--out {a_file / 'sub'}: cannot create the directory" in capsys.readouterr().err
+    assert run("run", manifest, "--out", tmp_path / "o", "--batch", "b1") == 2
+    assert "--batch NAME names a batch shared through Redis" in capsys.readouterr().err
+    assert run("run", manifest, "--out", tmp_path / "o", "--batch", " ", "--redis", "x") == 2
     assert sum(cli_env.inspect.requests_by_route.values()) == 0
 
 
@@ -337,7 +340,7 @@ def test_help_is_useful_for_every_command(capsys: pytest.CaptureFixture[str]) ->
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     undocumented = []
     for name, sub in commands.choices.items():
-        if name in ("emulator", "limits"):
+        if name in ("emulator", "limits", "claims"):
             continue  # their own parsers; see the next test
         assert run(name, "--help") == 0
         assert sub.description, f"{name} has no description"
@@ -350,7 +353,8 @@ def test_help_is_useful_for_every_command(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_delegated_commands_have_their_own_help(capsys: pytest.CaptureFixture[str]) -> None:
-    """`lumasched emulator` and `lumasched limits` explain every option in their own --help."""
+    """`lumasched emulator`, `limits` and `claims` explain every option in their own --help."""
+    from lumasched._claims_cli import build_parser as claims_parser
     from lumasched._limits_cli import build_parser as limits_parser
     from lumasched.emulator._cli import build_parser as emulator_parser
 
@@ -358,8 +362,14 @@ def test_delegated_commands_have_their_own_help(capsys: pytest.CaptureFixture[st
     assert "--speed X" in capsys.readouterr().out
     assert run("limits", "--help") == 0
     assert "--redis" in capsys.readouterr().out
-    for parser in (emulator_parser(), limits_parser()):
+    assert run("claims", "import", "--help") == 0
+    assert "--batch NAME" in capsys.readouterr().out
+    for parser in (emulator_parser(), limits_parser(), claims_parser()):
         assert [a.dest for a in parser._actions if not a.help] == []
+        for sub in parser._actions:
+            if isinstance(sub, argparse._SubParsersAction):
+                for name, action in sub.choices.items():
+                    assert [a.dest for a in action._actions if not a.help] == [], name
 
 
 @pytest.mark.parametrize("name", ["images.jsonl", "videos.csv", "chained.yaml", "chained.jsonl"])

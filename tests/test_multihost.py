@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from lumasched.claims import Claim, ClaimStatus, ClaimStore, manifest_id
+from lumasched.claims import Claim, ClaimStatus, ClaimStore, batch_id
 from lumasched.cli import main
+from lumasched.manifest import Manifest
 from tests._cli_fixtures import (
     API_KEY,
     LIMITS_TOML,
@@ -84,7 +85,13 @@ def _manifest(tmp_path: Path) -> Path:
 
 
 def _spawn(
-    manifest: Path, out: Path, redis_url: str, base_url: str, *, prefix: Sequence[str] = ()
+    manifest: Path,
+    out: Path,
+    redis_url: str,
+    base_url: str,
+    *,
+    prefix: Sequence[str] = (),
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
     env = dict(os.environ, LUMAAI_API_KEY=API_KEY, LUMAAI_BASE_URL=base_url, PYTHONPATH=str(REPO))
     env.pop("LUMASCHED_REDIS_URL", None)
@@ -107,6 +114,7 @@ def _spawn(
             "--reconcile-settle",
             "0.5",
             "--no-progress",
+            *extra,
         ],
         env=env,
         cwd=REPO,
@@ -130,9 +138,11 @@ def _finish(workers: Sequence[subprocess.Popen[str]], timeout: float = 40.0) -> 
 
 
 async def _claims_view(redis_url: str, manifest: Path) -> dict[str, Claim]:
-    store = ClaimStore(redis_url, api_key=API_KEY, manifest=manifest_id(manifest), owner="test")
+    """The batch's record in Redis, by item id."""
+    batch = batch_id(Manifest(manifest))
+    store = ClaimStore(redis_url, api_key=API_KEY, manifest=batch, owner="test")
     async with store:
-        return await store.snapshot()
+        return {claim.record.item: claim for claim in (await store.snapshot()).values()}
 
 
 def _results(out: Path) -> dict[str, dict[str, Any]]:
@@ -206,7 +216,8 @@ def test_three_workers_share_one_manifest(
     monkeypatch.setenv("LUMAAI_API_KEY", API_KEY)
     assert main(["status", str(outs[0]), "--redis", redis_process.url]) == 0
     shown = capsys.readouterr().out
-    assert f"Redis (all hosts): {len(ITEMS)} items: {len(ITEMS)} completed" in shown
+    batch = batch_id(Manifest(manifest))
+    assert f"Redis (all hosts), batch {batch}: {len(ITEMS)} items: {len(ITEMS)} completed" in shown
     assert API_KEY not in shown
 
 

@@ -9,7 +9,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from lumasched.claims import ClaimsLostError, ClaimStatus, ClaimStore
+from lumasched.claims import ClaimRecord, ClaimStatus, ClaimStore, Reseed
 from tests._redis_fixtures import RedisServer, redis_process, redis_server
 
 __all__ = ["redis_process", "redis_server"]
@@ -134,17 +134,100 @@ async def test_reconcile_never_adopts_another_item_s_generation(
     assert (await b.peek(["twin-2"]))["twin-2"].record.generation_id == "gen-2"
 
 
-async def test_lost_redis_state_stops_all_claiming(redis_process: RedisServer) -> None:
-    """After a FLUSH (or a restart without persistence) nothing is claimed or
-    created any more: items other hosts finished would look new."""
+async def test_the_same_item_with_another_request_is_another_claim(
+    client: aioredis.Redis, manifest: str
+) -> None:
+    """An item is only done for the request that was made: the same id with another
+    request digest is free (and the first request stays done)."""
+    a, b = store(client, manifest, "a"), store(client, manifest, "b")
+    await a.claim("shot-0", digest="a" * 16)
+    await a.complete("shot-0", generation_id="gen-1", path="/a/shot-0.mp4", sha256="x", bytes=1)
+    assert (await b.claim("shot-0", digest="b" * 16)).status is ClaimStatus.CLAIMED
+    done = await b.claim("shot-0", digest="a" * 16)
+    assert done.status is ClaimStatus.DONE and done.record.item == "shot-0"
+
+
+async def test_a_lost_state_is_re_seeded_by_a_worker_alone(redis_process: RedisServer) -> None:
+    """After a FLUSH (a restart without persistence) a worker that never saw another
+    site puts back what it holds and what its journal knows, and goes on at once:
+    its held claim is still fenced as its own, finished items stay done."""
     redis = aioredis.Redis.from_url(redis_process.url)
     try:
         worker = store(redis, "m", "w")
+        finished = ClaimRecord("y", state="completed", path="/out/y.png", sha256="s")
+
+        async def journal() -> list[Reseed]:
+            return [Reseed("y", None, finished)]
+
+        worker.reseed = journal
         await worker.claim("x")
         await redis.flushall()
-        with pytest.raises(ClaimsLostError):
-            await worker.claim("y")
-        assert worker.lost
-        assert not await worker.before_create("x", body=BODY, sent_at=1.0, lease_id="l")
+        assert (await worker.claim("z")).status is ClaimStatus.CLAIMED
+        assert worker.losses == 1
+        assert await worker.before_create("x", body=BODY, sent_at=1.0, lease_id="l")
+        assert (await store(redis, "m", "other").claim("x")).status is ClaimStatus.TAKEN
+        done = await store(redis, "m", "other").claim("y")
+        assert done.status is ClaimStatus.DONE and done.record.path == "/out/y.png"
+    finally:
+        await redis.aclose()
+
+
+async def test_items_nobody_re_seeds_wait_for_a_gone_site(redis_process: RedisServer) -> None:
+    """Two sites worked the batch; after the loss only one comes back. New items
+    wait for the grace, then are UNKNOWN (naming the gone site) instead of being
+    created again; importing that site's record settles it."""
+    redis = aioredis.Redis.from_url(redis_process.url)
+    try:
+        live = ClaimStore(redis, api_key="sk-claims", manifest="m", owner="live", ttl=0.6)
+        gone = ClaimStore(
+            redis, api_key="sk-claims", manifest="m", owner="gone", ttl=0.6,
+            site_label="host-b:/data/run",
+        )  # fmt: skip
+        await gone.claim("a")
+        await live.claim("b")
+        await live.claim("c")  # the heartbeat (or any call) learns the sites
+        await redis.flushall()
+        waited = anyio.current_time()
+        unknown = await live.claim("d")
+        assert anyio.current_time() - waited >= 0.25, "the other site's grace to re-seed"
+        assert unknown.status is ClaimStatus.UNKNOWN
+        assert unknown.record.owner == "host-b:/data/run"
+        assert (await live.claim("b")).status is ClaimStatus.CLAIMED, "re-seeded: still ours"
+        importer = ClaimStore(redis, api_key="sk-claims", manifest="m", owner="import")
+        made = ClaimRecord("a", state="completed", path="/b/a.png")
+        assert await importer.put_back([Reseed("a", None, made)], settle=True) == 1
+        recovery = await live.recovery()
+        assert not recovery["lost"] and "import" not in recovery["sites"], "not a site"
+        assert (await live.claim("a")).status is ClaimStatus.DONE
+        assert (await live.claim("d")).status is ClaimStatus.CLAIMED
+    finally:
+        await redis.aclose()
+
+
+async def test_a_gone_site_that_runs_again_settles_the_wait(redis_process: RedisServer) -> None:
+    """The gone site's next process re-seeds from its journal when it joins: the
+    items that waited become claimable without an import."""
+    redis = aioredis.Redis.from_url(redis_process.url)
+    try:
+        live = ClaimStore(redis, api_key="sk-claims", manifest="m", owner="live", ttl=0.6)
+        first = ClaimStore(
+            redis, api_key="sk-claims", manifest="m", owner="b1", ttl=0.6, site="site-b"
+        )
+        await first.claim("a")
+        await live.claim("b")
+        await live.claim("c")
+        await redis.flushall()
+        assert (await live.claim("d")).status is ClaimStatus.UNKNOWN
+        again = ClaimStore(
+            redis, api_key="sk-claims", manifest="m", owner="b2", ttl=0.6, site="site-b"
+        )
+
+        async def journal() -> list[Reseed]:
+            return [Reseed("a", None, ClaimRecord("a", state="failed", reason="moderated"))]
+
+        again.reseed = journal
+        assert (await again.claim("e")).status is ClaimStatus.CLAIMED
+        assert (await live.claim("a")).status is ClaimStatus.DONE
+        assert (await live.claim("d")).status is ClaimStatus.CLAIMED
     finally:
         await redis.aclose()

@@ -25,7 +25,13 @@ import aiohttp
 import attrs
 from yarl import URL
 
-from lumasched._config import API_KEY_HELP, Settings
+from lumasched._config import (
+    API_KEY_HELP,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_REQUEST_DEADLINE,
+    Settings,
+)
 from lumasched.api._assets import AssetStream, open_stream
 from lumasched.api._converter import (
     dumps_body,
@@ -60,6 +66,7 @@ from lumasched.errors import (
     ConnectError,
     LumaError,
     RateLimitError,
+    ResponseTooLargeError,
     TransportError,
 )
 
@@ -76,14 +83,25 @@ _SYNC_READ_MARGIN = 15.0
 
 @attrs.frozen
 class Timeout:
-    """Per-request timeouts in seconds (the SDK's defaults: connect 5, read 60)."""
+    """Per-request timeouts in seconds (the SDK's defaults: connect 5, read 60).
 
-    connect: float = 5.0
-    read: float = 60.0
+    ``read`` bounds the wait for the next bytes; ``total`` bounds a whole API
+    request, so a server trickling its answer cannot hold it for ever (``None``:
+    no bound). Asset downloads are bounded by ``read`` and their size only.
+    """
 
-    def aiohttp(self, *, read: float | None = None) -> aiohttp.ClientTimeout:
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    read: float = DEFAULT_READ_TIMEOUT
+    total: float | None = DEFAULT_REQUEST_DEADLINE
+
+    def aiohttp(
+        self, *, read: float | None = None, total: float | None = None, whole: bool = True
+    ) -> aiohttp.ClientTimeout:
+        """The aiohttp timeout of one request; ``whole=False`` drops the total bound."""
         return aiohttp.ClientTimeout(
-            total=None, sock_connect=self.connect, sock_read=self.read if read is None else read
+            total=(total or self.total) if whole else None,
+            sock_connect=self.connect,
+            sock_read=self.read if read is None else read,
         )
 
 
@@ -156,8 +174,10 @@ class LumaClient:
             generation = await client.get(generation.id)
 
     ``retry`` governs reads, deletes and the safe create retries; ``timeout`` is a
-    ``Timeout`` or a read timeout in seconds. The key never appears in a repr,
-    an error or a log line.
+    ``Timeout`` or a read timeout in seconds. Every API answer is read up to
+    ``settings.max_response_bytes`` (a larger one raises
+    ``ResponseTooLargeError``), within ``settings.request_deadline`` seconds in
+    all. The key never appears in a repr, an error or a log line.
     """
 
     def __init__(
@@ -184,8 +204,14 @@ class LumaClient:
         self.base_url = settings.base_url
         self.retry = retry if retry is not None else RetryPolicy()
         if isinstance(timeout, int | float):
-            timeout = Timeout(connect=settings.connect_timeout, read=float(timeout))
-        self.timeout = timeout or Timeout(settings.connect_timeout, settings.read_timeout)
+            # A longer read timeout than the total would never fire: raise the total.
+            read = float(timeout)
+            total = max(settings.request_deadline, settings.connect_timeout + read)
+            timeout = Timeout(settings.connect_timeout, read, total=total)
+        self.timeout = timeout or Timeout(
+            settings.connect_timeout, settings.read_timeout, total=settings.request_deadline
+        )
+        self.max_response_bytes = settings.max_response_bytes
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._state = _State.UNOPENED
@@ -255,6 +281,7 @@ class LumaClient:
         *,
         body: bytes | None = None,
         read_timeout: float | None = None,
+        deadline: float | None = None,
     ) -> _Answer:
         session = self._open_session()
         url = URL(self.base_url + path, encoded=True)
@@ -269,10 +296,10 @@ class LumaClient:
                 url,
                 data=body,
                 headers=headers,
-                timeout=self.timeout.aiohttp(read=read_timeout),
+                timeout=self.timeout.aiohttp(read=read_timeout, total=deadline),
                 allow_redirects=False,
             ) as response:
-                raw = await response.read()
+                raw = await _read_capped(response, self.max_response_bytes, method, path)
                 answer = _Answer(response.status, response.headers, raw)
         log.debug("%s %s -> %d in %.3fs", method, path, answer.status, time.monotonic() - started)
         return answer
@@ -301,8 +328,12 @@ class LumaClient:
             self._counts[op] += 1
             try:
                 answer = await self._exchange(method, path)
+            except ResponseTooLargeError as exc:
+                raise _Failed(exc, retryable=False) from exc
             except TransportError as exc:
                 raise _Failed(exc, retryable=True) from exc
+            if 300 <= answer.status < 400:
+                raise _Failed(_redirected(answer, method, path), retryable=False)
             if answer.status >= 400:
                 error = error_for_status(
                     answer.status, answer.headers, answer.raw, method=method, url=path
@@ -397,11 +428,13 @@ class LumaClient:
             request.validate()
         path = request.path
         body = dumps_body(request)
-        read_timeout = None
+        read_timeout = deadline = None
         if isinstance(request, ImageRequest) and request.sync and request.sync_timeout:
             # A sync image holds the answer up to sync_timeout: a shorter read timeout
             # would turn every slow success into an ambiguous create.
             read_timeout = max(self.timeout.read, float(request.sync_timeout) + _SYNC_READ_MARGIN)
+            if self.timeout.total is not None:
+                deadline = max(self.timeout.total, read_timeout + self.timeout.connect)
 
         def ambiguous(message: str, cause: BaseException, sent_at: float) -> _Failed:
             self._counts["ambiguous"] += 1
@@ -415,11 +448,16 @@ class LumaClient:
             self._creates[request.kind] += 1
             sent_at = time.time()
             try:
-                answer = await self._exchange("POST", path, body=body, read_timeout=read_timeout)
+                answer = await self._exchange(
+                    "POST", path, body=body, read_timeout=read_timeout, deadline=deadline
+                )
             except ConnectError as exc:
                 raise _Failed(exc, retryable=retry_connect) from exc
             except TransportError as exc:
                 raise ambiguous(f"no answer after sending: {exc}", exc, sent_at) from exc
+            if 300 <= answer.status < 400:
+                # A redirect is a routing answer (a wrong base URL), not a create.
+                raise _Failed(_redirected(answer, "POST", path), retryable=False)
             if answer.status >= 400:
                 error = error_for_status(
                     answer.status, answer.headers, answer.raw, method="POST", url=path
@@ -456,7 +494,8 @@ class LumaClient:
         """
         session = self._open_session()
         self._counts["assets"] += 1
-        timeout = self.timeout.aiohttp(read=read_timeout)
+        # No total deadline: a large video may take long; a stalled one trips sock_read.
+        timeout = self.timeout.aiohttp(read=read_timeout, whole=False)
 
         def count(n: int) -> None:
             self._counts["download_bytes"] += n
@@ -465,6 +504,36 @@ class LumaClient:
             session, url, start=start, client_timeout=timeout, on_bytes=count
         ) as s:
             yield s
+
+
+async def _read_capped(
+    response: aiohttp.ClientResponse, limit: int, method: str, path: str
+) -> bytes:
+    """The whole body, or ``ResponseTooLargeError`` as soon as it passes ``limit`` bytes
+    (before reading at all when Content-Length says so)."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        response.close()  # the rest is never read: the connection cannot be reused
+        raise ResponseTooLargeError(limit, method=method, url=path)
+    chunks: builtins.list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise ResponseTooLargeError(limit, method=method, url=path)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _redirected(answer: _Answer, method: str, path: str) -> TransportError:
+    where = answer.headers.get("Location", "")[:200] or "nowhere"
+    return TransportError(
+        f"the API answered a redirect (HTTP {answer.status} to {where}) to {method} {path}; "
+        "check the base URL",
+        method=method,
+        url=path,
+    )
 
 
 def _should_retry_read(answer: _Answer) -> bool:

@@ -20,6 +20,7 @@ from lumasched.errors import (
     ConnectError,
     RateLimitError,
     TimeoutError,
+    TooManyRedirects,
     TransportError,
     status_error_for,
 )
@@ -59,6 +60,13 @@ def translate_errors(method: str, url: str) -> Iterator[None]:
     except aiohttp.ClientConnectorError as exc:
         raise ConnectError(
             f"could not connect: {exc.os_error or exc} ({method} {url})", method=method, url=url
+        ) from exc
+    except aiohttp.TooManyRedirects as exc:
+        hops = len(exc.history)
+        raise TooManyRedirects(
+            f"redirect loop: still redirected after {hops} hops ({method} {url})",
+            method=method,
+            url=url,
         ) from exc
     except builtins.TimeoutError as exc:  # includes aiohttp.ServerTimeoutError (a read timeout)
         raise TimeoutError(f"timed out ({method} {url})", method=method, url=url) from exc
@@ -114,12 +122,18 @@ def decode_body(raw: bytes) -> Any:
 
 
 def _detail(body: Any) -> str | None:
+    """The server's message, cut to a length a log line and the journal can carry."""
     if isinstance(body, Mapping) and "detail" in body:
         detail = body["detail"]
-        return detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"))
+        text = detail if isinstance(detail, str) else json.dumps(detail, separators=(",", ":"))
+        return _clip(text)
     if isinstance(body, str) and body.strip():
-        return body.strip()[:_DETAIL_LIMIT]
+        return _clip(body.strip())
     return None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "…"
 
 
 def error_for_status(
