@@ -44,7 +44,7 @@ from lumasched.claims import (
     request_digest,
 )
 from lumasched.errors import ClaimLost
-from lumasched.jobs import Job, JobDeferred
+from lumasched.jobs import Job, JobDeferred, JobState
 from lumasched.journal import Journal, JournalRecord, NewJob
 from lumasched.limits import Family
 from lumasched.manifest import Manifest, ManifestItem
@@ -397,7 +397,10 @@ class ClaimedRun:
                 bytes=result.bytes,
             )
         elif parked or isinstance(error, JobDeferred):
-            await self._claims.release(job.key)
+            # Parked before its create was sent (or after one that surely did not
+            # happen): the intent an earlier attempt recorded is stale.
+            unsent = job.state is JobState.PENDING and job.generation_id is None
+            await self._claims.release(job.key, unsent=unsent)
         else:
             await self._claims.fail(
                 job.key, reason=failure_reason(error), error_type=type(error).__name__

@@ -15,6 +15,7 @@ import pytest
 from lumasched import cli
 from lumasched.journal import Journal
 from tests import _cli_fixtures as fx
+from tests import _redis_fixtures as redis_fx
 from tests._cli_fixtures import (
     API_KEY,
     ThreadedEmulator,
@@ -22,10 +23,12 @@ from tests._cli_fixtures import (
     read_results,
     write_jsonl,
 )
+from tests._redis_fixtures import RedisServer
 
 emulator = fx.emulator
 cli_env = fx.cli_env
 limits_file = fx.limits_file
+redis_process = redis_fx.redis_process
 
 ITEMS: list[dict[str, Any]] = [
     {"id": "cat", "model": "photon-flash-1", "prompt": "a cat asleep on a windowsill"},
@@ -432,3 +435,24 @@ def test_an_account_out_of_credits_fails_no_item(
     err = capsys.readouterr().err
     assert "HTTP 402" in err and "add credits" in err
     assert {state for state, _ in states(out).values()} == {"pending"}
+
+
+def test_with_redis_a_dead_api_leaves_claims_for_the_next_run(
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    tmp_path: Path,
+    redis_process: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With --redis, items parked for an unreachable API release their claims rather
+    than record a failure every host would see: the next run does them all."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", ITEMS)
+    out = tmp_path / "out"
+    args = ("run", manifest, "--out", out, "--limits", limits_file, "--no-progress")
+    redis = ("--redis", redis_process.url)
+    monkeypatch.setenv("LUMAAI_BASE_URL", dead_url())
+    assert run(*args, *redis, "--unreachable-timeout", "1") == cli.EXIT_UNAVAILABLE
+    monkeypatch.setenv("LUMAAI_BASE_URL", cli_env.base_url)
+    assert run(*args, *redis) == 0
+    assert {r["state"] for r in read_results(out).values()} == {"completed"}
+    assert cli_env.inspect.creates_total == len(ITEMS)
