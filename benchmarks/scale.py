@@ -69,7 +69,7 @@ class FakeClient:
         data["checked"] = True
         return {k: v for k, v in data.items() if k != "checked"}
 
-    async def create(self, request: Any, *, retry_rate_limited: bool = True) -> Any:
+    async def create(self, request: Any, **options: Any) -> Any:
         from lumasched.api import Generation
 
         self.calls["create"] += 1

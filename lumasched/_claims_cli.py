@@ -110,7 +110,7 @@ def _from_journal(path: Path, digests: dict[str, str]) -> tuple[list[Reseed], in
 
     facts: list[Reseed] = []
     skipped = 0
-    with Journal(path) as journal:
+    with Journal(path, read_only=True) as journal:  # a run may hold it: read only
         for row in journal.records():
             record = journal_fact(row, None)
             if record is None:

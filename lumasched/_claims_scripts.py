@@ -170,7 +170,8 @@ return {status, state, rec, ttl, prev or ''}
 # ARGV: epoch, me, ttl_ms, item, mode, state, record json, generation id, fingerprint
 # modes: intent (fenced: a live claim of ours), generation (an answered create: the
 # id is a fact whoever holds the claim now), found (reconcile: refused if the
-# generation is another item's or a twin's create is in flight), finish, release
+# generation is another item's or a twin's create is in flight), finish, release;
+# any other mode (``unsent``: an intent cleared) writes the record of a claim we hold
 # -> {'ok'} or {'lost'} / {'taken'} / {'twin'} / {'done'}
 UPDATE = (
     PRELUDE

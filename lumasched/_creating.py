@@ -8,6 +8,10 @@ leaves. What happens next depends on what the create can have done:
 * answered: the generation id is recorded and the job followed;
 * surely not sent or refused (429, connect error, 4xx, claim lost): the slot
   is freed and the job queued again or failed;
+* the key rejected (401/403), or the API unreachable for longer than allowed
+  (``lumasched._reachability``): nothing was created and nothing more can be,
+  so creating stops for this session and every job not created is parked
+  ``pending`` in the journal; their handles raise that one error;
 * outcome unknown (timeout, 5xx, anything unexpected): the generation is
   searched for on the list endpoint (``reconcile``) and adopted if found; the
   create is sent again only once the list has conclusively *not* shown it for
@@ -27,19 +31,24 @@ import anyio
 import attrs
 
 from lumasched._clock import Clock
+from lumasched._digest import request_digest
 from lumasched._following import Follower
 from lumasched._jobtable import REF_PREFIX, JobTable
 from lumasched._journal_writes import JournalWriter
+from lumasched._reachability import Reachability
 from lumasched._reconcile import find_created, fingerprint, match_body
 from lumasched._slots import Slots
 from lumasched.api import CreateRequest, Generation, replace_generation_refs
 from lumasched.errors import (
     AmbiguousCreateError,
     APIStatusError,
+    APIUnreachableError,
+    AuthenticationError,
     ClaimLost,
     ConnectError,
     InternalServerError,
     LumaError,
+    PermissionDeniedError,
     RateLimitError,
     StorageError,
     ValidationError,
@@ -57,7 +66,12 @@ __all__ = ["Budget", "Creator", "ReconcileTimes"]
 
 logger = logging.getLogger("lumasched.scheduler")
 
-MAX_CONNECT_ATTEMPTS = 8
+KEY_REJECTED = "key rejected"
+UNREACHABLE = "unreachable"
+MISCONFIGURED = "API refused every create"
+
+_ITEM_REFUSALS = frozenset({400, 422})
+"""Statuses that refuse the request itself (the server's ``detail`` says why)."""
 
 
 @attrs.frozen
@@ -112,8 +126,10 @@ class Creator:
         callback_url: str | None,
         claims: ItemClaims | None,
         spawn: Callable[..., None],
+        reachability: Reachability,
     ) -> None:
         self._client = client
+        self.reachability = reachability
         self._table = table
         self._slots = slots
         self._writes = writes
@@ -147,6 +163,7 @@ class Creator:
         table = self._table
         while True:
             await table.wait_ready(family)
+            await self.reachability.wait()
             lease = uuid.uuid4().hex
             await self._slots.limiter.acquire(family, lease)
             job = table.pop(family)
@@ -191,7 +208,12 @@ class Creator:
         job.attempts += 1
         self.counts["create_attempts"] += 1
         await self._writes.record_intent(
-            job.key, lease_id=lease, body=body, sent_at=sent_at, owner=self._owner
+            job.key,
+            lease_id=lease,
+            body=body,
+            sent_at=sent_at,
+            owner=self._owner,
+            digest=request_digest(job.request),
         )
         if self._claims is not None and not await self._claims.before_create(
             job.key, body=body, sent_at=sent_at, lease_id=lease
@@ -202,20 +224,31 @@ class Creator:
         try:
             generation = await self._send(job, request, body)
         except RateLimitError as exc:
+            self.reachability.answered()
             self.counts["rate_limited"] += 1
             logger.info("create of job %s got 429; re-queued", job.key)
             await self._slots.limiter.note_rate_limited(job.family, exc.retry_after)
             await self._give_back(job, reason="rate_limited")
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            self.reachability.answered()
+            await self._park(job, exc, reason=KEY_REJECTED)
         except ConnectError as exc:
-            await self._retry_later(job, exc)
+            await self._unreachable(job, exc)
         except AmbiguousCreateError as exc:
             self.counts["ambiguous_creates"] += 1
             logger.warning("create of job %s has an unknown outcome: %s", job.key, exc)
             await self.reconcile(job, lease, body, exc.sent_at or sent_at)
         except (ValidationError, APIStatusError) as exc:
+            if isinstance(exc, APIStatusError):
+                self.reachability.answered()
             if isinstance(exc, InternalServerError):
                 self.counts["ambiguous_creates"] += 1
                 await self.reconcile(job, lease, body, sent_at)
+                return
+            if isinstance(exc, APIStatusError) and not _refuses_the_item(exc, job):
+                # A 404/405/... to a plain create says the base URL (or the API) is
+                # wrong, not the item: every create would get it.
+                await self._park(job, exc, reason=MISCONFIGURED)
                 return
             await self._abandon(job, exc)
         except Exception as exc:
@@ -229,7 +262,7 @@ class Creator:
     async def _send(self, job: Job, request: CreateRequest, body: dict[str, Any]) -> Generation:
         self._in_flight[job.key] = fingerprint(body)
         try:
-            return await self._client.create(request, retry_rate_limited=False)
+            return await self._client.create(request, retry_rate_limited=False, retry_connect=False)
         finally:
             self._in_flight.pop(job.key, None)
 
@@ -251,19 +284,62 @@ class Creator:
         else:
             self._table.requeue(job, reason)
 
-    async def _retry_later(self, job: Job, exc: LumaError) -> None:
-        """The server could not be reached (nothing was sent): back off, re-queue."""
-        if job.attempts >= MAX_CONNECT_ATTEMPTS:
-            await self._abandon(job, exc)
+    async def _unreachable(self, job: Job, exc: ConnectError) -> None:
+        """The server could not be reached (nothing was sent): queued again, and the
+        dispatchers wait for the next probe; parked once the outage lasts too long."""
+        reachability = self.reachability
+        reachability.failed(exc)
+        logger.info("create of job %s could not connect (re-queued): %s", job.key, exc)
+        if not reachability.expired:
+            await self._give_back(job, reason=UNREACHABLE)
             return
+        await self._park(job, self.unreachable_error(), reason=UNREACHABLE)
+
+    def unreachable_error(self) -> APIUnreachableError:
+        """The error that stops creating once the outage has lasted too long."""
+        outage = self.reachability.outage()
+        since = outage.since if outage is not None else time.time()
+        return APIUnreachableError(
+            self.reachability.url,
+            since=since,
+            waited=time.time() - since,
+            cause=outage.error if outage is not None else "no answer",
+        )
+
+    async def _park(self, job: Job, error: LumaError, *, reason: str) -> None:
+        """Nothing was created and nothing more can be in this session (the key was
+        rejected, the API is gone): stop creating; ``job`` stays pending."""
         await self._slots.release(job)
-        await self._writes.clear_intent(job.key, state="queued", reason="connect_error")
-        await self._clock.sleep(min(2.0**job.attempts, 30.0))
-        await self._give_back(job, reason="connect_error")
+        await self._writes.clear_intent(job.key, state="pending", reason=reason)
+        self.halt(error, reason)
+        if job.cancel_requested:
+            await self._writes.update(job.key, state="cancelled")
+            self._table.cancelled(job)
+            return
+        self._table.set_state(job, S.PENDING, reason=reason)
+        self._table.defer(job, reason, move=False)
+
+    def halt(self, error: LumaError, reason: str) -> None:
+        """Create nothing more in this session, because of ``error``."""
+        if self._table.halted is None:
+            logger.info("creating stopped: %s", error)
+        self._table.halt(error, reason)
+
+    def status_checked(self, error: BaseException | None) -> None:
+        """What a status request (the poller's) found out about the API."""
+        if error is None or isinstance(error, APIStatusError):
+            self.reachability.answered()
+        if isinstance(error, AuthenticationError | PermissionDeniedError):
+            self.halt(error, KEY_REJECTED)
+        elif isinstance(error, ConnectError):
+            self.reachability.failed(error)
+            if self.reachability.expired:
+                self.halt(self.unreachable_error(), UNREACHABLE)
 
     async def _created(
         self, job: Job, lease: str, generation: Generation, *, reconciled: bool
     ) -> None:
+        self.reachability.answered()
         job.generation_id = generation.id
         self._table.generation_owners[generation.id] = job.key
         await self._writes.record_submitted(job.key, generation.id)
@@ -344,6 +420,12 @@ class Creator:
             except LumaError as exc:
                 logger.warning("reconcile of job %s failed (will retry): %s", job.key, exc)
                 found = None
+                self.status_checked(exc)
+                if self._table.halted is not None:
+                    # The intent stays journalled: the next run reconciles it.
+                    await self._slots.release(job)
+                    self._table.defer(job, self._table.stopped_reason or KEY_REJECTED, move=False)
+                    return
             now = time.time()
             if found is not None and found.conclusive and now >= sent_at + times.settle:
                 logger.info(
@@ -390,6 +472,15 @@ class Creator:
             return any(key not in mine for key in journal.owners_of(generation_id))
 
         return taken
+
+
+def _refuses_the_item(error: APIStatusError, job: Job) -> bool:
+    """Does ``error`` refuse this job's own request (an item failure), rather than
+    every create (a wrong base URL, an API that moved)?"""
+    if error.status in _ITEM_REFUSALS:
+        return True
+    # An upscale or audio names its source in the path: a 404 is about that id.
+    return error.status == 404 and job.request.kind in ("upscale", "audio")
 
 
 def _taken_anywhere(here: Callable[[str], bool], elsewhere: frozenset[str], gid: str) -> bool:

@@ -27,7 +27,7 @@ import attrs
 
 from lumasched._journal_writes import JournalWriter
 from lumasched.api import CreateRequest, generation_refs, request_to_dict
-from lumasched.errors import DependencyFailed
+from lumasched.errors import DependencyFailed, LumaError
 from lumasched.events import EventHub
 from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobDeferred, JobEvent, JobResult
 from lumasched.jobs import JobState as S
@@ -82,7 +82,11 @@ class JobTable:
         """key of a waiting job -> how many of its dependencies have not completed"""
         self.unfinished = 0
         self.stopped_reason: str | None = None
-        """Why creating stopped (``"stopped"``, ``"budget"``, ``"shutdown"``), if it did."""
+        """Why creating stopped (``"stopped"``, ``"budget"``, ``"shutdown"``,
+        ``"key rejected"``, ``"unreachable"``), if it did."""
+        self.halted: LumaError | None = None
+        """The error that stopped creating for the session (a rejected key, an
+        unreachable API): every job parked since raises it."""
         self._seq = 0
         self._idle = anyio.Event()
         self._idle.set()
@@ -157,6 +161,10 @@ class JobTable:
             if dep is None:
                 self.fail(job, DependencyFailed(job.key, dep_key, "was never submitted"))
                 return
+            if dep.done and self._parked(dep):
+                # Not the dependency's fault, nor this job's: both wait for a later run.
+                self.defer(job, self.stopped_reason or "stopped")
+                return
             if dep.done and dep.state is not S.COMPLETED:
                 self._fail_dependency(job, dep)
                 return
@@ -184,8 +192,8 @@ class JobTable:
             if job.done:
                 continue
             if dep.state is not S.COMPLETED or dep.error is not None:
-                if isinstance(dep.error, JobDeferred) and self.stopped_reason is not None:
-                    self.defer(job, dep.error.reason)
+                if self._parked(dep):
+                    self.defer(job, self.stopped_reason or "stopped")
                 else:
                     self._fail_dependency(job, dep)
                 continue
@@ -249,12 +257,31 @@ class JobTable:
                 _, _, job = heapq.heappop(queue)
                 if job.state is S.QUEUED:
                     self.defer(job, reason)
-        for waiters in self._dependents.values():
-            for job in waiters:
+        # A snapshot: deferring a waiting job releases (and pops) its own dependents.
+        for waiters in list(self._dependents.values()):
+            for job in list(waiters):
                 if not job.done and job.state is S.WAITING:
                     self.defer(job, reason)
         for family in Family:
             self._wake(family)
+
+    def halt(self, error: LumaError, reason: str) -> None:
+        """Create nothing more in this session because of ``error``; every job not
+        created, and every generation being followed, is parked (the journal keeps
+        each where it is) and its handle raises ``error``. Creates in flight end
+        on their own answers."""
+        if self.halted is None:
+            self.halted = error
+        self.stopped_reason = reason
+        self.stop(reason)
+        for job in list(self.jobs.values()):
+            if not job.done and job.state is S.SUBMITTED:
+                self.defer(job, reason, move=False)
+
+    def _parked(self, job: Job) -> bool:
+        """Did ``job`` end deferred (it stays in the journal for a later run)?"""
+        error = job.error
+        return isinstance(error, JobDeferred) or (error is not None and error is self.halted)
 
     def defer_all(self, reason: str) -> None:
         """Stop, and end every unfinished handle (the journal keeps each job where it was)."""
@@ -335,7 +362,8 @@ class JobTable:
             job.reason = reason
             self.set_state(job, S.PENDING, reason=reason)
             self._writes.update_soon(job.key, state="pending", reason=reason)
-        self.finish(job, None, JobDeferred(job.key, reason))
+        error = self.halted if self.halted is not None else JobDeferred(job.key, reason)
+        self.finish(job, None, error)
 
     def finish(self, job: Job, result: JobResult | None, error: BaseException | None) -> None:
         if job.done:

@@ -108,7 +108,14 @@ class JournalWriter:
     # -- committed at once ----------------------------------------------------------
 
     async def record_intent(
-        self, key: str, *, lease_id: str, body: dict[str, Any], sent_at: float, owner: str
+        self,
+        key: str,
+        *,
+        lease_id: str,
+        body: dict[str, Any],
+        sent_at: float,
+        owner: str,
+        digest: str | None = None,
     ) -> None:
         await self._commit(
             partial(
@@ -118,6 +125,7 @@ class JournalWriter:
                 body=body,
                 sent_at=sent_at,
                 owner=owner,
+                digest=digest,
             )
         )
 

@@ -44,7 +44,7 @@ from lumasched.claims import (
     request_digest,
 )
 from lumasched.errors import ClaimLost
-from lumasched.jobs import Job, JobDeferred
+from lumasched.jobs import Job, JobDeferred, JobState
 from lumasched.journal import Journal, JournalRecord, NewJob
 from lumasched.limits import Family
 from lumasched.manifest import Manifest, ManifestItem
@@ -377,8 +377,10 @@ class ClaimedRun:
 
     # -- outcomes ------------------------------------------------------------------------
 
-    async def record(self, job: Job) -> bool:
-        """Publish a finished job to the other hosts; False: not this host's to report."""
+    async def record(self, job: Job, *, parked: bool = False) -> bool:
+        """Publish a finished job to the other hosts; False: not this host's to report.
+        ``parked``: not run here for a cause not the item's (a rejected key, an
+        unreachable API): its claim is released, as for a deferred job."""
         error = job.error
         if isinstance(error, ClaimLost):
             # Another host took the item over (this one was paused past its lease).
@@ -394,8 +396,11 @@ class ClaimedRun:
                 sha256=result.sha256,
                 bytes=result.bytes,
             )
-        elif isinstance(error, JobDeferred):
-            await self._claims.release(job.key)
+        elif parked or isinstance(error, JobDeferred):
+            # Parked before its create was sent (or after one that surely did not
+            # happen): the intent an earlier attempt recorded is stale.
+            unsent = job.state is JobState.PENDING and job.generation_id is None
+            await self._claims.release(job.key, unsent=unsent)
         else:
             await self._claims.fail(
                 job.key, reason=failure_reason(error), error_type=type(error).__name__

@@ -20,12 +20,20 @@ import anyio
 import attrs
 
 from lumasched._creating import Creator
+from lumasched._digest import recorded_digest, request_digest
 from lumasched._following import Follower
 from lumasched._jobtable import JobTable
 from lumasched._journal_writes import JournalWriter
 from lumasched._slots import Slots
 from lumasched.api import CreateRequest, Generation, request_from_dict, request_to_dict
-from lumasched.errors import DownloadError, GenerationFailed, JournalledFailure, LumaError
+from lumasched.errors import (
+    DownloadError,
+    GenerationFailed,
+    ItemsChangedError,
+    JournalledFailure,
+    LumaError,
+    Problem,
+)
 from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult, Timings
 from lumasched.jobs import JobState as S
 from lumasched.journal import JournalRecord
@@ -73,7 +81,7 @@ class Restorer:
             if record.key in self._table.jobs:
                 continue
             recheck = record.state == S.COMPLETED and self._out_dir is not None
-            if record.finished and not _rerunnable(record) and not recheck:
+            if record.finished and not rerunnable(record) and not recheck:
                 continue
             jobs.append(self.restore(record, None, priority=record.priority))
         return [job for job in jobs if not job.done or job.state is not S.COMPLETED]
@@ -89,8 +97,12 @@ class Restorer:
         record = journal.get(key) if journal is not None else None
         if record is None:
             return None
+        if request is not None and _changed(record, request):
+            # Never hand over the old generation for a new request (the CLI asks
+            # first: --redo-changed, which restarts the record before submitting).
+            return _changed_handle(record, request)
         recheck = record.state == S.COMPLETED and self._out_dir is not None
-        if record.finished and not _rerunnable(record) and not recheck:
+        if record.finished and not rerunnable(record) and not recheck:
             return _ended_handle(record)
         return self.restore(
             record, request, priority=record.priority if priority is None else priority
@@ -104,7 +116,7 @@ class Restorer:
         record = journal.get(key) if journal is not None else None
         if record is None:
             return None
-        if record.finished and not _rerunnable(record):
+        if record.finished and not rerunnable(record):
             return _ended_handle(record)
         return self.restore(record, None, priority=record.priority)
 
@@ -151,7 +163,7 @@ class Restorer:
             else:
                 self._table.set_state(job, S.DOWNLOADING, resumed=True)
                 self._spawn(self._verify_or_download, job, record, generation)
-        elif state == S.CANCELLED or (state == S.FAILED and not _rerunnable(record)):
+        elif state == S.CANCELLED or (state == S.FAILED and not rerunnable(record)):
             self._table.set_state(job, S(state), resumed=True)
             self._table.finish(job, None, _recorded_error(record))
         elif record.generation_id:
@@ -217,21 +229,25 @@ class Restorer:
         try:
             fresh = await self._client.get(generation.id)
         except LumaError as exc:
-            self._table.fail(job, DownloadError(f"could not re-read generation: {exc}"))
+            self._creator.status_checked(exc)
+            if self._table.halted is not None:
+                # a rejected key or a dead API is not this job's failure
+                self._table.defer(job, self._table.stopped_reason or "stopped", move=False)
+            else:
+                self._table.fail(job, DownloadError(f"could not re-read generation: {exc}"))
             return
         await self._follower.download(job, fresh)
 
 
-def _ended_handle(record: JournalRecord) -> Job:
-    """A done handle for a job that ended, as its record says, outside any table."""
-    request = request_from_dict(record.kind, record.request)
-    job = Job(
+def _handle(record: JournalRecord, request: CreateRequest, state: S) -> Job:
+    """A handle for ``record``'s job outside any table (to be finished by the caller)."""
+    return Job(
         key=record.key,
         request=request,
         family=family_of(request.kind, request.model),
         priority=record.priority,
         depends_on=record.depends_on,
-        state=S(record.state),
+        state=state,
         generation_id=record.generation_id,
         attempts=record.attempts,
         timings=Timings(
@@ -241,11 +257,36 @@ def _ended_handle(record: JournalRecord) -> Job:
             downloaded=record.downloaded_at,
         ),
     )
+
+
+def _ended_handle(record: JournalRecord) -> Job:
+    """A done handle for a job that ended, as its record says, outside any table."""
+    job = _handle(record, request_from_dict(record.kind, record.request), S(record.state))
     if record.state == S.COMPLETED:
         generation = Generation.from_json(record.generation or {"id": record.generation_id})
         job._finish(_recorded_result(record, generation, job.timings), None)
     else:
         job._finish(None, _recorded_error(record))
+    return job
+
+
+def _changed(record: JournalRecord, request: CreateRequest) -> bool:
+    """Was ``record`` created (or its create sent) for another request than ``request``?"""
+    if record.generation_id is None and record.intent_body is None:
+        return False
+    return recorded_digest(record) != request_digest(request)
+
+
+def _changed_handle(record: JournalRecord, request: CreateRequest) -> Job:
+    """A done handle failed with ``ItemsChangedError`` (nothing is journalled)."""
+    job = _handle(record, request, S.FAILED)
+    since = (
+        f"generation {record.generation_id} was created"
+        if record.generation_id
+        else ("its create was sent")
+    )
+    problem = Problem(record.key, f"request changed since {since}")
+    job._finish(None, ItemsChangedError([problem]))
     return job
 
 
@@ -268,7 +309,7 @@ _FOLLOW_AGAIN = frozenset(
 generation may have ended, its asset appeared, the disk been freed)."""
 
 
-def _rerunnable(record: JournalRecord) -> bool:
+def rerunnable(record: JournalRecord) -> bool:
     """A failed job worth picking up again on a new run."""
     if record.state != S.FAILED:
         return False

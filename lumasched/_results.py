@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+from collections.abc import Iterable, Set
 from pathlib import Path
 from typing import Any
 
@@ -83,20 +84,38 @@ class ResultsWriter:
 
     A line the disk refuses (no space, read-only) is taken back whole, so the
     file never ends in a partial line, and ``StorageError`` is raised.
+
+    ``forget``: items this run creates anew (``--redo-changed``,
+    ``--retry-failed``): their old lines go at once, so that the file never
+    shows a result that no longer stands. ``manifest_ids``: the items of the
+    manifest now; a line of an item no longer in it is kept (its file is still
+    there) and marked ``"in_manifest": false``.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        forget: Iterable[str] = (),
+        manifest_ids: Set[str] | None = None,
+    ) -> None:
         self.path = path
         self._outcomes: dict[str, int] = {}
         """Item id -> fingerprint of the outcome its line shows."""
         self._changed: dict[str, str] = {}
         """Item id -> the line to put in place of its old one."""
+        self._forget = set(forget)
+        self._manifest_ids = manifest_ids
         try:
-            if self._load():
+            untidy = self._load()
+            if untidy or self._forget & set(self._outcomes) or self._marks_to_change():
                 self._rewrite()
             self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise storage_error(exc, path, "results") from exc
+        for key in self._forget:
+            self._outcomes.pop(key, None)
+        self._forget.clear()
 
     def write(self, line: dict[str, Any]) -> None:
         assert self._fd is not None
@@ -105,7 +124,7 @@ class ResultsWriter:
         known = self._outcomes.get(key)
         if known == outcome:
             return
-        text = json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+        text = _dumps(line)
         if known is None:
             self._append(self._fd, text.encode())
         else:
@@ -136,9 +155,28 @@ class ResultsWriter:
                 finally:
                     self._changed.clear()
 
+    def _marks_to_change(self) -> bool:
+        ids = self._manifest_ids
+        return ids is not None and any(
+            (key in ids) != self._in_manifest.get(key, True) for key in self._outcomes
+        )
+
+    def _mark(self, line: dict[str, Any]) -> dict[str, Any]:
+        """``line`` with ``in_manifest`` as the manifest now says."""
+        ids = self._manifest_ids
+        if ids is None:
+            return line
+        line = dict(line)
+        if line["id"] in ids:
+            line.pop("in_manifest", None)
+        else:
+            line["in_manifest"] = False
+        return line
+
     def _load(self) -> bool:
         """Read the outcomes an earlier run listed; True if the file needs tidying
         (a line cut short, an item listed twice)."""
+        self._in_manifest: dict[str, bool] = {}
         untidy = False
         try:
             file = self.path.open(encoding="utf-8", errors="replace")
@@ -151,6 +189,8 @@ class ResultsWriter:
                     untidy = True
                 if line is not None and line["id"] not in self._outcomes:
                     self._outcomes[line["id"]] = _outcome(line)
+                    if line.get("in_manifest") is False:
+                        self._in_manifest[line["id"]] = False
         return untidy
 
     def _rewrite(self) -> None:
@@ -166,11 +206,15 @@ class ResultsWriter:
             ):
                 for raw in old:
                     line = _parse(raw)
-                    if line is None or line["id"] in written:
+                    if line is None or line["id"] in written or line["id"] in self._forget:
                         continue
                     key = line["id"]
                     written.add(key)
-                    new.write(self._changed.get(key) or raw.rstrip("\n") + "\n")
+                    text = self._changed.get(key)
+                    if text is None:
+                        marked = self._mark(line)
+                        text = raw.rstrip("\n") + "\n" if marked == line else _dumps(marked)
+                    new.write(text)
                 new.flush()
                 os.fsync(new.fileno())
             os.replace(part, self.path)
@@ -187,6 +231,10 @@ _OUTCOME_FIELDS = ("state", "generation_id", "path", "sha256", "bytes", "failure
 def _outcome(line: dict[str, Any]) -> int:
     """What a line says about its item, timings aside."""
     return hash(json.dumps([line.get(name) for name in _OUTCOME_FIELDS]))
+
+
+def _dumps(line: dict[str, Any]) -> str:
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def _parse(raw: str) -> dict[str, Any] | None:

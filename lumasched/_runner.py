@@ -13,6 +13,7 @@ to write stops the run at once too (``RunOutcome.storage_error``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -25,13 +26,24 @@ from typing import Any, Protocol
 import anyio
 import attrs
 
+from lumasched._changes import Review, review
 from lumasched._config import Settings
+from lumasched._ownership import FOLDER, OwnerLock
+from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched._results import ResultsWriter, failure_reason, result_line
 from lumasched._storage import first_storage_error
 from lumasched.api import CreateRequest
-from lumasched.errors import StorageError
+from lumasched.errors import (
+    APIUnreachableError,
+    AuthenticationError,
+    ItemsChangedError,
+    LumaError,
+    PermissionDeniedError,
+    StorageError,
+)
 from lumasched.events import Counters
 from lumasched.jobs import Job, JobDeferred, JobResult
+from lumasched.journal import Journal
 from lumasched.limits import Family, Limits, make_limiter
 from lumasched.manifest import Manifest
 from lumasched.pricing import PriceTable, estimate_cost_cents
@@ -71,6 +83,12 @@ class RunOptions:
     batch_name: str | None = None
     """With Redis: ``--batch NAME``, the batch's identity instead of its content."""
     reconcile_settle: float | None = None
+    redo_changed: bool = False
+    """Create anew the items whose request changed since their generation was created."""
+    retry_failed: bool = False
+    """Create anew the items whose generation failed."""
+    unreachable_give_up: float = DEFAULT_UNREACHABLE_GIVE_UP
+    """Seconds the API may stay unreachable before the run stops creating."""
 
 
 @attrs.define
@@ -98,6 +116,10 @@ class RunOutcome:
     one-line account of which and how to resolve it (``EXIT_CLAIMS_WAIT``)."""
     latency: dict[Family, list[float]] = attrs.Factory(dict)
     """Per family: [sum of create-to-completed seconds, count]."""
+    halted: LumaError | None = None
+    """Why creating stopped for good in this run (a rejected key, an unreachable API)."""
+    review: Review | None = None
+    """What the journal held before the run (changed, failed, reset items)."""
 
     @property
     def not_run_total(self) -> int:
@@ -129,13 +151,41 @@ def _cost_of(prices: PriceTable | None) -> Any:
 
 
 async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
-    """Run the manifest; returns the outcome (never raises for job failures)."""
-    from lumasched.journal import Journal
+    """Run the manifest; returns the outcome (never raises for job failures).
+
+    Raises ``JournalLockedError`` if another run holds the journal (or the output
+    folder) and ``ItemsChangedError`` for items edited since they were created
+    (without ``redo_changed``), before anything is sent."""
 
     started = time.monotonic()
     outcome = RunOutcome(total=options.total)
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(options.journal_path, batch=options.manifest.path.name)
+    with contextlib.ExitStack() as owned:
+        if options.journal_path.parent.resolve() != options.out_dir.resolve():
+            # The journal lives elsewhere (--journal): the folder needs an owner too.
+            folder = OwnerLock(options.out_dir / FOLDER, what="output folder")
+            owned.callback(folder.release)
+        # Refused at once (JournalLockedError) while another run holds it.
+        journal = owned.enter_context(
+            Journal(options.journal_path, batch=options.manifest.path.name)
+        )
+        if len(journal):  # a first run has nothing to compare (and a huge manifest, time)
+            found = outcome.review = review(
+                options.manifest,
+                journal,
+                redo_changed=options.redo_changed,
+                retry_failed=options.retry_failed,
+                apply=True,
+                prices=options.prices,
+            )
+            if found.changed and not options.redo_changed:
+                raise ItemsChangedError(found.changed, cost_cents=found.changed_cents)
+        return await _run_owned(options, journal, display, outcome, started)
+
+
+async def _run_owned(
+    options: RunOptions, journal: Journal, display: Display, outcome: RunOutcome, started: float
+) -> RunOutcome:
     stopping = anyio.Event()
     driving = anyio.CancelScope()
     interrupts = 0
@@ -157,13 +207,12 @@ async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        with journal:
-            try:
-                await _run(options, journal, display, outcome, stopping, driving)
-            except* _HardStop:
-                pass
-            except* StorageError as group:
-                outcome.storage_error = str(first_storage_error(group))
+        try:
+            await _run(options, journal, display, outcome, stopping, driving)
+        except* _HardStop:
+            pass
+        except* StorageError as group:
+            outcome.storage_error = str(first_storage_error(group))
     finally:
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
@@ -231,8 +280,14 @@ async def _run(
                 if options.reconcile_settle is None
                 else options.reconcile_settle
             ),
+            unreachable_give_up=options.unreachable_give_up,
         )
-        results = ResultsWriter(options.results_path)
+        review = outcome.review
+        results = ResultsWriter(
+            options.results_path,
+            forget=review.reset if review is not None else (),
+            manifest_ids=review.ids if review is not None else None,
+        )
         stack.callback(results.close)
         await stack.enter_async_context(scheduler)
         display.start(scheduler, options.out_dir)
@@ -244,6 +299,7 @@ async def _run(
         finally:
             outcome.counters = scheduler.counters()
             outcome.spent_cents = scheduler.spent_cents
+            outcome.halted = scheduler.halted
         if driving.cancelled_caught:
             # Leaving the scheduler with an exception stops it at once; what is
             # in flight stays in the journal for the next run.
@@ -357,6 +413,10 @@ async def _drive(
             _note_latency(outcome, job)
             results.write(result_line(job, result))
             display.item_done(job, result, None)
+        elif error is not None and error is scheduler.halted:
+            # Not the item's fault (the key, the network): pending for a rerun.
+            outcome.not_run[halt_reason(error)] += 1
+            family_counts["not run"] += 1
         elif isinstance(error, JobDeferred):
             outcome.not_run[error.reason] += 1
             family_counts["not run"] += 1
@@ -383,7 +443,8 @@ async def _drive(
                 result: JobResult | None = await job.result()
             except Exception:  # a failure is a value on the job (job.error)
                 result = None
-            if claimed is None or await claimed.record(job):
+            parked = job.error is not None and job.error is scheduler.halted
+            if claimed is None or await claimed.record(job, parked=parked):
                 record(job, result)
         finally:
             slots.release()
@@ -391,6 +452,7 @@ async def _drive(
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_stop)
         tg.start_soon(display.refresh_loop)
+        tg.start_soon(_watch_outage, scheduler, display)
         async with anyio.create_task_group() as jobs:
             async for key, request in claimed.items() if claimed else _aiter(items()):
                 await slots.acquire()
@@ -407,6 +469,43 @@ async def _drive(
 async def _aiter(items: Iterator[tuple[str, CreateRequest]]) -> Any:
     for item in items:
         yield item
+
+
+def halt_reason(error: BaseException) -> str:
+    """How the summary names why items were not run after creating stopped."""
+    if isinstance(error, APIUnreachableError):
+        return "API unreachable"
+    if isinstance(error, AuthenticationError | PermissionDeniedError):
+        return "key rejected"
+    return "API refused every create"
+
+
+OUTAGE_NOTE_EVERY = 10.0
+"""Seconds between reminders that the API still cannot be reached."""
+
+
+async def _watch_outage(scheduler: Any, display: Display, every: float = 0.25) -> None:
+    """Say when the API cannot be reached (and while it stays so), and when it is back."""
+    noted: float | None = None
+    since: float | None = None
+    while True:
+        await anyio.sleep(every)
+        outage = scheduler.outage()
+        if outage is None:
+            if since is not None and scheduler.halted is None:
+                display.note(f"the API answers again after {time.time() - since:.0f}s")
+            since = noted = None
+            continue
+        now = time.monotonic()
+        if since is None or noted is None or now - noted >= OUTAGE_NOTE_EVERY:
+            gives_up = time.strftime("%H:%M:%S", time.localtime(outage.gives_up_at))
+            still = "still " if since is not None else ""
+            display.note(
+                f"{still}cannot reach the API at {outage.url}: {outage.error}; "
+                f"retrying, nothing is lost (gives up at {gives_up})"
+            )
+            since = outage.since if since is None else since
+            noted = now
 
 
 def _note_latency(outcome: RunOutcome, job: Job) -> None:

@@ -424,12 +424,26 @@ class ClaimStore:
         await self._retrying(self._update, key, "finish", record)
         self._digests.pop(key, None)
 
-    async def release(self, key: str) -> None:
+    async def release(self, key: str, *, unsent: bool = False) -> None:
         """Give the item back unfinished: another worker may take it at once and
-        continues from its record (polls its generation, reconciles its intent)."""
+        continues from its record (polls its generation, reconciles its intent).
+        ``unsent``: no create of it can be in flight (each one surely did not
+        happen), so a create intent on record is cleared first: the next holder
+        creates it without reconciling for nothing."""
         record = self._records.pop(key, None)
-        if record is not None:
-            await self._retrying(self._update, key, "release", record)
+        if record is None:
+            return
+        if unsent and record.generation_id is None and record.intent_body is not None:
+            record = attrs.evolve(
+                record,
+                state="claimed",
+                intent_body=None,
+                intent_at=None,
+                lease_id=None,
+                updated_at=time.time(),
+            )
+            await self._retrying(self._update, key, "unsent", record)
+        await self._retrying(self._update, key, "release", record)
 
     async def put_back(self, facts: Iterable[Reseed], *, settle: bool = False) -> int:
         """Write ``facts`` that Redis does not hold (first writer wins; a finished

@@ -9,9 +9,11 @@
     lumasched limits ...        (lumasched._limits_cli.main)
 
 Exit status: 0 every item completed; 1 some generations failed (or were not
-run: budget reached); 2 usage or manifest error (nothing sent); 74 the journal
-or results file cannot be written (disk full, read-only); 130 interrupted
-(Ctrl-C); 143 terminated (SIGTERM).
+run: budget reached); 2 usage or manifest error (nothing sent), the key rejected,
+items changed since created, or the folder in use by another run (nothing sent
+for the items concerned); 69 the API unreachable; 74 the journal or results
+file cannot be written (disk full, read-only); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import math
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,13 +38,21 @@ from lumasched._config import (
     DEFAULT_JOB_TIMEOUT,
     DEFAULT_MAX_ASSET_SIZE,
     ENV_API_KEY,
+    ENV_BASE_URL,
     Settings,
 )
+from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.errors import (
+    APIStatusError,
+    APIUnreachableError,
+    AuthenticationError,
     ConfigurationError,
+    ConnectError,
+    ItemsChangedError,
     JournalError,
     LumaError,
     NotFoundError,
+    PermissionDeniedError,
     StorageError,
 )
 from lumasched.limits import Family, Limits
@@ -53,6 +64,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_STORAGE",
     "EXIT_TERMINATED",
+    "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "main",
     "parse_size",
@@ -61,6 +73,8 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69
+"""sysexits EX_UNAVAILABLE: the API could not be reached (nothing lost; rerun)."""
 EXIT_STORAGE = 74
 """sysexits' EX_IOERR: the journal or results file cannot be written."""
 EXIT_CLAIMS_WAIT = 75
@@ -152,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Batch client and scheduler for the Luma Dream Machine API. "
             "The API key comes from $LUMAAI_API_KEY."
         ),
-        epilog="Exit status: 0 all completed, 1 some failed, 2 usage or manifest error, "
-        "74 journal or results file cannot be written, 130 interrupted, 143 terminated.",
+        epilog="Exit status: 0 all completed, 1 some failed, 2 usage or manifest error "
+        "(or the key rejected), 69 API unreachable, 74 journal or results file cannot be "
+        "written, 130 interrupted, 143 terminated.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -167,9 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
             "finished items are skipped and nothing is created twice."
         ),
         epilog="Exit status: 0 all completed, 1 some failed or not run (budget), "
-        "2 usage or manifest error (nothing was sent), 74 the journal or results file "
-        "cannot be written (disk full, read-only), 130 interrupted (Ctrl-C), "
-        "143 terminated (SIGTERM); a rerun resumes.",
+        "2 usage or manifest error, items changed since created, the folder in use by "
+        "another run, or the key rejected (rerun with it fixed), 69 the API unreachable "
+        "(rerun once it is), 74 the journal or results file cannot be written (disk full, "
+        "read-only), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); a rerun resumes.",
     )
     run.add_argument("manifest", metavar="MANIFEST", help="a .jsonl, .csv or .yaml manifest")
     run.add_argument(
@@ -215,6 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="USD",
         type=float,
         help="stop creating once the estimated spend would pass USD (the rest stays queued)",
+    )
+    run.add_argument(
+        "--redo-changed",
+        action="store_true",
+        help="create anew (paid) the items whose request changed since their generation "
+        "was created, replacing their files; without it such a run is refused",
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="create anew (paid) the items whose generation failed in an earlier run",
+    )
+    run.add_argument(
+        "--unreachable-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_UNREACHABLE_GIVE_UP,
+        help="how long the API may stay unreachable before the run stops, the items "
+        f"still pending (default {DEFAULT_UNREACHABLE_GIVE_UP:g})",
     )
     run.add_argument("--prices", metavar="FILE", help="price table override (TOML or JSON)")
     run.add_argument("--callback-url", metavar="URL", help="callback_url for every create")
@@ -558,13 +593,15 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from lumasched._ownership import holder_of
     from lumasched.journal import Journal
 
     path: Path = args.journal or args.dir / JOURNAL_NAME
     if not path.is_file():
         _err(f"no journal at {path} (is {args.dir} the --out directory of a run?)")
         return EXIT_USAGE
-    with Journal(path) as journal:
+    # A reader: no lock, so it works while a run holds the journal.
+    with Journal(path, read_only=True) as journal:
         batch = journal.meta("claims_batch")
         if batch is None and journal.batch:
             from lumasched.claims import manifest_id
@@ -573,6 +610,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         counts = journal.counts()
         total = sum(counts.values())
         _out(f"journal {path}: {total} item{'s' if total != 1 else ''}")
+        holder = holder_of(path)
+        if holder is not None:
+            _out(f"  in use by a run now: {holder}")
         order = ("completed", "failed", "cancelled", "submitted", "downloading", "creating")
         states = [*order, *sorted(set(counts) - set(order))]
         for state in states:
@@ -580,11 +620,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 _out(f"  {state:<12} {counts[state]}")
         failed = []
         unfinished = 0
+        waiting: Counter[str] = Counter()
         for record in journal.records():
             if record.state == "failed":
                 failed.append(record)
             elif not record.finished:
                 unfinished += 1
+                if record.state == "pending" and record.reason:
+                    waiting[record.reason] += 1
             if args.verbose:
                 where = record.path or ""
                 gid = record.generation_id or "-"
@@ -593,8 +636,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
             _out("failed:")
             for record in failed:
                 _out(f"  {record.key}: {record.reason or 'no reason recorded'}")
+            _out("(run again with --retry-failed to create the failed generations anew)")
         if unfinished:
-            _out(f"{unfinished} not finished: run the same command again to resume them")
+            why = ", ".join(f"{n} {reason}" for reason, n in waiting.most_common())
+            why = f" (pending: {why})" if why else ""
+            _out(f"{unfinished} not finished{why}: run the same command again to resume them")
     settings = _settings(args, need_key=False)
     if settings.redis_url is not None and batch:
         _cluster_status(settings, batch, verbose=args.verbose)
@@ -650,6 +696,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--emulator-speed must be > 0")
     if args.claim_ttl is not None and not args.claim_ttl > 0:
         raise ConfigurationError("--claim-ttl must be > 0")
+    if not (args.unreachable_timeout >= 0 and math.isfinite(args.unreachable_timeout)):
+        raise ConfigurationError("--unreachable-timeout must be a number of seconds >= 0")
     if not (args.job_timeout > 0 and math.isfinite(args.job_timeout)):
         raise ConfigurationError(f"--job-timeout {args.job_timeout:g}: must be > 0 seconds")
     max_asset_size = DEFAULT_MAX_ASSET_SIZE
@@ -690,7 +738,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _err(f"{count} problem{'s' if count != 1 else ''} in {args.manifest}; nothing was sent")
         return EXIT_USAGE
     if args.dry_run:
-        return _dry_run(args, planner, settings, limits)
+        return _dry_run(args, planner, settings, limits, manifest, prices)
     # After the manifest check, so a user sees every problem in the file first.
     if not args.emulator and settings.api_key is None:
         raise ConfigurationError(f"no API key: {API_KEY_HELP}")
@@ -727,11 +775,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         claim_ttl=args.claim_ttl,
         batch_name=args.batch,
         reconcile_settle=args.reconcile_settle,
+        redo_changed=args.redo_changed,
+        retry_failed=args.retry_failed,
+        unreachable_give_up=args.unreachable_timeout,
     )
-    outcome = asyncio.run(_runner.run_batch(options, display))
+    try:
+        outcome = asyncio.run(_runner.run_batch(options, display))
+    except ItemsChangedError as exc:
+        _report_changed(exc)
+        return EXIT_USAGE
     display.summary(outcome)
     if outcome.storage_error is not None:
         raise StorageError(outcome.storage_error, path=str(args.out), what="run")
+    if outcome.halted is not None:
+        return _report_halt(outcome.halted, outcome.not_run_total)
     if outcome.signal == "SIGTERM":
         return EXIT_TERMINATED
     if outcome.interrupted:
@@ -746,6 +803,47 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if outcome.failed or outcome.not_run_total:
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _report_changed(exc: ItemsChangedError) -> None:
+    for problem in exc.problems:
+        _out(str(problem), file=sys.stderr)
+    count = len(exc.problems)
+    cost = f" (estimated {_usd(exc.cost_cents)})" if exc.cost_cents else ""
+    _err(
+        f"{count} item{'s' if count != 1 else ''} changed since created; nothing was sent. "
+        f"Rerun with --redo-changed to create {'them' if count != 1 else 'it'} anew{cost}, "
+        "replacing the files (--dry-run --redo-changed shows the plan), "
+        "or restore the manifest"
+    )
+
+
+def _rejected_key(exc: APIStatusError) -> str:
+    return f"the API rejected the key (HTTP {exc.status}) — check {ENV_API_KEY}"
+
+
+def _report_halt(error: LumaError, pending: int) -> int:
+    """The message and exit status for a run that stopped creating: a rejected key
+    (2) or an unreachable API (69). Its items stay pending for a rerun."""
+    items = f"{pending} item{'s' if pending != 1 else ''}"
+    if isinstance(error, AuthenticationError | PermissionDeniedError):
+        _err(_rejected_key(error))
+        _err(f"{items} stay pending: run the same command again with the right key")
+        return EXIT_USAGE
+    if isinstance(error, APIUnreachableError):
+        _err(str(error))
+        _err(f"{items} stay pending: run the same command again once the API can be reached")
+        return EXIT_UNAVAILABLE
+    status = getattr(error, "status", None)
+    if status == 402:
+        advice = "the account cannot pay for more generations: add credits (or raise its cap)"
+    elif status in (404, 405):
+        advice = f"check --base-url / {ENV_BASE_URL}"
+    else:
+        advice = "it would refuse every create"
+    _err(f"the API answered {error} to a create, which is not about the item: {advice}")
+    _err(f"{items} stay pending: run the same command again once it is fixed")
+    return EXIT_USAGE
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i)?)?b?\s*", re.IGNORECASE)
@@ -772,7 +870,17 @@ def _prices(path: str | None) -> Any:
     return PriceTable.from_file(path) if path else PriceTable()
 
 
-def _dry_run(args: argparse.Namespace, planner: Any, settings: Settings, limits: Limits) -> int:
+def _dry_run(
+    args: argparse.Namespace,
+    planner: Any,
+    settings: Settings,
+    limits: Limits,
+    manifest: Any,
+    prices: Any,
+) -> int:
+    """Print the plan; the exit status says whether the run would go through: 2 the
+    key rejected or items changed since created (without --redo-changed), 69 the
+    API unreachable, 1 over --budget, else 0."""
     from lumasched._progress import format_duration
 
     plan = planner.plan()
@@ -801,30 +909,132 @@ def _dry_run(args: argparse.Namespace, planner: Any, settings: Settings, limits:
     _out(f"  (from the expected latencies of {where}; items that build on others wait for them)")
     unpriced = f", {plan.unpriced} item(s) not priced" if plan.unpriced else ""
     _out(f"estimated cost: {_usd(plan.cost_cents)}{unpriced}")
+    statuses: list[int] = []
+    to_spend = plan.cost_cents
+    holder = _folder_holder(args)
+    if holder is not None:
+        _out(f"in use by another run now ({holder}): the run would be refused")
+        statuses.append(EXIT_USAGE)
+    review = _journal_review(args, manifest, prices)
+    if review is not None:
+        to_spend = review.create_cents
+        statuses += _print_review(args, review)
     if args.budget is not None:
-        verdict = "within" if plan.cost_cents <= args.budget * 100 else "OVER"
-        _out(f"budget: ${args.budget:,.2f} ({verdict} budget)")
+        over = to_spend > args.budget * 100
+        verdict = "OVER" if over else "within"
+        what = "this run's creates" if review is not None else "the plan"
+        _out(f"budget: ${args.budget:,.2f} ({verdict} budget for {what}: {_usd(to_spend)})")
+        if over:
+            statuses.append(EXIT_FAILED)
     if settings.api_key is not None and not args.emulator:
-        balance = _credits_or_none(settings)
-        if balance is not None:
-            enough = "enough" if balance >= plan.cost_cents else "NOT enough"
+        balance = _check_credits(settings)
+        if isinstance(balance, float):
+            enough = "enough" if balance >= to_spend else "NOT enough"
             _out(f"credit balance: {_usd(balance)} ({enough} for this batch)")
+        elif isinstance(balance, AuthenticationError | PermissionDeniedError):
+            _err(_rejected_key(balance))
+            statuses.append(EXIT_USAGE)
+        elif isinstance(balance, ConnectError):
+            _err(f"cannot reach the API at {settings.base_url}: {balance}")
+            statuses.append(EXIT_UNAVAILABLE)
+        else:
+            _err(f"could not read the credit balance: {balance}")
+    elif not args.emulator:
+        _out(f"credit balance: not checked (no key: {ENV_API_KEY} is not set)")
     _out("dry run: nothing was sent")
+    # The most telling status first: what the user must fix before the run can go.
+    for status in (EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_FAILED):
+        if status in statuses:
+            return status
     return EXIT_OK
 
 
-def _credits_or_none(settings: Settings) -> float | None:
-    from lumasched.api import LumaClient
+def _folder_holder(args: argparse.Namespace) -> Any:
+    """The run holding the journal (or, with --journal elsewhere, the folder), if any."""
+    from lumasched._ownership import FOLDER, holder_of
+
+    journal: Path = args.journal or args.out / JOURNAL_NAME
+    holder = holder_of(journal)
+    if holder is None and args.journal is not None:
+        holder = holder_of(args.out / FOLDER)
+    return holder
+
+
+def _journal_review(args: argparse.Namespace, manifest: Any, prices: Any) -> Any:
+    """What the journal of an earlier run changes in the plan (None without one).
+    Read only: works while a run holds the journal."""
+    from lumasched._changes import review
+    from lumasched.journal import Journal
+
+    path: Path = args.journal or args.out / JOURNAL_NAME
+    if not path.is_file():
+        return None
+    with Journal(path, read_only=True) as journal:
+        if journal.batch is not None and journal.batch != manifest.path.name:
+            raise JournalError(
+                f"{path}: journal belongs to batch {journal.batch!r}, not "
+                f"{manifest.path.name!r}; use another --journal path (or --out directory)"
+            )
+        return review(
+            manifest,
+            journal,
+            redo_changed=args.redo_changed,
+            retry_failed=args.retry_failed,
+            prices=prices,
+        )
+
+
+def _print_review(args: argparse.Namespace, review: Any) -> list[int]:
+    _out(
+        f"journal: {review.completed} completed, {review.in_flight} in flight, "
+        f"{review.failed} failed"
+    )
+    _out(f"this run would create {review.to_create} item(s): {_usd(review.create_cents)}")
+    if review.freed:
+        _out(f"  including {review.freed} that failed with nothing created (key, network, refusal)")
+    retry = len(review.retryable)
+    if retry and args.retry_failed:
+        _out(
+            f"  including {retry} whose generation failed (--retry-failed): "
+            f"{_usd(review.retry_cents)}"
+        )
+    elif retry:
+        _out(
+            f"{retry} item(s) whose generation failed stay failed; --retry-failed creates "
+            f"them again: {_usd(review.retry_cents)}"
+        )
+    changed = len(review.changed)
+    if not changed:
+        return []
+    for problem in review.changed:
+        _out(f"  {problem}")
+    if args.redo_changed:
+        _out(
+            f"  including {changed} changed since created (--redo-changed): "
+            f"{_usd(review.changed_cents)}"
+        )
+        return []
+    _out(
+        f"{changed} item(s) changed since created: the run would refuse; --redo-changed "
+        f"creates them anew: {_usd(review.changed_cents)}"
+    )
+    return [EXIT_USAGE]
+
+
+def _check_credits(settings: Settings) -> float | LumaError:
+    """The credit balance, or the error that kept it from being read (bounded: the
+    plan itself needs no network, and a dry run must not hang on a dead one)."""
+    from lumasched.api import LumaClient, RetryPolicy
 
     async def go() -> float:
-        async with LumaClient(settings=settings) as client:
+        retry = RetryPolicy(attempts=3, total_timeout=15.0)
+        async with LumaClient(settings=settings, retry=retry) as client:
             return float((await client.credits()).credit_balance)
 
     try:
         return asyncio.run(go())
     except LumaError as exc:
-        _err(f"could not read the credit balance: {exc}")
-        return None
+        return exc
 
 
 def _usd(cents: float) -> str:

@@ -7,6 +7,7 @@
     ├── ValidationError             a request (or manifest item) is invalid; nothing was sent
     ├── TransportError              the request did not complete at the HTTP level
     │   ├── ConnectError            could not connect: the server surely did not act
+    │   │   └── APIUnreachableError     still could not connect after the allowed time
     │   ├── TimeoutError            connect/read/total deadline passed (may have reached the server)
     │   ├── TooManyRedirects        still redirected after aiohttp's 10 hops (a redirect loop)
     │   └── ResponseTooLargeError   an API answer larger than the cap (``max_response_bytes``)
@@ -30,6 +31,8 @@
     ├── DownloadError               an asset could not be fetched, written or verified
     │   └── AssetTooLargeError      the asset is larger than ``max_asset_size``
     ├── JournalError                the journal is unreadable or belongs to another batch
+    │   └── JournalLockedError      another run (or ``Journal``) holds the journal
+    ├── ItemsChangedError           items were edited after their generation was created
     ├── StorageError                the journal or results file cannot be written (disk full, ...)
     ├── JournalledFailure           a job failed in an earlier run (as its journal recorded)
     ├── ClaimLost                   another worker took the item over: not created here
@@ -48,10 +51,13 @@ from __future__ import annotations
 
 import builtins
 import enum
+import time
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
     "APIStatusError",
+    "APIUnreachableError",
     "AmbiguousCreateError",
     "AssetTooLargeError",
     "AuthenticationError",
@@ -68,9 +74,11 @@ __all__ = [
     "GenerationFailed",
     "GenerationTimeout",
     "InternalServerError",
+    "ItemsChangedError",
     "JobCancelled",
     "JobDeferred",
     "JournalError",
+    "JournalLockedError",
     "JournalledFailure",
     "LumaError",
     "MissingAssetError",
@@ -146,6 +154,20 @@ class TransportError(LumaError):
 
 class ConnectError(TransportError):
     """No connection could be made: the server surely did not see the request."""
+
+
+class APIUnreachableError(ConnectError):
+    """The API could not be reached for ``waited`` seconds (``since``: UNIX time of the
+    first failure; ``url``: the base URL; ``cause``: the last connect error). Nothing
+    was created meanwhile: the jobs not created stay pending for a later run."""
+
+    def __init__(self, url: str, *, since: float, waited: float, cause: str) -> None:
+        self.since = since
+        self.waited = waited
+        self.cause = cause
+        super().__init__(
+            f"cannot reach the API at {url} (gave up after {waited:.0f}s): {cause}", url=url
+        )
 
 
 class TimeoutError(TransportError, builtins.TimeoutError):
@@ -394,6 +416,54 @@ class AssetTooLargeError(DownloadError):
 
 class JournalError(LumaError):
     """The journal cannot be used (corrupt, newer schema, or another batch's)."""
+
+
+class JournalLockedError(JournalError):
+    """Another run holds the journal (or output folder): ``pid``, ``host`` and
+    ``since`` (UNIX time) name it, when its lock file says. The OS drops the lock
+    when that process ends in any way, so the next run is never blocked by a dead one."""
+
+    def __init__(
+        self,
+        path: Any,
+        pid: int | None,
+        host: str | None,
+        since: float | None,
+        what: str = "journal",
+    ) -> None:
+        self.path = path
+        self.pid = pid
+        self.host = host
+        self.since = since
+        holder = holder_text(pid, host, since)
+        super().__init__(
+            f"{path}: this {what} is in use by another lumasched run ({holder}); "
+            "wait for it to end (or stop it), then run again"
+        )
+
+
+def holder_text(pid: int | None, host: str | None, since: float | None) -> str:
+    """``pid 12 on host, since 2026-01-01 10:00:00 UTC`` (what is known of a lock holder)."""
+    if pid is None:
+        return "another process"
+    text = f"pid {pid} on {host or 'an unknown host'}"
+    if since is not None:
+        text += ", since " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    return text
+
+
+class ItemsChangedError(LumaError):
+    """Items whose request changed after their generation was created: re-creating
+    them costs money, so it needs an explicit choice (``--redo-changed``).
+    ``problems`` has one ``FILE:LINE: id: ...`` entry per item."""
+
+    def __init__(self, problems: Sequence[Problem], *, cost_cents: float | None = None) -> None:
+        self.problems = list(problems)
+        self.cost_cents = cost_cents
+        """Estimated cost of creating them anew, when known."""
+        count = len(self.problems)
+        lines = "".join(f"\n  {problem}" for problem in self.problems)
+        super().__init__(f"{count} item{'s' if count != 1 else ''} changed since created:{lines}")
 
 
 class StorageError(LumaError):

@@ -20,6 +20,13 @@ scheduler looking up a submitted key, on its event loop) never waits for a
 write's fsync. The scheduler runs writes in a worker thread, several at once
 in one transaction (``Journal.apply``: one fsync for all of them); the CLI's
 ``status`` command reads directly.
+
+A journal has one owner at a time: opening one takes an exclusive OS lock on
+``<path>.lock`` (``lumasched._ownership``), so a second ``Journal`` on the same
+file, in any process, raises ``JournalLockedError`` naming the holder. The
+kernel drops the lock when its process dies, so a killed run never blocks the
+next. ``Journal(path, read_only=True)`` is a reader (``lumasched status``): it
+takes no lock and works while a run holds the journal.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any, Self
 
 import attrs
 
+from lumasched._ownership import OwnerLock
 from lumasched._storage import is_storage_error, sqlite_storage_error, storage_error
 from lumasched.errors import JournalError, StorageError
 
@@ -73,7 +81,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at     REAL,
     completed_at   REAL,
     downloaded_at  REAL,
-    updated_at     REAL NOT NULL
+    updated_at     REAL NOT NULL,
+    request_digest TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
@@ -125,6 +134,10 @@ class JournalRecord:
     completed_at: float | None
     downloaded_at: float | None
     updated_at: float
+    request_digest: str | None = None
+    """Digest of the request as submitted when its create was sent (see
+    ``lumasched._changes.request_digest``); None before that, and in journals
+    written before lumasched recorded it."""
 
     @property
     def finished(self) -> bool:
@@ -195,11 +208,31 @@ class Journal:
     ``close()``.
     """
 
-    def __init__(self, path: str | Path, *, batch: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, batch: str | None = None, read_only: bool = False
+    ) -> None:
         self.path = Path(path)
+        self.read_only = read_only
+        self.batch = batch
         self._lock = threading.Lock()
+        self._owner: OwnerLock | None = None
+        if read_only:
+            self._open_reader_only()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Before SQLite touches anything: a second owner must change nothing.
+            self._owner = OwnerLock(self.path)
+        except OSError as exc:  # no space, a read-only file system, permissions
+            raise storage_error(exc, self.path, "journal") from exc
+        try:
+            self._open()
+        except BaseException:
+            self._owner.release()
+            raise
+
+    def _open(self) -> None:
+        try:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
@@ -213,7 +246,7 @@ class Journal:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
-            self._init_schema(batch)
+            self._init_schema(self.batch)
         except sqlite3.DatabaseError as exc:
             conn.close()
             if is_storage_error(exc):
@@ -236,6 +269,35 @@ class Journal:
         reader.row_factory = sqlite3.Row
         reader.execute("PRAGMA busy_timeout=30000")
         self._reader = reader
+
+    def _open_reader_only(self) -> None:
+        """A reader: no lock, no schema change; every write raises ``JournalError``."""
+        if not self.path.is_file():
+            raise JournalError(f"{self.path}: no journal there")
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=30000")
+            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: not a usable journal: {exc}") from exc
+        version = int(meta.get("schema_version", SCHEMA_VERSION))
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise JournalError(
+                f"{self.path}: journal schema {version}, this lumasched reads {SCHEMA_VERSION}"
+            )
+        self.batch = meta.get("batch")
+        self._conn = conn
+        self._reader = conn
+        self._read_lock = threading.Lock()
+        self._next_seq = 0
 
     def _init_schema(self, batch: str | None) -> None:
         with self._lock:
@@ -260,12 +322,19 @@ class Journal:
             if batch is not None and stored is None:
                 cur.execute("INSERT INTO meta VALUES ('batch', ?)", (batch,))
             self.batch = batch if stored is None else stored
+            columns = {row[1] for row in cur.execute("PRAGMA table_info(jobs)").fetchall()}
+            if "request_digest" not in columns:
+                # Written by lumasched 0.1.0: the digest is new. Old rows keep NULL
+                # (their recorded request stands in for it; see lumasched._changes).
+                cur.execute("ALTER TABLE jobs ADD COLUMN request_digest TEXT")
 
     class _Tx:
         def __init__(self, journal: Journal) -> None:
             self.journal = journal
 
         def __enter__(self) -> sqlite3.Cursor:
+            if self.journal.read_only:
+                raise JournalError(f"{self.journal.path}: opened read-only")
             self.journal._lock.acquire()
             try:
                 self.cur = self.journal._conn.cursor()
@@ -309,10 +378,15 @@ class Journal:
         return int(row[0])
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-        with self._read_lock:
-            self._reader.close()
+        """Close the journal and give up its lock (safe to call twice)."""
+        try:
+            with self._lock:
+                self._conn.close()
+            with self._read_lock:
+                self._reader.close()
+        finally:
+            if self._owner is not None:
+                self._owner.release()
 
     def __enter__(self) -> Self:
         return self
@@ -341,11 +415,24 @@ class Journal:
         body: dict[str, Any],
         sent_at: float,
         owner: str | None = None,
+        digest: str | None = None,
     ) -> None:
-        """Commit the intent to create (call it before the request is sent)."""
+        """Commit the intent to create (call it before the request is sent);
+        ``digest`` identifies the request as submitted (to notice later edits)."""
         with self._tx() as cur:
             JournalBatch(self, cur).record_intent(
-                key, lease_id=lease_id, body=body, sent_at=sent_at, owner=owner
+                key, lease_id=lease_id, body=body, sent_at=sent_at, owner=owner, digest=digest
+            )
+
+    def restart(
+        self, key: str, *, request: dict[str, Any], kind: str, family: str, reason: str
+    ) -> None:
+        """Make ``key`` a job never sent, with ``request``: its next run creates it
+        anew (``--redo-changed``, ``--retry-failed``). What it had (generation id,
+        file, failure) is forgotten; the file on disk stays until replaced."""
+        with self._tx() as cur:
+            JournalBatch(self, cur).restart(
+                key, request=request, kind=kind, family=family, reason=reason
             )
 
     def clear_intent(self, key: str, *, state: str = "queued", reason: str | None = None) -> None:
@@ -507,13 +594,28 @@ class JournalBatch:
         body: dict[str, Any],
         sent_at: float,
         owner: str | None = None,
+        digest: str | None = None,
     ) -> None:
         """See ``Journal.record_intent``."""
         self._update(
             key,
             "attempts = attempts + 1, state = 'creating', reason = NULL, generation_id = NULL,"
-            " lease_id = ?, intent_body = ?, intent_at = ?, owner = ?",
-            (lease_id, _dumps(body), sent_at, owner),
+            " lease_id = ?, intent_body = ?, intent_at = ?, owner = ?, request_digest = ?",
+            (lease_id, _dumps(body), sent_at, owner, digest),
+        )
+
+    def restart(
+        self, key: str, *, request: dict[str, Any], kind: str, family: str, reason: str
+    ) -> None:
+        """See ``Journal.restart``."""
+        self._update(
+            key,
+            "state = 'pending', reason = ?, error_type = NULL, generation_id = NULL,"
+            " lease_id = NULL, intent_body = NULL, intent_at = NULL, owner = NULL,"
+            " generation = NULL, path = NULL, sha256 = NULL, bytes = NULL, created_at = NULL,"
+            " completed_at = NULL, downloaded_at = NULL, request_digest = NULL,"
+            " request = ?, kind = ?, family = ?",
+            (reason, _dumps(request), kind, family),
         )
 
     def clear_intent(self, key: str, *, state: str = "queued", reason: str | None = None) -> None:

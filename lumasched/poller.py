@@ -316,6 +316,9 @@ class Poller:
         self._streaks: dict[LatencyKey, tuple[int, int]] = {}
         self._undocumented: set[str] = set()
         self._stats: dict[str, int] = dict.fromkeys(attrs.fields_dict(PollerStats), 0)
+        self.on_status: Callable[[BaseException | None], object] | None = None
+        """Called with each status request's error, or None when the API answered
+        (the scheduler learns from it whether the key and the network still work)."""
 
     # -- public surface -------------------------------------------------------
 
@@ -550,6 +553,7 @@ class Poller:
                 self._failed("list", exc, due)
                 return []
             received = self._clock.monotonic()
+            self._report(None)
             generations = list(page.generations)
             for g in generations:
                 w = self._watched.get(g.id)
@@ -590,10 +594,12 @@ class Poller:
             except Exception as exc:
                 self._failed("get", exc, [w])
                 return
+            self._report(None)
             w.not_found = 0
             await self._apply(w, g, sent, self._clock.monotonic())
 
     def _failed(self, what: str, exc: Exception, watches: list[_Watch]) -> None:
+        self._report(exc)
         self._stats["errors"] += 1
         for w in watches:
             w.errors += 1
@@ -605,6 +611,13 @@ class Poller:
             logger.warning("status %s failed (will retry): %s", what, exc)
         else:
             logger.warning("status %s failed (will retry)", what, exc_info=exc)
+
+    def _report(self, error: BaseException | None) -> None:
+        if self.on_status is not None:
+            try:
+                self.on_status(error)
+            except Exception:
+                logger.exception("on_status hook failed")
 
     async def _apply(self, w: _Watch, g: Generation, sent: float, received: float) -> None:
         """Deliver what the API said about ``w``."""

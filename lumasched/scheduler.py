@@ -56,6 +56,7 @@ from lumasched._creating import Budget, Creator, ReconcileTimes
 from lumasched._following import Follower
 from lumasched._jobtable import REF_PREFIX, JobTable
 from lumasched._journal_writes import JournalWriter
+from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP, Outage, Reachability
 from lumasched._reconcile import DEFAULT_SKEW
 from lumasched._restore import Restorer
 from lumasched._slots import Slots
@@ -111,6 +112,10 @@ class Scheduler:
             its send time) the list endpoint must keep *not* showing it before the
             create may be retried; ``reconcile_give_up``: when to stop trying and
             fail the job instead.
+        unreachable_give_up: how many seconds the API may stay unreachable
+            (connection refused, DNS, TLS, connect timeouts) before creating stops.
+            Until then jobs wait and creates are retried with backoff (see
+            ``outage()``); generations already created keep being polled.
         job_timeout: seconds a generation may take, from its create (or its
             pick-up from the journal), to reach a terminal state; past it the
             job fails with ``GenerationTimeout`` and the journal keeps its
@@ -118,6 +123,15 @@ class Scheduler:
             An undocumented state counts as still running.
         max_asset_size: the largest asset downloaded, in bytes (with
             ``out_dir``; a larger one fails its job with ``AssetTooLargeError``).
+
+    Errors that are not a job's own never fail it. When the API rejects the key
+    (401/403), refuses every create (402, a 404 from a wrong base URL, ...), or
+    stays unreachable past ``unreachable_give_up``, the scheduler creates
+    nothing more: every job not yet created, and every generation being
+    followed, stays in the journal where it was (``pending``, ``submitted``) and
+    its handle raises that one error (``AuthenticationError``,
+    ``PermissionDeniedError``, ``APIUnreachableError``, ...; also ``halted``).
+    A later session with the cause fixed picks them all up.
 
     A generation that completes without an asset URL is re-read a few times
     (the asset may appear a moment later); if none appears its job fails with
@@ -152,6 +166,7 @@ class Scheduler:
         owner: str | None = None,
         resume: bool = False,
         claims: ItemClaims | None = None,
+        unreachable_give_up: float = DEFAULT_UNREACHABLE_GIVE_UP,
         job_timeout: float | None = DEFAULT_JOB_TIMEOUT,
         max_asset_size: int | None = DEFAULT_MAX_ASSET_SIZE,
     ) -> None:
@@ -172,6 +187,9 @@ class Scheduler:
 
             poller = Poller(client, clock=clock)
         self._poller = poller
+        self._reachability = Reachability(
+            getattr(client, "base_url", ""), give_up=unreachable_give_up, clock=clock
+        )
         if downloader is None and out is not None:
             from lumasched.downloads import Downloader
 
@@ -226,7 +244,10 @@ class Scheduler:
             callback_url=callback_url,
             claims=claims,
             spawn=self._spawn,
+            reachability=self._reachability,
         )
+        # What the poll loop learns about the API (a rejected key, an outage) counts too.
+        poller.on_status = creator.status_checked
         self._restorer = Restorer(
             client,
             out,
@@ -496,6 +517,16 @@ class Scheduler:
         if job is None:
             job = self._restorer.ended(key)
         return job
+
+    @property
+    def halted(self) -> LumaError | None:
+        """The error that stopped creating for this session (a rejected key, an API
+        unreachable too long), or None. Every job parked because of it raises it."""
+        return self._table.halted
+
+    def outage(self) -> Outage | None:
+        """Since when, and why, the API cannot be reached (None while it answers)."""
+        return self._reachability.outage()
 
     @property
     def spent_cents(self) -> float:

@@ -90,7 +90,12 @@ def test_a_misbehaving_server_ends_every_item_with_its_reason(
     assert "is 1000000000000 bytes" in reasons["huge-asset"]
     assert "redirect loop" in reasons["redirect-asset"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["limits.toml", "m.jsonl", "out"]
-    assert sorted(p.name for p in out.iterdir()) == ["journal.sqlite", "ok.mp4", "results.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "journal.sqlite",
+        "journal.sqlite.lock",  # the run's ownership of the folder (empty once it ends)
+        "ok.mp4",
+        "results.jsonl",
+    ]
     for key in reasons:
         assert f"{key}: " in captured.out  # the summary lists each failure
 

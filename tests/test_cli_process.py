@@ -157,3 +157,23 @@ async def test_second_ctrl_c_stops_at_once_and_rerun_resumes(emu: Emulator, tmp_
     assert "resumed     clip-00 (polling" in stdout.decode()
     assert emu.inspect.creates_total == len(ITEMS)
     assert emu.inspect.duplicate_creates == 0
+
+
+async def test_two_runs_on_one_folder_the_second_is_refused(emu: Emulator, tmp_path: Path) -> None:
+    """A second run of the same command while the first runs exits 2 at once, naming the
+    first (pid, host, since); it sends nothing, so nothing is created twice."""
+    first = await _start(emu, tmp_path)
+    await _wait_for_creates(emu, 1)
+    second = await _start(emu, tmp_path)
+    stdout, stderr = await asyncio.wait_for(second.communicate(), 20)
+    assert second.returncode == 2, (stdout.decode(), stderr.decode())
+    text = stderr.decode()
+    assert "in use by another lumasched run" in text
+    assert f"pid {first.pid} on " in text and " since " in text
+    assert "Traceback" not in text
+    assert first.returncode is None, "the first run goes on"
+    stdout, stderr = await asyncio.wait_for(first.communicate(), 45)
+    assert first.returncode == 0, (stdout.decode(), stderr.decode())
+    assert emu.inspect.creates_total == len(ITEMS)
+    assert emu.inspect.duplicate_creates == 0
+    assert {r["state"] for r in read_results(tmp_path / "out").values()} == {"completed"}

@@ -407,13 +407,20 @@ class LumaClient:
     # -- create ------------------------------------------------------------------------
 
     async def create(
-        self, request: CreateRequest, *, retry_rate_limited: bool = True, validate: bool = True
+        self,
+        request: CreateRequest,
+        *,
+        retry_rate_limited: bool = True,
+        validate: bool = True,
+        retry_connect: bool = True,
     ) -> Generation:
         """Start a generation. Validates first (``ValidationError``; nothing is sent).
 
         Retried only when the server surely did not act: the connection could not be
         made, or (with ``retry_rate_limited``) it answered 429. With
-        ``retry_rate_limited=False`` a 429 raises ``RateLimitError`` at once. When the
+        ``retry_rate_limited=False`` a 429 raises ``RateLimitError`` at once, and with
+        ``retry_connect=False`` a connect error raises ``ConnectError`` at once (the
+        scheduler keeps its own backoff, to report an outage quickly). When the
         request may have reached the server and no usable answer came back, raises
         ``AmbiguousCreateError``: reconcile (e.g. with ``list``) before sending again.
         """
@@ -445,7 +452,7 @@ class LumaClient:
                     "POST", path, body=body, read_timeout=read_timeout, deadline=deadline
                 )
             except ConnectError as exc:
-                raise _Failed(exc, retryable=True) from exc
+                raise _Failed(exc, retryable=retry_connect) from exc
             except TransportError as exc:
                 raise ambiguous(f"no answer after sending: {exc}", exc, sent_at) from exc
             if 300 <= answer.status < 400:
