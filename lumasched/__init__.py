@@ -111,7 +111,6 @@ from lumasched.jobs import (
     JobState,
     Timings,
 )
-from lumasched.journal import Journal
 from lumasched.limits import (
     BUILD_TIER,
     Family,
@@ -133,6 +132,7 @@ from lumasched.poller import (
 )
 from lumasched.pricing import PriceTable, estimate_cost_cents
 from lumasched.scheduler import Scheduler
+from lumasched.store.journal import Journal
 
 if TYPE_CHECKING:
     from lumasched.emulator import Emulator, EmulatorConfig, Faults

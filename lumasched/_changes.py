@@ -29,10 +29,10 @@ from lumasched._digest import recorded_digest, request_digest
 from lumasched._jobtable import REF_PREFIX
 from lumasched._restore import rerunnable
 from lumasched.api import CreateRequest, request_to_dict
-from lumasched.journal import Journal, JournalRecord
 from lumasched.limits import family_of
 from lumasched.manifest import Manifest, ManifestItem, ManifestProblem
 from lumasched.pricing import PriceTable, estimate_cost_cents
+from lumasched.store.journal import Journal, JournalRecord
 
 __all__ = ["Review", "review", "submitted_request"]
 

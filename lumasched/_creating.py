@@ -34,7 +34,6 @@ from lumasched._clock import Clock
 from lumasched._digest import request_digest
 from lumasched._following import Follower
 from lumasched._jobtable import REF_PREFIX, JobTable
-from lumasched._journal_writes import JournalWriter
 from lumasched._reachability import Reachability
 from lumasched._reconcile import find_created, fingerprint, match_body
 from lumasched._slots import Slots
@@ -56,11 +55,12 @@ from lumasched.errors import (
 from lumasched.jobs import Job
 from lumasched.jobs import JobState as S
 from lumasched.limits import Family
+from lumasched.store._writes import JournalWriter
 
 if TYPE_CHECKING:
     from lumasched.api import LumaClient
     from lumasched.claims import ItemClaims
-    from lumasched.journal import JournalRecord
+    from lumasched.store.journal import JournalRecord
 
 __all__ = ["Budget", "Creator", "ReconcileTimes"]
 

@@ -10,7 +10,7 @@ from lumasched.api import CreateRequest, request_from_dict, request_to_dict
 from lumasched.errors import LumaError
 
 if TYPE_CHECKING:
-    from lumasched.journal import JournalRecord
+    from lumasched.store.journal import JournalRecord
 
 __all__ = ["recorded_digest", "request_digest"]
 

@@ -21,12 +21,12 @@ import attrs
 
 from lumasched._clock import Clock
 from lumasched._jobtable import JobTable
-from lumasched._journal_writes import JournalWriter
 from lumasched._slots import Slots
 from lumasched.errors import DownloadError, GenerationFailed, LumaError, MissingAssetError
 from lumasched.jobs import Job, JobResult
 from lumasched.jobs import JobState as S
 from lumasched.limits import Family
+from lumasched.store._writes import JournalWriter
 
 if TYPE_CHECKING:
     from lumasched.api import Generation, LumaClient

@@ -25,14 +25,14 @@ from typing import Any
 import anyio
 import attrs
 
-from lumasched._journal_writes import JournalWriter
 from lumasched.api import CreateRequest, generation_refs, request_to_dict
 from lumasched.errors import DependencyFailed, LumaError
 from lumasched.events import EventHub
 from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobDeferred, JobEvent, JobResult
 from lumasched.jobs import JobState as S
-from lumasched.journal import NewJob
 from lumasched.limits import Family, family_of
+from lumasched.store._writes import JournalWriter
+from lumasched.store.journal import NewJob
 
 __all__ = ["REF_PREFIX", "JobTable"]
 

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from lumasched._results import failure_reason
 from lumasched.api import request_to_dict
 from lumasched.claims import (
     Claim,
@@ -45,9 +44,10 @@ from lumasched.claims import (
 )
 from lumasched.errors import ClaimLost
 from lumasched.jobs import Job, JobDeferred, JobState
-from lumasched.journal import Journal, JournalRecord, NewJob
 from lumasched.limits import Family
 from lumasched.manifest import Manifest, ManifestItem
+from lumasched.store.journal import Journal, JournalRecord, NewJob
+from lumasched.store.results import failure_reason
 
 if TYPE_CHECKING:
     from lumasched._config import Settings

@@ -23,7 +23,6 @@ from lumasched._creating import Creator
 from lumasched._digest import recorded_digest, request_digest
 from lumasched._following import Follower
 from lumasched._jobtable import JobTable
-from lumasched._journal_writes import JournalWriter
 from lumasched._slots import Slots
 from lumasched.api import CreateRequest, Generation, request_from_dict, request_to_dict
 from lumasched.errors import (
@@ -36,8 +35,9 @@ from lumasched.errors import (
 )
 from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult, Timings
 from lumasched.jobs import JobState as S
-from lumasched.journal import JournalRecord
 from lumasched.limits import family_of
+from lumasched.store._writes import JournalWriter
+from lumasched.store.journal import JournalRecord
 
 if TYPE_CHECKING:
     from lumasched.api import LumaClient

@@ -28,10 +28,7 @@ import attrs
 
 from lumasched._changes import Review, review
 from lumasched._config import Settings
-from lumasched._ownership import FOLDER, OwnerLock
 from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP
-from lumasched._results import ResultsWriter, failure_reason, result_line
-from lumasched._storage import first_storage_error
 from lumasched.api import CreateRequest
 from lumasched.errors import (
     APIUnreachableError,
@@ -43,10 +40,13 @@ from lumasched.errors import (
 )
 from lumasched.events import Counters
 from lumasched.jobs import Job, JobDeferred, JobResult
-from lumasched.journal import Journal
 from lumasched.limits import Family, Limits, make_limiter
 from lumasched.manifest import Manifest
 from lumasched.pricing import PriceTable, estimate_cost_cents
+from lumasched.store._ownership import FOLDER, OwnerLock
+from lumasched.store._storage import first_storage_error
+from lumasched.store.journal import Journal
+from lumasched.store.results import ResultsWriter, failure_reason, result_line
 
 __all__ = ["Display", "RunOptions", "RunOutcome", "run_batch"]
 

@@ -593,8 +593,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from lumasched._ownership import holder_of
-    from lumasched.journal import Journal
+    from lumasched.store._ownership import holder_of
+    from lumasched.store.journal import Journal
 
     path: Path = args.journal or args.dir / JOURNAL_NAME
     if not path.is_file():
@@ -951,7 +951,7 @@ def _dry_run(
 
 def _folder_holder(args: argparse.Namespace) -> Any:
     """The run holding the journal (or, with --journal elsewhere, the folder), if any."""
-    from lumasched._ownership import FOLDER, holder_of
+    from lumasched.store._ownership import FOLDER, holder_of
 
     journal: Path = args.journal or args.out / JOURNAL_NAME
     holder = holder_of(journal)
@@ -964,7 +964,7 @@ def _journal_review(args: argparse.Namespace, manifest: Any, prices: Any) -> Any
     """What the journal of an earlier run changes in the plan (None without one).
     Read only: works while a run holds the journal."""
     from lumasched._changes import review
-    from lumasched.journal import Journal
+    from lumasched.store.journal import Journal
 
     path: Path = args.journal or args.out / JOURNAL_NAME
     if not path.is_file():

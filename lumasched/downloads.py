@@ -41,8 +41,8 @@ import anyio
 import attrs
 
 from lumasched._config import DEFAULT_MAX_ASSET_SIZE
-from lumasched._storage import os_reason
 from lumasched.errors import AssetTooLargeError, DownloadError, LumaError, TooManyRedirects
+from lumasched.store._storage import os_reason
 
 if TYPE_CHECKING:
     from lumasched.api import AssetStream

@@ -55,18 +55,18 @@ from lumasched._config import DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ASSET_SIZE
 from lumasched._creating import Budget, Creator, ReconcileTimes
 from lumasched._following import Follower
 from lumasched._jobtable import REF_PREFIX, JobTable
-from lumasched._journal_writes import JournalWriter
 from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP, Outage, Reachability
 from lumasched._reconcile import DEFAULT_SKEW
 from lumasched._restore import Restorer
 from lumasched._slots import Slots
-from lumasched._storage import first_storage_error
 from lumasched.api import CreateRequest
 from lumasched.errors import JournalledFailure, LumaError, StorageError
 from lumasched.events import Counters, EventHub, Listener
 from lumasched.jobs import Job, JobEvent, JobResult, JobState
-from lumasched.journal import Journal
 from lumasched.limits import Family, Limiter, Limits
+from lumasched.store._storage import first_storage_error
+from lumasched.store._writes import JournalWriter
+from lumasched.store.journal import Journal
 
 if TYPE_CHECKING:
     from lumasched.api import LumaClient

@@ -12,7 +12,7 @@ import pytest
 
 from lumasched import cli
 from lumasched._config import API_KEY_HELP
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 from tests import _cli_fixtures as fx
 from tests import _redis_fixtures as redis_fx
 from tests._cli_fixtures import (

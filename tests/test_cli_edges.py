@@ -15,7 +15,7 @@ import pytest
 from lumasched import cli
 from lumasched._config import Settings
 from lumasched.cli import EXIT_FAILED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, parse_size
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 from tests import _cli_fixtures as fx
 from tests._broken_server import ThreadedBrokenAPI, dumps, item
 from tests._cli_fixtures import ThreadedEmulator, read_results, write_jsonl

@@ -7,7 +7,7 @@ from pathlib import Path
 from lumasched.api import ImageRequest, VideoRequest
 from lumasched.downloads import sha256_file
 from lumasched.jobs import JobState
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 from tests._engine_fixtures import assert_within_limits, engine, scheduler_for
 
 

@@ -8,8 +8,8 @@ import anyio
 
 from lumasched.api import GenerationKeyframe, ImageRequest, Keyframes, VideoRequest
 from lumasched.jobs import JobEvent, JobState
-from lumasched.journal import Journal
 from lumasched.limits import Family, FamilyLimits, Limits
+from lumasched.store.journal import Journal
 from tests._engine_fixtures import engine
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from lumasched.api import ImageRequest
 from lumasched.jobs import JobDeferred, JobState
-from lumasched.journal import Journal
 from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.scheduler import Scheduler
+from lumasched.store.journal import Journal
 from tests._engine_fixtures import client_for, emulator, scheduler_for
 
 TWO = Limits(image=FamilyLimits(concurrency=2, requests=10, per_seconds=1.0))

@@ -18,7 +18,7 @@ from lumasched.errors import (
     LumaError,
 )
 from lumasched.jobs import Job
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 from tests._engine_fixtures import API_KEY, client_for, emulator, scheduler_for
 
 ITEMS = [

@@ -22,7 +22,7 @@ in one transaction (``Journal.apply``: one fsync for all of them); the CLI's
 ``status`` command reads directly.
 
 A journal has one owner at a time: opening one takes an exclusive OS lock on
-``<path>.lock`` (``lumasched._ownership``), so a second ``Journal`` on the same
+``<path>.lock`` (``lumasched.store._ownership``), so a second ``Journal`` on the same
 file, in any process, raises ``JournalLockedError`` naming the holder. The
 kernel drops the lock when its process dies, so a killed run never blocks the
 next. ``Journal(path, read_only=True)`` is a reader (``lumasched status``): it
@@ -41,9 +41,9 @@ from typing import Any, Self
 
 import attrs
 
-from lumasched._ownership import OwnerLock
-from lumasched._storage import is_storage_error, sqlite_storage_error, storage_error
 from lumasched.errors import JournalError, StorageError
+from lumasched.store._ownership import OwnerLock
+from lumasched.store._storage import is_storage_error, sqlite_storage_error, storage_error
 
 __all__ = ["SCHEMA_VERSION", "Journal", "JournalBatch", "JournalRecord", "NewJob", "Write"]
 

@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 
 from lumasched.errors import StorageError
-from lumasched.journal import Journal, JournalBatch, NewJob, Write
+from lumasched.store.journal import Journal, JournalBatch, NewJob, Write
 
 __all__ = ["JournalWriter"]
 

@@ -11,9 +11,9 @@ from collections.abc import Iterable, Set
 from pathlib import Path
 from typing import Any
 
-from lumasched._storage import storage_error
 from lumasched.errors import DependencyFailed, GenerationFailed
 from lumasched.jobs import Job, JobResult, Timings
+from lumasched.store._storage import storage_error
 
 __all__ = ["ResultsWriter", "result_line"]
 
