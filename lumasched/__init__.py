@@ -55,8 +55,8 @@ from lumasched.api import (
     request_from_dict,
     request_to_dict,
 )
-from lumasched.callbacks import CallbackReceiver, CallbackStats
-from lumasched.downloads import (
+from lumasched.engine.callbacks import CallbackReceiver, CallbackStats
+from lumasched.engine.downloads import (
     Downloader,
     DownloaderStats,
     DownloadResult,
@@ -64,6 +64,24 @@ from lumasched.downloads import (
     safe_target,
     sha256_file,
 )
+from lumasched.engine.events import Counters, FamilyCounts
+from lumasched.engine.jobs import (
+    Job,
+    JobCancelled,
+    JobDeferred,
+    JobEvent,
+    JobResult,
+    JobState,
+    Timings,
+)
+from lumasched.engine.poller import (
+    LatencyEstimator,
+    LatencyKey,
+    Poller,
+    PollerStats,
+    latency_key_for,
+)
+from lumasched.engine.scheduler import Scheduler
 from lumasched.errors import (
     AmbiguousCreateError,
     APIStatusError,
@@ -101,16 +119,6 @@ from lumasched.errors import (
     UnprocessableEntityError,
     ValidationError,
 )
-from lumasched.events import Counters, FamilyCounts
-from lumasched.jobs import (
-    Job,
-    JobCancelled,
-    JobDeferred,
-    JobEvent,
-    JobResult,
-    JobState,
-    Timings,
-)
 from lumasched.limits import (
     BUILD_TIER,
     Family,
@@ -123,15 +131,7 @@ from lumasched.limits import (
     family_of,
     make_limiter,
 )
-from lumasched.poller import (
-    LatencyEstimator,
-    LatencyKey,
-    Poller,
-    PollerStats,
-    latency_key_for,
-)
 from lumasched.pricing import PriceTable, estimate_cost_cents
-from lumasched.scheduler import Scheduler
 from lumasched.store.journal import Journal
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 what failed, what is left to create, and what that costs.
 
 Each create's intent records a digest of the request as submitted
-(``lumasched._digest.request_digest``): the item's own fields, with references to other items
+(``lumasched.engine._digest.request_digest``): the item's own fields, with references to other items
 by item id, without the ``callback_url`` the scheduler may add. On a rerun an
 item whose request no longer has that digest was edited after its generation
 was created. Reporting it done would hand over the old file for a new prompt,
@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import attrs
 
-from lumasched._digest import recorded_digest, request_digest
-from lumasched._jobtable import REF_PREFIX
-from lumasched._restore import rerunnable
 from lumasched.api import CreateRequest, request_to_dict
+from lumasched.engine._digest import recorded_digest, request_digest
+from lumasched.engine._jobtable import REF_PREFIX
+from lumasched.engine._restore import rerunnable
 from lumasched.limits import family_of
 from lumasched.manifest import Manifest, ManifestItem, ManifestProblem
 from lumasched.pricing import PriceTable, estimate_cost_cents

@@ -36,7 +36,7 @@ def item_digest(item: ManifestItem) -> str:
     """The digest of a manifest item's request as the runner submits it (items it
     builds on stand as references), equal to the digest of its journal row."""
     from lumasched.api import request_to_dict
-    from lumasched.scheduler import Scheduler
+    from lumasched.engine.scheduler import Scheduler
 
     return request_digest(request_to_dict(item.resolve(Scheduler.ref)))
 

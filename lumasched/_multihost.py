@@ -42,8 +42,8 @@ from lumasched.claims import (
     item_digest,
     request_digest,
 )
+from lumasched.engine.jobs import Job, JobDeferred, JobState
 from lumasched.errors import ClaimLost
-from lumasched.jobs import Job, JobDeferred, JobState
 from lumasched.limits import Family
 from lumasched.manifest import Manifest, ManifestItem
 from lumasched.store.journal import Journal, JournalRecord, NewJob
@@ -424,7 +424,7 @@ class ClaimedRun:
 
 
 def _ref(item_id: str) -> str:
-    from lumasched.scheduler import Scheduler
+    from lumasched.engine.scheduler import Scheduler
 
     return Scheduler.ref(item_id)
 

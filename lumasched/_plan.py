@@ -16,9 +16,9 @@ from collections import deque
 import attrs
 
 from lumasched.api import CreateRequest
+from lumasched.engine.poller import LatencyEstimator, latency_key_for
 from lumasched.limits import Family, Limits
 from lumasched.manifest import ManifestItem
-from lumasched.poller import LatencyEstimator, latency_key_for
 from lumasched.pricing import PriceTable, estimate_cost_cents
 
 __all__ = ["Plan", "PlanGroup", "Planner", "expected_latency"]

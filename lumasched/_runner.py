@@ -28,8 +28,10 @@ import attrs
 
 from lumasched._changes import Review, review
 from lumasched._config import Settings
-from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.api import CreateRequest
+from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP
+from lumasched.engine.events import Counters
+from lumasched.engine.jobs import Job, JobDeferred, JobResult
 from lumasched.errors import (
     APIUnreachableError,
     AuthenticationError,
@@ -38,8 +40,6 @@ from lumasched.errors import (
     PermissionDeniedError,
     StorageError,
 )
-from lumasched.events import Counters
-from lumasched.jobs import Job, JobDeferred, JobResult
 from lumasched.limits import Family, Limits, make_limiter
 from lumasched.manifest import Manifest
 from lumasched.pricing import PriceTable, estimate_cost_cents
@@ -230,7 +230,7 @@ async def _run(
     driving: anyio.CancelScope,
 ) -> None:
     from lumasched.api import LumaClient
-    from lumasched.scheduler import DEFAULT_RECONCILE_SETTLE, Scheduler
+    from lumasched.engine.scheduler import DEFAULT_RECONCILE_SETTLE, Scheduler
 
     limits = options.limits
     settings = options.settings
@@ -364,7 +364,7 @@ async def _drive(
     claims: Any = None,
     journal: Any = None,
 ) -> None:
-    from lumasched.scheduler import Scheduler
+    from lumasched.engine.scheduler import Scheduler
 
     limits = options.limits
     window = max(256, 4 * (limits.video.concurrency + limits.image.concurrency))

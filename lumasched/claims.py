@@ -79,8 +79,8 @@ from lumasched._claims_records import (
     ItemClaims,
     Reseed,
 )
-from lumasched._reconcile import fingerprint
 from lumasched._redis_util import REDIS_DOWN, account_id, as_text, connect, pairs, uncancellable
+from lumasched.engine._reconcile import fingerprint
 from lumasched.errors import (  # the errors are importable from here too, as they were
     ClaimLost,
     ClaimsLostError,

@@ -41,7 +41,7 @@ from lumasched._config import (
     ENV_BASE_URL,
     Settings,
 )
-from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP
+from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.errors import (
     APIStatusError,
     APIUnreachableError,
@@ -516,7 +516,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from lumasched.downloads import download_asset
+    from lumasched.engine.downloads import download_asset
 
     into_dir = args.out.is_dir() or str(args.out).endswith(os.sep)
 

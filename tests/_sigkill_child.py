@@ -11,9 +11,9 @@ import anyio
 
 from lumasched.api import ImageRequest, LumaClient, VideoRequest
 from lumasched.api._retry import RetryPolicy
+from lumasched.engine.poller import Poller
+from lumasched.engine.scheduler import Scheduler
 from lumasched.limits import FamilyLimits, InProcessLimiter, Limits
-from lumasched.poller import Poller
-from lumasched.scheduler import Scheduler
 from lumasched.store.journal import Journal
 
 LIMITS = Limits(

@@ -11,9 +11,9 @@ import anyio
 import pytest
 
 from lumasched.api import ImageRequest
-from lumasched.jobs import JobDeferred, JobState
+from lumasched.engine.jobs import JobDeferred, JobState
+from lumasched.engine.scheduler import Scheduler
 from lumasched.limits import Family, FamilyLimits, Limits
-from lumasched.scheduler import Scheduler
 from lumasched.store.journal import Journal
 from tests._engine_fixtures import client_for, emulator, scheduler_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from lumasched.downloads import sha256_file
+from lumasched.engine.downloads import sha256_file
 from lumasched.store.journal import Journal
 from tests._engine_fixtures import emulator
 from tests._sigkill_child import LIMITS

@@ -35,7 +35,7 @@ def test_limiter_and_claims_share_one_set_of_helpers() -> None:
 
 def test_job_errors_live_in_the_error_tree() -> None:
     """JobCancelled and JobDeferred are defined in lumasched.errors, drawn in its tree,
-    and still importable from lumasched.jobs."""
+    and still importable from lumasched.engine.jobs."""
     assert jobs.JobCancelled is errors.JobCancelled
     assert jobs.JobDeferred is errors.JobDeferred
     assert errors.JobCancelled.__module__ == "lumasched.errors"

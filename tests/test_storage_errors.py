@@ -109,7 +109,7 @@ async def test_no_space_for_a_download_fails_it_in_one_line(
         def write(self, data: bytes) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("lumasched.downloads._open_part", Full)
+    monkeypatch.setattr("lumasched.engine.downloads._open_part", Full)
     target = tmp_path / "clip.mp4"
     with pytest.raises(DownloadError, match=f"clip.mp4: no space left on {tmp_path}$"):
         await Downloader(client).download(_url(client), target)
@@ -126,7 +126,7 @@ async def test_a_read_only_directory_fails_the_download_plainly(
     def read_only(src: object, dst: object) -> None:
         raise OSError(errno.EROFS, "Read-only file system", str(src), None, str(dst))
 
-    monkeypatch.setattr("lumasched.downloads.os.replace", read_only)
+    monkeypatch.setattr("lumasched.engine.downloads.os.replace", read_only)
     with pytest.raises(DownloadError, match=f"read-only file system: {tmp_path}$"):
         await Downloader(client).download(_url(client), tmp_path / "clip.mp4")
 

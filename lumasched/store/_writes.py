@@ -33,7 +33,7 @@ from lumasched.store.journal import Journal, JournalBatch, NewJob, Write
 
 __all__ = ["JournalWriter"]
 
-logger = logging.getLogger("lumasched.scheduler")
+logger = logging.getLogger("lumasched.engine.scheduler")
 
 BATCH_PAUSE = 0.05
 """Seconds between batches: enough for a burst of submits to share one transaction."""

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Set
 from pathlib import Path
 from typing import Any
 
+from lumasched.engine.jobs import Job, JobResult, Timings
 from lumasched.errors import DependencyFailed, GenerationFailed
-from lumasched.jobs import Job, JobResult, Timings
 from lumasched.store._storage import storage_error
 
 __all__ = ["ResultsWriter", "result_line"]

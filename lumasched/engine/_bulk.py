@@ -15,8 +15,8 @@ from typing import Protocol
 import anyio
 
 from lumasched.api import CreateRequest
+from lumasched.engine.jobs import Job, JobResult
 from lumasched.errors import LumaError
-from lumasched.jobs import Job, JobResult
 
 __all__ = ["Item", "as_completed", "in_order"]
 

@@ -20,22 +20,22 @@ import anyio
 import attrs
 
 from lumasched._clock import Clock
-from lumasched._jobtable import JobTable
-from lumasched._slots import Slots
+from lumasched.engine._jobtable import JobTable
+from lumasched.engine._slots import Slots
+from lumasched.engine.jobs import Job, JobResult
+from lumasched.engine.jobs import JobState as S
 from lumasched.errors import DownloadError, GenerationFailed, LumaError, MissingAssetError
-from lumasched.jobs import Job, JobResult
-from lumasched.jobs import JobState as S
 from lumasched.limits import Family
 from lumasched.store._writes import JournalWriter
 
 if TYPE_CHECKING:
     from lumasched.api import Generation, LumaClient
-    from lumasched.downloads import Downloader
-    from lumasched.poller import LatencyKey, Poller
+    from lumasched.engine.downloads import Downloader
+    from lumasched.engine.poller import LatencyKey, Poller
 
 __all__ = ["Follower"]
 
-logger = logging.getLogger("lumasched.scheduler")
+logger = logging.getLogger("lumasched.engine.scheduler")
 
 ORPHAN_SCAN_INTERVAL = 10.0
 """Seconds between asks to the limiter for leases whose holders died."""
@@ -87,7 +87,7 @@ class Follower:
 
     def watch(self, job: Job, generation: Generation, *, learn: bool) -> None:
         """Follow the generation ``job`` just created (or reconcile found)."""
-        from lumasched.poller import latency_key_for
+        from lumasched.engine.poller import latency_key_for
 
         if generation.is_terminal:
             self._spawn(self._on_terminal, job, generation)
@@ -179,7 +179,7 @@ class Follower:
     # -- its asset ---------------------------------------------------------------------
 
     async def download(self, job: Job, generation: Generation) -> None:
-        from lumasched.downloads import safe_target
+        from lumasched.engine.downloads import safe_target
 
         assert self._out_dir is not None and self._downloader is not None
         url = generation.asset_url

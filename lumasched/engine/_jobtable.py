@@ -4,7 +4,7 @@ Every state change of a job goes through ``JobTable``, which publishes it as a
 ``JobEvent``; so does every job's end, which releases the jobs waiting for it
 and, for the last unfinished one, wakes ``join()``. Jobs whose dependencies are
 met wait in one priority queue per family (higher priority first, FIFO within
-a priority) for that family's dispatcher (``lumasched._creating``).
+a priority) for that family's dispatcher (``lumasched.engine._creating``).
 
 A job that has ended (completed, failed, cancelled) is dropped from the table
 once nothing here can need it: no unfinished job depends on it, it holds no
@@ -26,17 +26,24 @@ import anyio
 import attrs
 
 from lumasched.api import CreateRequest, generation_refs, request_to_dict
+from lumasched.engine.events import EventHub
+from lumasched.engine.jobs import (
+    TERMINAL_STATES,
+    Job,
+    JobCancelled,
+    JobDeferred,
+    JobEvent,
+    JobResult,
+)
+from lumasched.engine.jobs import JobState as S
 from lumasched.errors import DependencyFailed, LumaError
-from lumasched.events import EventHub
-from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobDeferred, JobEvent, JobResult
-from lumasched.jobs import JobState as S
 from lumasched.limits import Family, family_of
 from lumasched.store._writes import JournalWriter
 from lumasched.store.journal import NewJob
 
 __all__ = ["REF_PREFIX", "JobTable"]
 
-logger = logging.getLogger("lumasched.scheduler")
+logger = logging.getLogger("lumasched.engine.scheduler")
 
 _REASON_LIMIT = 4000
 """Characters of a failure reason kept in the journal."""
@@ -441,7 +448,7 @@ class JobTable:
     def cancel(self, job: Job) -> None:
         """``job.cancel()``. A created generation runs on, and the poller still
         follows it to free its slot; a job in ``CREATING`` is decided when its
-        create returns (``lumasched._creating``)."""
+        create returns (``lumasched.engine._creating``)."""
         if job.state in (S.PENDING, S.WAITING, S.QUEUED, S.SUBMITTED, S.DOWNLOADING):
             self.set_state(job, S.CANCELLED)
             self._writes.update_soon(job.key, state="cancelled")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import anyio
 
-from lumasched.jobs import Job
+from lumasched.engine.jobs import Job
 from lumasched.limits import Family, Limiter
 
 __all__ = ["Slots"]

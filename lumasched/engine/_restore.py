@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
-from lumasched._creating import Creator
-from lumasched._digest import recorded_digest, request_digest
-from lumasched._following import Follower
-from lumasched._jobtable import JobTable
-from lumasched._slots import Slots
 from lumasched.api import CreateRequest, Generation, request_from_dict, request_to_dict
+from lumasched.engine._creating import Creator
+from lumasched.engine._digest import recorded_digest, request_digest
+from lumasched.engine._following import Follower
+from lumasched.engine._jobtable import JobTable
+from lumasched.engine._slots import Slots
+from lumasched.engine.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult, Timings
+from lumasched.engine.jobs import JobState as S
 from lumasched.errors import (
     DownloadError,
     GenerationFailed,
@@ -33,8 +35,6 @@ from lumasched.errors import (
     LumaError,
     Problem,
 )
-from lumasched.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult, Timings
-from lumasched.jobs import JobState as S
 from lumasched.limits import family_of
 from lumasched.store._writes import JournalWriter
 from lumasched.store.journal import JournalRecord
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Restorer"]
 
-logger = logging.getLogger("lumasched.scheduler")
+logger = logging.getLogger("lumasched.engine.scheduler")
 
 
 class Restorer:
@@ -213,7 +213,7 @@ class Restorer:
     async def _verify_or_download(
         self, job: Job, record: JournalRecord, generation: Generation
     ) -> None:
-        from lumasched.downloads import sha256_file
+        from lumasched.engine.downloads import sha256_file
 
         if record.path is not None:
             path = Path(record.path)

@@ -48,21 +48,21 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from lumasched import _bulk
-from lumasched._bulk import Item
 from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched._config import DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ASSET_SIZE
-from lumasched._creating import Budget, Creator, ReconcileTimes
-from lumasched._following import Follower
-from lumasched._jobtable import REF_PREFIX, JobTable
-from lumasched._reachability import DEFAULT_UNREACHABLE_GIVE_UP, Outage, Reachability
-from lumasched._reconcile import DEFAULT_SKEW
-from lumasched._restore import Restorer
-from lumasched._slots import Slots
 from lumasched.api import CreateRequest
+from lumasched.engine import _bulk
+from lumasched.engine._bulk import Item
+from lumasched.engine._creating import Budget, Creator, ReconcileTimes
+from lumasched.engine._following import Follower
+from lumasched.engine._jobtable import REF_PREFIX, JobTable
+from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP, Outage, Reachability
+from lumasched.engine._reconcile import DEFAULT_SKEW
+from lumasched.engine._restore import Restorer
+from lumasched.engine._slots import Slots
+from lumasched.engine.events import Counters, EventHub, Listener
+from lumasched.engine.jobs import Job, JobEvent, JobResult, JobState
 from lumasched.errors import JournalledFailure, LumaError, StorageError
-from lumasched.events import Counters, EventHub, Listener
-from lumasched.jobs import Job, JobEvent, JobResult, JobState
 from lumasched.limits import Family, Limiter, Limits
 from lumasched.store._storage import first_storage_error
 from lumasched.store._writes import JournalWriter
@@ -71,12 +71,12 @@ from lumasched.store.journal import Journal
 if TYPE_CHECKING:
     from lumasched.api import LumaClient
     from lumasched.claims import ItemClaims
-    from lumasched.downloads import Downloader
-    from lumasched.poller import Poller
+    from lumasched.engine.downloads import Downloader
+    from lumasched.engine.poller import Poller
 
 __all__ = ["REF_PREFIX", "JournalledFailure", "Scheduler"]
 
-logger = logging.getLogger("lumasched.scheduler")
+logger = logging.getLogger("lumasched.engine.scheduler")
 
 DEFAULT_MAX_PENDING = 256
 DEFAULT_RECONCILE_SETTLE = 120.0
@@ -183,7 +183,7 @@ class Scheduler:
         self._limiter: Limiter = limiter
         out = None if out_dir is None else Path(out_dir)
         if poller is None:
-            from lumasched.poller import Poller
+            from lumasched.engine.poller import Poller
 
             poller = Poller(client, clock=clock)
         self._poller = poller
@@ -191,7 +191,7 @@ class Scheduler:
             getattr(client, "base_url", ""), give_up=unreachable_give_up, clock=clock
         )
         if downloader is None and out is not None:
-            from lumasched.downloads import Downloader
+            from lumasched.engine.downloads import Downloader
 
             downloader = Downloader(client, max_size=max_asset_size)
         self.max_pending = max_pending

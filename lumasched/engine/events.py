@@ -18,7 +18,7 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from lumasched.jobs import JobEvent, JobState
+from lumasched.engine.jobs import JobEvent, JobState
 from lumasched.limits import Family
 
 __all__ = ["Counters", "EventHub", "FamilyCounts", "Listener"]

@@ -9,7 +9,7 @@ leaves. What happens next depends on what the create can have done:
 * surely not sent or refused (429, connect error, 4xx, claim lost): the slot
   is freed and the job queued again or failed;
 * the key rejected (401/403), or the API unreachable for longer than allowed
-  (``lumasched._reachability``): nothing was created and nothing more can be,
+  (``lumasched.engine._reachability``): nothing was created and nothing more can be,
   so creating stops for this session and every job not created is parked
   ``pending`` in the journal; their handles raise that one error;
 * outcome unknown (timeout, 5xx, anything unexpected): the generation is
@@ -31,13 +31,15 @@ import anyio
 import attrs
 
 from lumasched._clock import Clock
-from lumasched._digest import request_digest
-from lumasched._following import Follower
-from lumasched._jobtable import REF_PREFIX, JobTable
-from lumasched._reachability import Reachability
-from lumasched._reconcile import find_created, fingerprint, match_body
-from lumasched._slots import Slots
 from lumasched.api import CreateRequest, Generation, replace_generation_refs
+from lumasched.engine._digest import request_digest
+from lumasched.engine._following import Follower
+from lumasched.engine._jobtable import REF_PREFIX, JobTable
+from lumasched.engine._reachability import Reachability
+from lumasched.engine._reconcile import find_created, fingerprint, match_body
+from lumasched.engine._slots import Slots
+from lumasched.engine.jobs import Job
+from lumasched.engine.jobs import JobState as S
 from lumasched.errors import (
     AmbiguousCreateError,
     APIStatusError,
@@ -52,8 +54,6 @@ from lumasched.errors import (
     StorageError,
     ValidationError,
 )
-from lumasched.jobs import Job
-from lumasched.jobs import JobState as S
 from lumasched.limits import Family
 from lumasched.store._writes import JournalWriter
 
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Budget", "Creator", "ReconcileTimes"]
 
-logger = logging.getLogger("lumasched.scheduler")
+logger = logging.getLogger("lumasched.engine.scheduler")
 
 KEY_REJECTED = "key rejected"
 UNREACHABLE = "unreachable"

@@ -34,7 +34,7 @@ __all__ = [
     "Timings",
 ]
 
-logger = logging.getLogger("lumasched.scheduler")
+logger = logging.getLogger("lumasched.engine.scheduler")
 
 
 class JobState(enum.StrEnum):
