@@ -136,7 +136,7 @@ from lumasched.store.journal import Journal
 
 if TYPE_CHECKING:
     from lumasched.emulator import Emulator, EmulatorConfig, Faults
-    from lumasched.redis_limiter import RedisLimiter
+    from lumasched.limits.redis import RedisLimiter
 
 __version__ = "0.1.0"
 
@@ -144,7 +144,7 @@ _LAZY = {
     "Emulator": "lumasched.emulator",
     "EmulatorConfig": "lumasched.emulator",
     "Faults": "lumasched.emulator",
-    "RedisLimiter": "lumasched.redis_limiter",
+    "RedisLimiter": "lumasched.limits.redis",
 }
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import attrs
 
-from lumasched import _progress
 from lumasched.api import ImageRequest, VideoRequest
+from lumasched.cli import _progress
 from lumasched.engine.events import FamilyCounts
 from lumasched.engine.jobs import JobEvent, JobState
 from lumasched.engine.poller import LatencyEstimator, latency_key_for

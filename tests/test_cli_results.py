@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from lumasched import _progress, _runner
 from lumasched._config import Settings
+from lumasched.cli import _progress, _runner
 from lumasched.emulator import Emulator
 from lumasched.limits import Family
 from lumasched.manifest import Manifest

@@ -136,7 +136,7 @@ class JournalRecord:
     updated_at: float
     request_digest: str | None = None
     """Digest of the request as submitted when its create was sent (see
-    ``lumasched._changes.request_digest``); None before that, and in journals
+    ``lumasched.manifest._changes.request_digest``); None before that, and in journals
     written before lumasched recorded it."""
 
     @property
@@ -325,7 +325,7 @@ class Journal:
             columns = {row[1] for row in cur.execute("PRAGMA table_info(jobs)").fetchall()}
             if "request_digest" not in columns:
                 # Written by lumasched 0.1.0: the digest is new. Old rows keep NULL
-                # (their recorded request stands in for it; see lumasched._changes).
+                # (their recorded request stands in for it; see lumasched.manifest._changes).
                 cur.execute("ALTER TABLE jobs ADD COLUMN request_digest TEXT")
 
     class _Tx:

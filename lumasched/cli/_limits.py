@@ -19,9 +19,9 @@ import attrs
 import redis.asyncio as aioredis
 
 from lumasched._config import ENV_API_KEY, ENV_REDIS_URL, Settings
-from lumasched._redis_util import connect
 from lumasched.limits import Family
-from lumasched.redis_limiter import (
+from lumasched.limits._redis_util import connect
+from lumasched.limits.redis import (
     DEFAULT_NAMESPACE,
     REDIS_DOWN,
     FamilyState,

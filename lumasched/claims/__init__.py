@@ -61,8 +61,8 @@ import anyio
 import attrs
 import redis.asyncio as aioredis
 
-from lumasched import _claims_scripts as lua
-from lumasched._claims_identity import (
+from lumasched.claims import _scripts as lua
+from lumasched.claims._identity import (
     batch_id,
     claim_field,
     claims_prefix,
@@ -71,7 +71,7 @@ from lumasched._claims_identity import (
     request_digest,
     split_field,
 )
-from lumasched._claims_records import (
+from lumasched.claims._records import (
     FINISHED,
     Claim,
     ClaimRecord,
@@ -79,12 +79,19 @@ from lumasched._claims_records import (
     ItemClaims,
     Reseed,
 )
-from lumasched._redis_util import REDIS_DOWN, account_id, as_text, connect, pairs, uncancellable
 from lumasched.engine._reconcile import fingerprint
 from lumasched.errors import (  # the errors are importable from here too, as they were
     ClaimLost,
     ClaimsLostError,
     ClaimStoreUnavailable,
+)
+from lumasched.limits._redis_util import (
+    REDIS_DOWN,
+    account_id,
+    as_text,
+    connect,
+    pairs,
+    uncancellable,
 )
 
 __all__ = [

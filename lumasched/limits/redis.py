@@ -1,6 +1,6 @@
 """``RedisLimiter``: one API key's limits shared by every process that uses it.
 
-Each operation is one Lua script on Redis time (see ``lumasched._redis_scripts``):
+Each operation is one Lua script on Redis time (see ``lumasched.limits._redis_scripts``):
 an acquire takes a concurrency slot and a create-rate token together or not at
 all, idempotent on the caller's lease id; leases live while their holder's
 heartbeat renews them; a lease whose generation was submitted outlives a dead
@@ -40,17 +40,7 @@ import anyio
 import attrs
 import redis.asyncio as aioredis
 
-from lumasched import _redis_scripts as lua
 from lumasched._clock import SYSTEM_CLOCK, Clock
-from lumasched._redis_util import (  # account_id, REDIS_DOWN...: still importable from here
-    DEFAULT_SOCKET_TIMEOUT,
-    REDIS_DOWN,
-    account_id,
-    as_text,
-    connect,
-    pairs,
-    uncancellable,
-)
 from lumasched.limits import (
     BUILD_TIER,
     DEFAULT_MIN_FACTOR,
@@ -64,6 +54,16 @@ from lumasched.limits import (
     max_penalty,
     recovery_step,
     scaled,
+)
+from lumasched.limits import _redis_scripts as lua
+from lumasched.limits._redis_util import (  # account_id, REDIS_DOWN...: still importable from here
+    DEFAULT_SOCKET_TIMEOUT,
+    REDIS_DOWN,
+    account_id,
+    as_text,
+    connect,
+    pairs,
+    uncancellable,
 )
 
 __all__ = [

@@ -400,7 +400,7 @@ class InProcessLimiter:
                 await limiter.release(Family.VIDEO, lease_id)
 
     Bound to the event loop it is first used in. For several processes sharing
-    one API key use ``lumasched.redis_limiter.RedisLimiter``.
+    one API key use ``lumasched.limits.redis.RedisLimiter``.
     """
 
     def __init__(
@@ -545,6 +545,6 @@ def make_limiter(
     ``kwargs`` go to the chosen constructor."""
     if redis_url is None:
         return InProcessLimiter(limits, **kwargs)
-    from lumasched.redis_limiter import RedisLimiter
+    from lumasched.limits.redis import RedisLimiter
 
     return RedisLimiter(redis_url, limits, api_key=api_key, **kwargs)

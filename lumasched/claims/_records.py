@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from lumasched._claims_identity import split_field
+from lumasched.claims._identity import split_field
 
 __all__ = ["FINISHED", "Claim", "ClaimRecord", "ClaimStatus", "ItemClaims", "Reseed"]
 

@@ -6,7 +6,7 @@
     lumasched status DIR
     lumasched get ID | list | delete ID... | download ID | concepts | camera-motions | credits
     lumasched emulator ...      (lumasched.emulator.main)
-    lumasched limits ...        (lumasched._limits_cli.main)
+    lumasched limits ...        (lumasched.cli._limits.main)
 
 Exit status: 0 every item completed; 1 some generations failed (or were not
 run: budget reached); 2 usage or manifest error (nothing sent), the key rejected,
@@ -90,8 +90,8 @@ RESULTS_NAME = "results.jsonl"
 
 _DELEGATED = {
     "emulator": ("lumasched.emulator", "run the built-in Dream Machine API emulator"),
-    "limits": ("lumasched._limits_cli", "show the live state of limits shared through Redis"),
-    "claims": ("lumasched._claims_cli", "import other hosts' records into the claims in Redis"),
+    "limits": ("lumasched.cli._limits", "show the live state of limits shared through Redis"),
+    "claims": ("lumasched.cli._claims", "import other hosts' records into the claims in Redis"),
 }
 
 log = logging.getLogger("lumasched")
@@ -651,8 +651,8 @@ def _cluster_status(settings: Settings, batch: str, *, verbose: bool) -> None:
     """The manifest's record in Redis, as every host sees it (docs/multihost.md)."""
     from collections import Counter
 
-    from lumasched._multihost import cluster_view
-    from lumasched.redis_limiter import REDIS_DOWN
+    from lumasched.cli._multihost import cluster_view
+    from lumasched.limits.redis import REDIS_DOWN
 
     try:
         view, recovery = asyncio.run(cluster_view(settings, batch))
@@ -721,7 +721,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "(or LUMASCHED_REDIS_URL), without --emulator"
         )
 
-    from lumasched._plan import Planner
+    from lumasched.manifest._plan import Planner
 
     manifest = Manifest(args.manifest)
     planner = Planner(
@@ -751,7 +751,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"--out {args.out}: cannot create the directory: {exc.strerror or exc}"
         ) from exc
 
-    from lumasched import _progress, _runner
+    from lumasched.cli import _progress, _runner
 
     totals: dict[Family, int] = {}
     for (family, _, _), count in summary.groups.items():
@@ -881,7 +881,7 @@ def _dry_run(
     """Print the plan; the exit status says whether the run would go through: 2 the
     key rejected or items changed since created (without --redo-changed), 69 the
     API unreachable, 1 over --budget, else 0."""
-    from lumasched._progress import format_duration
+    from lumasched.cli._progress import format_duration
 
     plan = planner.plan()
     _out(f"plan for {args.manifest}: {plan.items} item{'s' if plan.items != 1 else ''}")
@@ -963,7 +963,7 @@ def _folder_holder(args: argparse.Namespace) -> Any:
 def _journal_review(args: argparse.Namespace, manifest: Any, prices: Any) -> Any:
     """What the journal of an earlier run changes in the plan (None without one).
     Read only: works while a run holds the journal."""
-    from lumasched._changes import review
+    from lumasched.manifest._changes import review
     from lumasched.store.journal import Journal
 
     path: Path = args.journal or args.out / JOURNAL_NAME

@@ -26,7 +26,6 @@ from typing import Any, Protocol
 import anyio
 import attrs
 
-from lumasched._changes import Review, review
 from lumasched._config import Settings
 from lumasched.api import CreateRequest
 from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP
@@ -42,6 +41,7 @@ from lumasched.errors import (
 )
 from lumasched.limits import Family, Limits, make_limiter
 from lumasched.manifest import Manifest
+from lumasched.manifest._changes import Review, review
 from lumasched.pricing import PriceTable, estimate_cost_cents
 from lumasched.store._ownership import FOLDER, OwnerLock
 from lumasched.store._storage import first_storage_error
@@ -313,8 +313,8 @@ async def _claim_store(
     known by its content (or ``--batch NAME``), this host by its ``--out``."""
     import socket
 
-    from lumasched._multihost import site_of
     from lumasched.claims import DEFAULT_CLAIM_TTL, ClaimStore, batch_id
+    from lumasched.cli._multihost import site_of
 
     assert settings.redis_url is not None
     name = options.batch_name
@@ -370,7 +370,7 @@ async def _drive(
     window = max(256, 4 * (limits.video.concurrency + limits.image.concurrency))
     claimed = None
     if claims is not None:
-        from lumasched._multihost import ClaimedRun
+        from lumasched.cli._multihost import ClaimedRun
 
         # Claim items only a little ahead of the slots, so hosts share the work.
         window = max(8, 2 * (limits.video.concurrency + limits.image.concurrency))

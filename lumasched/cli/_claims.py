@@ -105,7 +105,7 @@ def _read_dir(directory: Path, digests: dict[str, str]) -> tuple[list[Reseed] | 
 
 
 def _from_journal(path: Path, digests: dict[str, str]) -> tuple[list[Reseed], int]:
-    from lumasched._multihost import journal_fact
+    from lumasched.cli._multihost import journal_fact
     from lumasched.store.journal import Journal
 
     facts: list[Reseed] = []
