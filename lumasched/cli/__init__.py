@@ -41,6 +41,7 @@ from lumasched._config import (
     ENV_BASE_URL,
     Settings,
 )
+from lumasched.api import Family
 from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.errors import (
     APIStatusError,
@@ -55,7 +56,7 @@ from lumasched.errors import (
     PermissionDeniedError,
     StorageError,
 )
-from lumasched.limits import Family, Limits
+from lumasched.limits import Limits
 
 __all__ = [
     "EXIT_CLAIMS_WAIT",

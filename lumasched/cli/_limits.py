@@ -19,7 +19,7 @@ import attrs
 import redis.asyncio as aioredis
 
 from lumasched._config import ENV_API_KEY, ENV_REDIS_URL, Settings
-from lumasched.limits import Family
+from lumasched.api import Family
 from lumasched.limits._redis_util import connect
 from lumasched.limits.redis import (
     DEFAULT_NAMESPACE,

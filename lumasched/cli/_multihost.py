@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from lumasched.api import request_to_dict
+from lumasched.api import Family, request_to_dict
 from lumasched.claims import (
     Claim,
     ClaimRecord,
@@ -44,7 +44,6 @@ from lumasched.claims import (
 )
 from lumasched.engine.jobs import Job, JobDeferred, JobState
 from lumasched.errors import ClaimLost
-from lumasched.limits import Family
 from lumasched.manifest import Manifest, ManifestItem
 from lumasched.store.journal import Journal, JournalRecord, NewJob
 from lumasched.store.results import failure_reason
@@ -290,7 +289,7 @@ class ClaimedRun:
     # -- the local journal, seeded from the claims -------------------------------------
 
     def _add_row(self, key: str, request: CreateRequest, deps: tuple[str, ...]) -> None:
-        from lumasched.limits import family_of
+        from lumasched.api import family_of
 
         self._journal.add(
             [

@@ -20,10 +20,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from lumasched.api import Family
 from lumasched.engine.events import Counters, FamilyCounts
 from lumasched.engine.jobs import Job, JobEvent, JobResult, JobState
 from lumasched.engine.poller import LatencyEstimator, LatencyKey, latency_key_for
-from lumasched.limits import Family, Limits
+from lumasched.limits import Limits
 
 __all__ = ["LiveDisplay", "LogDisplay", "format_bytes", "format_duration", "make_display"]
 

@@ -27,7 +27,7 @@ import anyio
 import attrs
 
 from lumasched._config import Settings
-from lumasched.api import CreateRequest
+from lumasched.api import CreateRequest, Family
 from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.engine.events import Counters
 from lumasched.engine.jobs import Job, JobDeferred, JobResult
@@ -39,7 +39,7 @@ from lumasched.errors import (
     PermissionDeniedError,
     StorageError,
 )
-from lumasched.limits import Family, Limits, make_limiter
+from lumasched.limits import Limits, make_limiter
 from lumasched.manifest import Manifest
 from lumasched.manifest._changes import Review, review
 from lumasched.pricing import PriceTable, estimate_cost_cents

@@ -31,7 +31,7 @@ import anyio
 import attrs
 
 from lumasched._clock import Clock
-from lumasched.api import CreateRequest, Generation, replace_generation_refs
+from lumasched.api import CreateRequest, Family, Generation, replace_generation_refs
 from lumasched.engine._digest import request_digest
 from lumasched.engine._following import Follower
 from lumasched.engine._jobtable import REF_PREFIX, JobTable
@@ -54,7 +54,6 @@ from lumasched.errors import (
     StorageError,
     ValidationError,
 )
-from lumasched.limits import Family
 from lumasched.store._writes import JournalWriter
 
 if TYPE_CHECKING:

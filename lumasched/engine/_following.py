@@ -20,12 +20,12 @@ import anyio
 import attrs
 
 from lumasched._clock import Clock
+from lumasched.api import Family
 from lumasched.engine._jobtable import JobTable
 from lumasched.engine._slots import Slots
 from lumasched.engine.jobs import Job, JobResult
 from lumasched.engine.jobs import JobState as S
 from lumasched.errors import DownloadError, GenerationFailed, LumaError, MissingAssetError
-from lumasched.limits import Family
 from lumasched.store._writes import JournalWriter
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import attrs
 
-from lumasched.api import CreateRequest, generation_refs, request_to_dict
+from lumasched.api import CreateRequest, Family, family_of, generation_refs, request_to_dict
 from lumasched.engine.events import EventHub
 from lumasched.engine.jobs import (
     TERMINAL_STATES,
@@ -37,7 +37,6 @@ from lumasched.engine.jobs import (
 )
 from lumasched.engine.jobs import JobState as S
 from lumasched.errors import DependencyFailed, LumaError
-from lumasched.limits import Family, family_of
 from lumasched.store._writes import JournalWriter
 from lumasched.store.journal import NewJob
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
-from lumasched.api import CreateRequest, Generation, request_from_dict, request_to_dict
+from lumasched.api import CreateRequest, Generation, family_of, request_from_dict, request_to_dict
 from lumasched.engine._creating import Creator
 from lumasched.engine._digest import recorded_digest, request_digest
 from lumasched.engine._following import Follower
@@ -35,7 +35,6 @@ from lumasched.errors import (
     LumaError,
     Problem,
 )
-from lumasched.limits import family_of
 from lumasched.store._writes import JournalWriter
 from lumasched.store.journal import JournalRecord
 

@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import anyio
 
+from lumasched.api import Family
 from lumasched.engine.jobs import Job
-from lumasched.limits import Family, Limiter
+from lumasched.limits import Limiter
 
 __all__ = ["Slots"]
 

@@ -18,8 +18,8 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from lumasched.api import Family
 from lumasched.engine.jobs import JobEvent, JobState
-from lumasched.limits import Family
 
 __all__ = ["Counters", "EventHub", "FamilyCounts", "Listener"]
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
+from lumasched.api import Family
 from lumasched.errors import JobCancelled, JobDeferred  # defined there; importable from here
-from lumasched.limits import Family
 
 if TYPE_CHECKING:
     from lumasched.api import CreateRequest, Generation

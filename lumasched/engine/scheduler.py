@@ -50,7 +50,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched._config import DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ASSET_SIZE
-from lumasched.api import CreateRequest
+from lumasched.api import CreateRequest, Family
 from lumasched.engine import _bulk
 from lumasched.engine._bulk import Item
 from lumasched.engine._creating import Budget, Creator, ReconcileTimes
@@ -63,7 +63,7 @@ from lumasched.engine._slots import Slots
 from lumasched.engine.events import Counters, EventHub, Listener
 from lumasched.engine.jobs import Job, JobEvent, JobResult, JobState
 from lumasched.errors import JournalledFailure, LumaError, StorageError
-from lumasched.limits import Family, Limiter, Limits
+from lumasched.limits import Limiter, Limits
 from lumasched.store._storage import first_storage_error
 from lumasched.store._writes import JournalWriter
 from lumasched.store.journal import Journal

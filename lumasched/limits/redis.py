@@ -41,10 +41,11 @@ import attrs
 import redis.asyncio as aioredis
 
 from lumasched._clock import SYSTEM_CLOCK, Clock
-from lumasched.limits import (
+from lumasched.api._taxonomy import Family
+from lumasched.limits import _redis_scripts as lua
+from lumasched.limits._base import (
     BUILD_TIER,
     DEFAULT_MIN_FACTOR,
-    Family,
     FamilyLimits,
     FamilyStatistics,
     Limits,
@@ -55,7 +56,6 @@ from lumasched.limits import (
     recovery_step,
     scaled,
 )
-from lumasched.limits import _redis_scripts as lua
 from lumasched.limits._redis_util import (  # account_id, REDIS_DOWN...: still importable from here
     DEFAULT_SOCKET_TIMEOUT,
     REDIS_DOWN,

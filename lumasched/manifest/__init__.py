@@ -32,10 +32,15 @@ from typing import Any
 
 import attrs
 
-from lumasched.api import CreateRequest, replace_generation_refs, request_from_dict
+from lumasched.api import (
+    CreateRequest,
+    Family,
+    family_of,
+    replace_generation_refs,
+    request_from_dict,
+)
 from lumasched.api._models import KINDS, REQUEST_CLASSES
 from lumasched.errors import Problem, ValidationError
-from lumasched.limits import Family, family_of
 from lumasched.manifest._formats import Record, read_records
 
 __all__ = [

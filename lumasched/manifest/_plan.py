@@ -15,9 +15,9 @@ from collections import deque
 
 import attrs
 
-from lumasched.api import CreateRequest
+from lumasched.api import CreateRequest, Family
 from lumasched.engine.poller import LatencyEstimator, latency_key_for
-from lumasched.limits import Family, Limits
+from lumasched.limits import Limits
 from lumasched.manifest import ManifestItem
 from lumasched.pricing import PriceTable, estimate_cost_cents
 
