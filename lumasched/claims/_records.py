@@ -1,16 +1,16 @@
 """What the claims say: an item's record, the answer to a claim, a fact to put
-back, and what the ``Scheduler`` asks of a claim store (re-exported by
-``lumasched.claims``)."""
+back (re-exported by ``lumasched.claims``)."""
 
 from __future__ import annotations
 
 import enum
 import json
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
 from lumasched.claims._identity import split_field
+from lumasched.engine._claims import ItemClaims  # the seam it fills; re-exported
 
 __all__ = ["FINISHED", "Claim", "ClaimRecord", "ClaimStatus", "ItemClaims", "Reseed"]
 
@@ -84,25 +84,3 @@ class Reseed:
     key: str
     digest: str | None
     record: ClaimRecord
-
-
-class ItemClaims(Protocol):
-    """What the ``Scheduler`` asks of a cross-host claim store (``ClaimStore``)."""
-
-    async def before_create(
-        self, key: str, *, body: dict[str, Any], sent_at: float, lease_id: str
-    ) -> bool:
-        """Record the intent before the POST; False: the item is not ours, send nothing."""
-        ...
-
-    async def created(self, key: str, generation_id: str) -> bool:
-        """Record the generation id as soon as it is known."""
-        ...
-
-    async def found(self, key: str, generation_id: str, body: dict[str, Any]) -> bool:
-        """May reconcile adopt this generation for ``key``? (records it if so)"""
-        ...
-
-    async def taken_generations(self, key: str) -> frozenset[str]:
-        """Generation ids that other items own."""
-        ...

@@ -10,9 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from lumasched.emulator._config import DEFAULT_BLACKLIST, EmulatorConfig, Faults
-from lumasched.emulator._emulator import Emulator
-from lumasched.emulator._failures import FAILURE_REASONS
+from lumasched.emulator import DEFAULT_BLACKLIST, FAILURE_REASONS, Emulator, EmulatorConfig, Faults
 from lumasched.errors import ConfigurationError
 from lumasched.limits import Limits
 from lumasched.pricing import PriceTable

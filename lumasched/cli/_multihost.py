@@ -42,11 +42,11 @@ from lumasched.claims import (
     item_digest,
     request_digest,
 )
+from lumasched.cli._outcomes import failure_reason
 from lumasched.engine.jobs import Job, JobDeferred, JobState
 from lumasched.errors import ClaimLost
 from lumasched.manifest import Manifest, ManifestItem
 from lumasched.store.journal import Journal, JournalRecord, NewJob
-from lumasched.store.results import failure_reason
 
 if TYPE_CHECKING:
     from lumasched._config import Settings

@@ -28,6 +28,7 @@ import attrs
 
 from lumasched._config import Settings
 from lumasched.api import CreateRequest, Family
+from lumasched.cli._outcomes import failure_reason, result_line
 from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.engine.events import Counters
 from lumasched.engine.jobs import Job, JobDeferred, JobResult
@@ -46,7 +47,7 @@ from lumasched.pricing import PriceTable, estimate_cost_cents
 from lumasched.store._ownership import FOLDER, OwnerLock
 from lumasched.store._storage import first_storage_error
 from lumasched.store.journal import Journal
-from lumasched.store.results import ResultsWriter, failure_reason, result_line
+from lumasched.store.results import ResultsWriter
 
 __all__ = ["Display", "RunOptions", "RunOutcome", "run_batch"]
 

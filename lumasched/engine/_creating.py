@@ -30,14 +30,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from lumasched._clock import Clock
 from lumasched.api import CreateRequest, Family, Generation, replace_generation_refs
+from lumasched.engine._context import EngineContext
 from lumasched.engine._digest import request_digest
 from lumasched.engine._following import Follower
-from lumasched.engine._jobtable import REF_PREFIX, JobTable
+from lumasched.engine._jobtable import REF_PREFIX
 from lumasched.engine._reachability import Reachability
 from lumasched.engine._reconcile import find_created, fingerprint, match_body
-from lumasched.engine._slots import Slots
 from lumasched.engine.jobs import Job
 from lumasched.engine.jobs import JobState as S
 from lumasched.errors import (
@@ -54,11 +53,9 @@ from lumasched.errors import (
     StorageError,
     ValidationError,
 )
-from lumasched.store._writes import JournalWriter
 
 if TYPE_CHECKING:
-    from lumasched.api import LumaClient
-    from lumasched.claims import ItemClaims
+    from lumasched.engine._claims import ItemClaims
     from lumasched.store.journal import JournalRecord
 
 __all__ = ["Budget", "Creator", "ReconcileTimes"]
@@ -112,34 +109,29 @@ class Creator:
 
     def __init__(
         self,
-        client: LumaClient,
+        ctx: EngineContext,
         *,
-        table: JobTable,
-        slots: Slots,
-        writes: JournalWriter,
         follower: Follower,
         budget: Budget,
         times: ReconcileTimes,
-        clock: Clock,
         owner: str,
         callback_url: str | None,
         claims: ItemClaims | None,
-        spawn: Callable[..., None],
         reachability: Reachability,
     ) -> None:
-        self._client = client
+        self._client = ctx.client
         self.reachability = reachability
-        self._table = table
-        self._slots = slots
-        self._writes = writes
+        self._table = ctx.table
+        self._slots = ctx.slots
+        self._writes = ctx.writes
         self._follower = follower
         self.budget = budget
         self._times = times
-        self._clock = clock
+        self._clock = ctx.clock
         self._owner = owner
         self._callback_url = callback_url
         self._claims = claims
-        self._spawn = spawn
+        self._spawn = ctx.spawn
         self._in_flight: dict[str, str] = {}
         """job key -> fingerprint of the body whose create awaits its answer"""
         self._reconcile_lock = anyio.Lock()

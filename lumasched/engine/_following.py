@@ -11,25 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 
-from lumasched._clock import Clock
 from lumasched.api import Family
-from lumasched.engine._jobtable import JobTable
-from lumasched.engine._slots import Slots
+from lumasched.engine._context import EngineContext
 from lumasched.engine.jobs import Job, JobResult
 from lumasched.engine.jobs import JobState as S
 from lumasched.errors import DownloadError, GenerationFailed, LumaError, MissingAssetError
-from lumasched.store._writes import JournalWriter
 
 if TYPE_CHECKING:
-    from lumasched.api import Generation, LumaClient
+    from lumasched.api import Generation
     from lumasched.engine.downloads import Downloader
     from lumasched.engine.poller import LatencyKey, Poller
 
@@ -58,28 +53,22 @@ class Follower:
 
     def __init__(
         self,
-        client: LumaClient,
+        ctx: EngineContext,
         poller: Poller,
         downloader: Downloader | None,
-        out_dir: Path | None,
         *,
-        table: JobTable,
-        slots: Slots,
-        writes: JournalWriter,
-        clock: Clock,
-        spawn: Callable[..., None],
         job_timeout: float | None = None,
     ) -> None:
-        self._client = client
+        self._client = ctx.client
         self._job_timeout = job_timeout
         self._poller = poller
         self._downloader = downloader
-        self._out_dir = out_dir
-        self._table = table
-        self._slots = slots
-        self._writes = writes
-        self._clock = clock
-        self._spawn = spawn
+        self._out_dir = ctx.out_dir
+        self._table = ctx.table
+        self._slots = ctx.slots
+        self._writes = ctx.writes
+        self._clock = ctx.clock
+        self._spawn = ctx.spawn
         self.downloads = 0
         self.bytes_downloaded = 0
 

@@ -20,11 +20,10 @@ import anyio
 import attrs
 
 from lumasched.api import CreateRequest, Generation, family_of, request_from_dict, request_to_dict
+from lumasched.engine._context import EngineContext
 from lumasched.engine._creating import Creator
 from lumasched.engine._digest import recorded_digest, request_digest
 from lumasched.engine._following import Follower
-from lumasched.engine._jobtable import JobTable
-from lumasched.engine._slots import Slots
 from lumasched.engine.jobs import TERMINAL_STATES, Job, JobCancelled, JobResult, Timings
 from lumasched.engine.jobs import JobState as S
 from lumasched.errors import (
@@ -35,11 +34,10 @@ from lumasched.errors import (
     LumaError,
     Problem,
 )
-from lumasched.store._writes import JournalWriter
 from lumasched.store.journal import JournalRecord
 
 if TYPE_CHECKING:
-    from lumasched.api import LumaClient
+    pass
 
 __all__ = ["Restorer"]
 
@@ -51,24 +49,19 @@ class Restorer:
 
     def __init__(
         self,
-        client: LumaClient,
-        out_dir: Path | None,
+        ctx: EngineContext,
         *,
-        table: JobTable,
-        slots: Slots,
-        writes: JournalWriter,
         follower: Follower,
         creator: Creator,
-        spawn: Callable[..., None],
     ) -> None:
-        self._client = client
-        self._out_dir = out_dir
-        self._table = table
-        self._slots = slots
-        self._writes = writes
+        self._client = ctx.client
+        self._out_dir = ctx.out_dir
+        self._table = ctx.table
+        self._slots = ctx.slots
+        self._writes = ctx.writes
         self._follower = follower
         self._creator = creator
-        self._spawn = spawn
+        self._spawn = ctx.spawn
 
     def resume(self) -> list[Job]:
         """Every unfinished job of the journal, picked up (see ``Scheduler.resume``)."""

@@ -53,6 +53,7 @@ from lumasched._config import DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ASSET_SIZE
 from lumasched.api import CreateRequest, Family
 from lumasched.engine import _bulk
 from lumasched.engine._bulk import Item
+from lumasched.engine._context import EngineContext
 from lumasched.engine._creating import Budget, Creator, ReconcileTimes
 from lumasched.engine._following import Follower
 from lumasched.engine._jobtable import REF_PREFIX, JobTable
@@ -70,7 +71,7 @@ from lumasched.store.journal import Journal
 
 if TYPE_CHECKING:
     from lumasched.api import LumaClient
-    from lumasched.claims import ItemClaims
+    from lumasched.engine._claims import ItemClaims
     from lumasched.engine.downloads import Downloader
     from lumasched.engine.poller import Poller
 
@@ -214,23 +215,18 @@ class Scheduler:
         )
         slots = Slots(limiter, released=table.release)
         table.holds_slot = slots.holding
-        self._follower = follower = Follower(
-            client,
-            poller,
-            downloader,
-            out,
+        ctx = EngineContext(
+            client=client,
             table=table,
             slots=slots,
             writes=writes,
             clock=clock,
             spawn=self._spawn,
-            job_timeout=job_timeout,
+            out_dir=out,
         )
+        self._follower = follower = Follower(ctx, poller, downloader, job_timeout=job_timeout)
         self._creator = creator = Creator(
-            client,
-            table=table,
-            slots=slots,
-            writes=writes,
+            ctx,
             follower=follower,
             budget=Budget(budget_cents, cost_of),
             times=ReconcileTimes(
@@ -239,25 +235,14 @@ class Scheduler:
                 interval=reconcile_interval,
                 skew=reconcile_skew,
             ),
-            clock=clock,
             owner=owner or f"{socket.gethostname()}:{os.getpid()}",
             callback_url=callback_url,
             claims=claims,
-            spawn=self._spawn,
             reachability=self._reachability,
         )
         # What the poll loop learns about the API (a rejected key, an outage) counts too.
         poller.on_status = creator.status_checked
-        self._restorer = Restorer(
-            client,
-            out,
-            table=table,
-            slots=slots,
-            writes=writes,
-            follower=follower,
-            creator=creator,
-            spawn=self._spawn,
-        )
+        self._restorer = Restorer(ctx, follower=follower, creator=creator)
 
     def __repr__(self) -> str:
         return f"<Scheduler jobs={len(self._table.jobs)} unfinished={self._table.unfinished}>"
