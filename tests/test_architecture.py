@@ -164,3 +164,26 @@ def test_only_the_cli_prints() -> None:
             ):
                 printing.append(f"{name}:{node.lineno}: sys.{node.attr}")
     assert not printing, "\n".join(printing)
+
+
+OLD_HOMES = {
+    "lumasched.callbacks": "lumasched.engine.callbacks",
+    "lumasched.downloads": "lumasched.engine.downloads",
+    "lumasched.events": "lumasched.engine.events",
+    "lumasched.jobs": "lumasched.engine.jobs",
+    "lumasched.journal": "lumasched.store.journal",
+    "lumasched.poller": "lumasched.engine.poller",
+    "lumasched.redis_limiter": "lumasched.limits.redis",
+    "lumasched.scheduler": "lumasched.engine.scheduler",
+}
+
+
+def test_old_import_paths_still_work() -> None:
+    """Every public module of 0.1.0 still offers its public names, the same objects."""
+    import importlib
+
+    for old, new in OLD_HOMES.items():
+        before, now = importlib.import_module(old), importlib.import_module(new)
+        assert before.__all__ == now.__all__, old
+        for name in now.__all__:
+            assert getattr(before, name) is getattr(now, name), (old, name)
