@@ -13,6 +13,25 @@ Luma Dream Machine API, with a built-in emulator.
 
 The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``) and ``RedisLimiter``
 are imported on first use, so ``import lumasched`` stays light.
+
+The package is a stack of layers, lowest first; a module imports only its own
+layer and the ones below (docs/architecture.md, checked by
+tests/test_architecture.py)::
+
+    errors, _config, _clock, pricing   base
+    api/        the wire: models, the taxonomy (Family), converter, client
+    limits/     Limiter protocol; in-process and Redis limiters; make_limiter
+    store/      the SQLite journal and its group commit; results.jsonl
+    engine/     Scheduler, job table, create/follow/restore/reconcile, poller, downloads
+    manifest/   JSONL / CSV / YAML -> validated requests; the dry-run plan
+    claims/     cross-host item claims in Redis
+    cli/        the commands and the live display: the only code that prints
+    emulator/   the offline API, apart (base, api and limits only)
+
+Data flows one way::
+
+    manifest -> request -> engine.submit -> limits.acquire -> api.create -> store
+            -> engine poller (api.list/get, callbacks) -> downloads -> store -> result
 """
 
 from __future__ import annotations

@@ -21,17 +21,18 @@ the job, never exceptions in the task group. See ``docs/guarantees.md`` for
 what survives a crash.
 
 ``Scheduler`` owns the lifecycle and the public surface; the work is done by
-collaborators it wires together, each in its own module:
+collaborators it wires together, each in its own module of ``lumasched.engine``
+(the three that work on jobs share one ``_context.EngineContext``):
 
-========================  ===========================================================
-``_jobtable.JobTable``    jobs, their states and dependencies, the ready queues
-``_creating.Creator``     dispatchers, creates, 429s, ambiguous creates, reconcile
-``_following.Follower``   polling created generations to their end, downloads
-``_restore.Restorer``     picking up a journal's jobs where they had got to
-``_slots.Slots``          which job holds which limiter lease
-``_journal_writes``       batched, ordered journal writes
-``_bulk``                 ``as_completed`` / ``map``: lazy, bounded feeding
-========================  ===========================================================
+=========================  ==========================================================
+``_jobtable.JobTable``     jobs, their states and dependencies, the ready queues
+``_creating.Creator``      dispatchers, creates, 429s, ambiguous creates, reconcile
+``_following.Follower``    polling created generations to their end, downloads
+``_restore.Restorer``      picking up a journal's jobs where they had got to
+``_slots.Slots``           which job holds which limiter lease
+``_bulk``                  ``as_completed`` / ``map``: lazy, bounded feeding
+``store._writes``          batched, ordered journal writes (``JournalWriter``)
+=========================  ==========================================================
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ image). Each family has a concurrency cap (generations in flight, held from the
 create until the generation is terminal) and a create-request rate
 (``requests`` per ``per_seconds``, enforced as a sliding window: in *any* window
 of ``per_seconds`` at most ``requests`` creates leave).
+
+Inside: ``_base`` (the limits, the protocol, the adaptive arithmetic every
+limiter applies), ``_inprocess`` (one process), ``redis`` (every process using
+one API key; its Lua scripts in ``_redis_scripts``, connection helpers in
+``_redis_util``). ``make_limiter`` picks one; the Redis limiter loads only then.
 """
 
 from __future__ import annotations
