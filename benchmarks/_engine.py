@@ -51,9 +51,9 @@ async def run_batch(
     ``start_at`` (a ``time.time()``) lets several processes start together.
     """
     from lumasched.api import LumaClient
-    from lumasched.journal import Journal
-    from lumasched.poller import Poller
-    from lumasched.scheduler import Scheduler
+    from lumasched.engine.poller import Poller
+    from lumasched.engine.scheduler import Scheduler
+    from lumasched.store.journal import Journal
 
     limit_obj = Limits.from_mapping(limits or {})
     limiter = make_limiter(limit_obj, redis_url=redis_url, api_key=api_key)
@@ -65,7 +65,7 @@ async def run_batch(
         poller = Poller(client)
         callback_url = None
         if callbacks:
-            from lumasched.callbacks import CallbackReceiver
+            from lumasched.engine.callbacks import CallbackReceiver
 
             receiver = await stack.enter_async_context(CallbackReceiver(poller.hint))
             callback_url = receiver.callback_url

@@ -114,9 +114,9 @@ class FakeClient:
 
 async def run_size(jobs: int, journal: bool, max_pending: int) -> dict[str, Any]:
     from benchmarks._engine import requests
-    from lumasched.journal import Journal
+    from lumasched.engine.scheduler import Scheduler
     from lumasched.limits import FamilyLimits, InProcessLimiter, Limits
-    from lumasched.scheduler import Scheduler
+    from lumasched.store.journal import Journal
 
     big = FamilyLimits(concurrency=1_000_000, requests=10_000_000, per_seconds=1.0)
     limiter = InProcessLimiter(Limits(video=big, image=big))

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from lumasched.api import LumaClient
 from lumasched.emulator import Emulator
+from lumasched.engine.scheduler import Scheduler
 from lumasched.errors import LumaError
-from lumasched.journal import Journal
 from lumasched.limits import Limits, make_limiter
 from lumasched.manifest import Manifest, ManifestError
-from lumasched.scheduler import Scheduler
+from lumasched.store.journal import Journal
 
 HERE = Path(__file__).resolve().parent
 

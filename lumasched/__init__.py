@@ -13,6 +13,25 @@ Luma Dream Machine API, with a built-in emulator.
 
 The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``) and ``RedisLimiter``
 are imported on first use, so ``import lumasched`` stays light.
+
+The package is a stack of layers, lowest first; a module imports only its own
+layer and the ones below (docs/architecture.md, checked by
+tests/test_architecture.py)::
+
+    errors, _config, _clock, pricing   base
+    api/        the wire: models, the taxonomy (Family), converter, client
+    limits/     Limiter protocol; in-process and Redis limiters; make_limiter
+    store/      the SQLite journal and its group commit; results.jsonl
+    engine/     Scheduler, job table, create/follow/restore/reconcile, poller, downloads
+    manifest/   JSONL / CSV / YAML -> validated requests; the dry-run plan
+    claims/     cross-host item claims in Redis
+    cli/        the commands and the live display: the only code that prints
+    emulator/   the offline API, apart (base, api and limits only)
+
+Data flows one way::
+
+    manifest -> request -> engine.submit -> limits.acquire -> api.create -> store
+            -> engine poller (api.list/get, callbacks) -> downloads -> store -> result
 """
 
 from __future__ import annotations
@@ -55,8 +74,8 @@ from lumasched.api import (
     request_from_dict,
     request_to_dict,
 )
-from lumasched.callbacks import CallbackReceiver, CallbackStats
-from lumasched.downloads import (
+from lumasched.engine.callbacks import CallbackReceiver, CallbackStats
+from lumasched.engine.downloads import (
     Downloader,
     DownloaderStats,
     DownloadResult,
@@ -64,6 +83,24 @@ from lumasched.downloads import (
     safe_target,
     sha256_file,
 )
+from lumasched.engine.events import Counters, FamilyCounts
+from lumasched.engine.jobs import (
+    Job,
+    JobCancelled,
+    JobDeferred,
+    JobEvent,
+    JobResult,
+    JobState,
+    Timings,
+)
+from lumasched.engine.poller import (
+    LatencyEstimator,
+    LatencyKey,
+    Poller,
+    PollerStats,
+    latency_key_for,
+)
+from lumasched.engine.scheduler import Scheduler
 from lumasched.errors import (
     AmbiguousCreateError,
     APIStatusError,
@@ -101,17 +138,6 @@ from lumasched.errors import (
     UnprocessableEntityError,
     ValidationError,
 )
-from lumasched.events import Counters, FamilyCounts
-from lumasched.jobs import (
-    Job,
-    JobCancelled,
-    JobDeferred,
-    JobEvent,
-    JobResult,
-    JobState,
-    Timings,
-)
-from lumasched.journal import Journal
 from lumasched.limits import (
     BUILD_TIER,
     Family,
@@ -124,19 +150,12 @@ from lumasched.limits import (
     family_of,
     make_limiter,
 )
-from lumasched.poller import (
-    LatencyEstimator,
-    LatencyKey,
-    Poller,
-    PollerStats,
-    latency_key_for,
-)
 from lumasched.pricing import PriceTable, estimate_cost_cents
-from lumasched.scheduler import Scheduler
+from lumasched.store.journal import Journal
 
 if TYPE_CHECKING:
     from lumasched.emulator import Emulator, EmulatorConfig, Faults
-    from lumasched.redis_limiter import RedisLimiter
+    from lumasched.limits.redis import RedisLimiter
 
 __version__ = "0.1.0"
 
@@ -144,7 +163,7 @@ _LAZY = {
     "Emulator": "lumasched.emulator",
     "EmulatorConfig": "lumasched.emulator",
     "Faults": "lumasched.emulator",
-    "RedisLimiter": "lumasched.redis_limiter",
+    "RedisLimiter": "lumasched.limits.redis",
 }
 
 

@@ -10,10 +10,10 @@ from typing import Any
 from lumasched.api import LumaClient
 from lumasched.api._retry import RetryPolicy
 from lumasched.emulator import Emulator
-from lumasched.journal import Journal
+from lumasched.engine.poller import Poller
+from lumasched.engine.scheduler import Scheduler
 from lumasched.limits import Family, FamilyLimits, InProcessLimiter, Limits
-from lumasched.poller import Poller
-from lumasched.scheduler import Scheduler
+from lumasched.store.journal import Journal
 
 # Small windows so tests exercise the limits in well under a second.
 LIMITS = Limits(

@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 if TYPE_CHECKING:
-    from lumasched.redis_limiter import RedisLimiter
+    from lumasched.limits.redis import RedisLimiter
 
 __all__ = ["RedisServer", "free_port", "redis_process", "redis_server"]
 
@@ -154,7 +154,7 @@ def main() -> None:
 
 def _limiter(url: str, namespace: str, limits: dict[str, list[float]], **kw: Any) -> RedisLimiter:
     from lumasched.limits import FamilyLimits, Limits
-    from lumasched.redis_limiter import RedisLimiter
+    from lumasched.limits.redis import RedisLimiter
 
     built = Limits(
         **{name: FamilyLimits(int(c), int(r), float(p)) for name, (c, r, p) in limits.items()}

@@ -11,10 +11,10 @@ import anyio
 
 from lumasched.api import ImageRequest, LumaClient, VideoRequest
 from lumasched.api._retry import RetryPolicy
-from lumasched.journal import Journal
+from lumasched.engine.poller import Poller
+from lumasched.engine.scheduler import Scheduler
 from lumasched.limits import FamilyLimits, InProcessLimiter, Limits
-from lumasched.poller import Poller
-from lumasched.scheduler import Scheduler
+from lumasched.store.journal import Journal
 
 LIMITS = Limits(
     video=FamilyLimits(concurrency=3, requests=30, per_seconds=1.0),

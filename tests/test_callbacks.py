@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from lumasched.callbacks import CallbackReceiver
+from lumasched.engine.callbacks import CallbackReceiver
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: object) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from lumasched import cli
 from lumasched._config import API_KEY_HELP
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 from tests import _cli_fixtures as fx
 from tests import _redis_fixtures as redis_fx
 from tests._cli_fixtures import (
@@ -354,9 +354,9 @@ def test_help_is_useful_for_every_command(capsys: pytest.CaptureFixture[str]) ->
 
 def test_delegated_commands_have_their_own_help(capsys: pytest.CaptureFixture[str]) -> None:
     """`lumasched emulator`, `limits` and `claims` explain every option in their own --help."""
-    from lumasched._claims_cli import build_parser as claims_parser
-    from lumasched._limits_cli import build_parser as limits_parser
-    from lumasched.emulator._cli import build_parser as emulator_parser
+    from lumasched.cli._claims import build_parser as claims_parser
+    from lumasched.cli._emulator import build_parser as emulator_parser
+    from lumasched.cli._limits import build_parser as limits_parser
 
     assert run("emulator", "--help") == 0
     assert "--speed X" in capsys.readouterr().out
@@ -429,8 +429,8 @@ async def test_live_display_renders_families_and_summary(
     """The terminal display shows a row per family with done counts, then the summary."""
     from rich.console import Console
 
-    from lumasched import _progress, _runner
     from lumasched._config import Settings
+    from lumasched.cli import _progress, _runner
     from lumasched.limits import Family
     from lumasched.manifest import Manifest
 

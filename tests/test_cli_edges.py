@@ -15,7 +15,7 @@ import pytest
 from lumasched import cli
 from lumasched._config import Settings
 from lumasched.cli import EXIT_FAILED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, parse_size
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 from tests import _cli_fixtures as fx
 from tests._broken_server import ThreadedBrokenAPI, dumps, item
 from tests._cli_fixtures import ThreadedEmulator, read_results, write_jsonl
@@ -35,7 +35,7 @@ def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadedBrokenAPI]:
     monkeypatch.setenv("LUMAAI_API_KEY", "k")
     monkeypatch.setenv("LUMAAI_BASE_URL", server.base_url)
     monkeypatch.delenv("LUMASCHED_REDIS_URL", raising=False)
-    monkeypatch.setattr("lumasched._following.ASSET_REREAD_DELAYS", (0.01, 0.02))
+    monkeypatch.setattr("lumasched.engine._following.ASSET_REREAD_DELAYS", (0.01, 0.02))
     real_settings = cli._settings
 
     def small_bounds(args: Any, *, need_key: bool = True) -> Settings:

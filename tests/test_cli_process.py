@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from lumasched.emulator import Emulator
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 from tests._cli_fixtures import (
     API_KEY,
     LIMITS_TOML,

@@ -8,12 +8,12 @@ from typing import Any
 
 import attrs
 
-from lumasched import _progress
 from lumasched.api import ImageRequest, VideoRequest
-from lumasched.events import FamilyCounts
-from lumasched.jobs import JobEvent, JobState
+from lumasched.cli import _progress
+from lumasched.engine.events import FamilyCounts
+from lumasched.engine.jobs import JobEvent, JobState
+from lumasched.engine.poller import LatencyEstimator, latency_key_for
 from lumasched.limits import Family, FamilyLimits, Limits
-from lumasched.poller import LatencyEstimator, latency_key_for
 
 LIMITS = Limits(
     video=FamilyLimits(concurrency=2, requests=10, per_seconds=60.0),

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from lumasched import _progress, _runner
 from lumasched._config import Settings
-from lumasched._results import ResultsWriter
+from lumasched.cli import _progress, _runner
 from lumasched.emulator import Emulator
 from lumasched.limits import Family
 from lumasched.manifest import Manifest
+from lumasched.store.results import ResultsWriter
 from tests._cli_fixtures import (
     API_KEY,
     FAST_LIMITS,

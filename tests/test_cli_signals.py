@@ -10,7 +10,7 @@ import pytest
 
 from lumasched.cli import EXIT_TERMINATED
 from lumasched.emulator import Emulator
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 from tests import test_cli_process as proc
 from tests._cli_fixtures import read_results
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lumasched import cli
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 from tests import _cli_fixtures as fx
 from tests import _redis_fixtures as redis_fx
 from tests._cli_fixtures import (
@@ -398,7 +398,7 @@ def test_a_folder_is_owned_even_with_the_journal_elsewhere(
 ) -> None:
     """With --journal outside --out, a second run on the same folder (another journal)
     is refused too: the folder has an owner of its own."""
-    from lumasched._ownership import OwnerLock
+    from lumasched.store._ownership import OwnerLock
 
     manifest = write_jsonl(tmp_path / "m.jsonl", ITEMS[:1])
     out = tmp_path / "out"

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from lumasched.downloads import (
+from lumasched.engine.downloads import (
     Downloader,
     download_asset,
     part_path,

@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 
 from lumasched.api import AssetStream, Generation, LumaClient, RetryPolicy, VideoRequest
-from lumasched.downloads import Downloader, part_path
 from lumasched.emulator import Emulator
+from lumasched.engine.downloads import Downloader, part_path
 
 
 @asynccontextmanager

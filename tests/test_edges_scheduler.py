@@ -29,7 +29,7 @@ api = _broken_server.api
 
 @pytest.fixture(autouse=True)
 def quick_asset_rereads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lumasched._following.ASSET_REREAD_DELAYS", (0.01, 0.02, 0.04))
+    monkeypatch.setattr("lumasched.engine._following.ASSET_REREAD_DELAYS", (0.01, 0.02, 0.04))
 
 
 @pytest_asyncio.fixture

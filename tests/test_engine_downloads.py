@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lumasched.api import ImageRequest, VideoRequest
-from lumasched.downloads import sha256_file
-from lumasched.jobs import JobState
-from lumasched.journal import Journal
+from lumasched.engine.downloads import sha256_file
+from lumasched.engine.jobs import JobState
+from lumasched.store.journal import Journal
 from tests._engine_fixtures import assert_within_limits, engine, scheduler_for
 
 
@@ -60,7 +60,7 @@ async def test_cut_downloads_finish_with_the_right_bytes(tmp_path: Path) -> None
         results = [await job for job in jobs]
         assert emu.inspect.downloads_cut > 0
         emu.set_faults(cut_downloads=0.0)
-        from lumasched.downloads import Downloader
+        from lumasched.engine.downloads import Downloader
 
         downloader = Downloader(scheduler._client)
         for result in results:

@@ -7,9 +7,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from lumasched._journal_writes import JournalWriter
 from lumasched.errors import JournalError
-from lumasched.journal import Journal, NewJob
+from lumasched.store._writes import JournalWriter
+from lumasched.store.journal import Journal, NewJob
 
 
 def _row(key: str) -> NewJob:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from lumasched._reconcile import Match, ReconcileResult, compare_echo, find_created
 from lumasched.api import Generation, GenerationPage
+from lumasched.engine._reconcile import Match, ReconcileResult, compare_echo, find_created
 
 T0 = 1_700_000_000.0
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import anyio
 
 from lumasched.api import GenerationKeyframe, ImageRequest, Keyframes, VideoRequest
-from lumasched.jobs import JobEvent, JobState
-from lumasched.journal import Journal
+from lumasched.engine.jobs import JobEvent, JobState
 from lumasched.limits import Family, FamilyLimits, Limits
+from lumasched.store.journal import Journal
 from tests._engine_fixtures import engine
 
 

@@ -11,10 +11,10 @@ import anyio
 import pytest
 
 from lumasched.api import ImageRequest
-from lumasched.jobs import JobDeferred, JobState
-from lumasched.journal import Journal
+from lumasched.engine.jobs import JobDeferred, JobState
+from lumasched.engine.scheduler import Scheduler
 from lumasched.limits import Family, FamilyLimits, Limits
-from lumasched.scheduler import Scheduler
+from lumasched.store.journal import Journal
 from tests._engine_fixtures import client_for, emulator, scheduler_for
 
 TWO = Limits(image=FamilyLimits(concurrency=2, requests=10, per_seconds=1.0))

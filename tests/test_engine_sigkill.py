@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from lumasched.downloads import sha256_file
-from lumasched.journal import Journal
+from lumasched.engine.downloads import sha256_file
+from lumasched.store.journal import Journal
 from tests._engine_fixtures import emulator
 from tests._sigkill_child import LIMITS
 

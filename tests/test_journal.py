@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lumasched.errors import JournalError
-from lumasched.journal import SCHEMA_VERSION, Journal, NewJob
+from lumasched.store.journal import SCHEMA_VERSION, Journal, NewJob
 
 
 def _job(key: str, **kw: object) -> NewJob:

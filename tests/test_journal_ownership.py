@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from lumasched.errors import JournalError, JournalLockedError
-from lumasched.journal import Journal, NewJob
+from lumasched.store.journal import Journal, NewJob
 
 HOLD = """
 import sys, time
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 journal = Journal(sys.argv[1], batch="b")
 print("holding", flush=True)
 time.sleep(120)

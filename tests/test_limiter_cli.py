@@ -8,9 +8,9 @@ import uuid
 import anyio
 import pytest
 
-from lumasched._limits_cli import main
+from lumasched.cli._limits import main
 from lumasched.limits import Family, FamilyLimits, Limits
-from lumasched.redis_limiter import RedisLimiter, account_id
+from lumasched.limits.redis import RedisLimiter, account_id
 from tests._redis_fixtures import free_port, redis_server  # noqa: F401
 
 KEY = "sk-cli-test-key-123"

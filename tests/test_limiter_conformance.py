@@ -54,7 +54,7 @@ async def new_limiter(request: pytest.FixtureRequest) -> AsyncIterator[NewLimite
                         InProcessLimiter(limits, **kwargs)
                     )
                 return made["one"]
-            from lumasched.redis_limiter import RedisLimiter
+            from lumasched.limits.redis import RedisLimiter
 
             url = request.getfixturevalue("redis_server")
             limiter = RedisLimiter(

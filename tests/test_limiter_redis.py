@@ -15,10 +15,10 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from lumasched._redis_util import as_text as _text
 from lumasched.emulator import Emulator
 from lumasched.limits import Family, FamilyLimits, Limits, make_limiter
-from lumasched.redis_limiter import RedisLimiter, account_id, inspect_state
+from lumasched.limits._redis_util import as_text as _text
+from lumasched.limits.redis import RedisLimiter, account_id, inspect_state
 from tests._redis_fixtures import (  # noqa: F401
     RedisServer,
     redis_process,

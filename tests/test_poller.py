@@ -11,8 +11,14 @@ import anyio
 import attrs
 import pytest
 
+from lumasched.engine.poller import (
+    LatencyEstimator,
+    LatencyKey,
+    Poller,
+    PollerStats,
+    latency_key_for,
+)
 from lumasched.errors import InternalServerError, RateLimitError, TransportError
-from lumasched.poller import LatencyEstimator, LatencyKey, Poller, PollerStats, latency_key_for
 from tests._poller_fixtures import (
     FakeClock,
     FakeGeneration,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lumasched import GenerationTimeout
-from lumasched.poller import Poller
+from lumasched.engine.poller import Poller
 from tests._poller_fixtures import FakeClock, FakeStatusClient
 
 KEY = ("ray-2", None, None)

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 import anyio
 
 from lumasched.api import Generation, ImageRequest, LumaClient, RetryPolicy
-from lumasched.callbacks import CallbackReceiver
 from lumasched.emulator import Emulator
-from lumasched.poller import LatencyEstimator, Poller, latency_key_for
+from lumasched.engine.callbacks import CallbackReceiver
+from lumasched.engine.poller import LatencyEstimator, Poller, latency_key_for
 
 
 @asynccontextmanager

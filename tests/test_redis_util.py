@@ -1,11 +1,13 @@
-"""What the Redis users share (lumasched._redis_util), and the errors' one home."""
+"""What the Redis users share (lumasched.limits._redis_util), and the errors' one home."""
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from lumasched import claims, errors, jobs, redis_limiter
-from lumasched._redis_util import DEFAULT_SOCKET_TIMEOUT, as_text, connect, pairs
+from lumasched import claims, errors
+from lumasched.engine import jobs
+from lumasched.limits import redis as redis_limiter
+from lumasched.limits._redis_util import DEFAULT_SOCKET_TIMEOUT, as_text, connect, pairs
 
 
 async def test_connect_builds_a_client_with_timeouts_or_passes_one_through() -> None:
@@ -35,7 +37,7 @@ def test_limiter_and_claims_share_one_set_of_helpers() -> None:
 
 def test_job_errors_live_in_the_error_tree() -> None:
     """JobCancelled and JobDeferred are defined in lumasched.errors, drawn in its tree,
-    and still importable from lumasched.jobs."""
+    and still importable from lumasched.engine.jobs."""
     assert jobs.JobCancelled is errors.JobCancelled
     assert jobs.JobDeferred is errors.JobDeferred
     assert errors.JobCancelled.__module__ == "lumasched.errors"

@@ -18,15 +18,15 @@ from lumasched.api import (
     UpscaleRequest,
     VideoRequest,
 )
+from lumasched.engine.jobs import JobCancelled, JobDeferred, JobEvent, JobState
 from lumasched.errors import (
     AmbiguousCreateError,
     DependencyFailed,
     GenerationFailed,
     ValidationError,
 )
-from lumasched.jobs import JobCancelled, JobDeferred, JobEvent, JobState
-from lumasched.journal import Journal, JournalBatch, Write
 from lumasched.limits import Family, FamilyLimits, Limits
+from lumasched.store.journal import Journal, JournalBatch, Write
 from tests._engine_fixtures import API_KEY, assert_within_limits, engine, scheduler_for
 
 

@@ -11,14 +11,14 @@ import anyio
 
 from lumasched.api import ImageRequest, LumaClient, VideoRequest
 from lumasched.api._retry import RetryPolicy
+from lumasched.engine.jobs import Job
 from lumasched.errors import (
     APIUnreachableError,
     AuthenticationError,
     ItemsChangedError,
     LumaError,
 )
-from lumasched.jobs import Job
-from lumasched.journal import Journal
+from lumasched.store.journal import Journal
 from tests._engine_fixtures import API_KEY, client_for, emulator, scheduler_for
 
 ITEMS = [

@@ -16,8 +16,8 @@ import pytest_asyncio
 
 from lumasched import Downloader, DownloadError, Journal, LumaClient, StorageError
 from lumasched._config import Settings
-from lumasched._results import ResultsWriter
-from lumasched.journal import NewJob
+from lumasched.store.journal import NewJob
+from lumasched.store.results import ResultsWriter
 from tests._broken_server import ASSET, BrokenAPI
 
 
@@ -60,11 +60,11 @@ def test_results_never_keep_a_partial_line(tmp_path: Path, monkeypatch: pytest.M
             return real_write(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("lumasched._results.os.write", half_then_full)
+    monkeypatch.setattr("lumasched.store.results.os.write", half_then_full)
     with pytest.raises(StorageError, match=f"no space left on {tmp_path} \\(results\\)"):
         writer.write(_line("b"))
     assert path.read_text().splitlines() == [json.dumps(_line("a"), separators=(",", ":"))]
-    monkeypatch.setattr("lumasched._results.os.write", real_write)
+    monkeypatch.setattr("lumasched.store.results.os.write", real_write)
     writer.write(_line("b"))  # space freed: the same item is written in full
     writer.close()
     assert [json.loads(x)["id"] for x in path.read_text().splitlines()] == ["a", "b"]
@@ -109,7 +109,7 @@ async def test_no_space_for_a_download_fails_it_in_one_line(
         def write(self, data: bytes) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("lumasched.downloads._open_part", Full)
+    monkeypatch.setattr("lumasched.engine.downloads._open_part", Full)
     target = tmp_path / "clip.mp4"
     with pytest.raises(DownloadError, match=f"clip.mp4: no space left on {tmp_path}$"):
         await Downloader(client).download(_url(client), target)
@@ -126,7 +126,7 @@ async def test_a_read_only_directory_fails_the_download_plainly(
     def read_only(src: object, dst: object) -> None:
         raise OSError(errno.EROFS, "Read-only file system", str(src), None, str(dst))
 
-    monkeypatch.setattr("lumasched.downloads.os.replace", read_only)
+    monkeypatch.setattr("lumasched.engine.downloads.os.replace", read_only)
     with pytest.raises(DownloadError, match=f"read-only file system: {tmp_path}$"):
         await Downloader(client).download(_url(client), tmp_path / "clip.mp4")
 
@@ -165,6 +165,6 @@ async def test_the_scheduler_stops_with_one_storage_error(
 )
 def test_disk_errors_read_as_a_few_words(code: int, message: str) -> None:
     """Each OSError a write can meet is named plainly, with the place to look at."""
-    from lumasched._storage import os_reason
+    from lumasched.store._storage import os_reason
 
     assert os_reason(OSError(code, os.strerror(code)), Path("/data/out/a.mp4")) == message

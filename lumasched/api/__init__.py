@@ -1,6 +1,7 @@
-"""The wire layer: typed models of the Dream Machine API, the one converter, the client.
+"""The wire layer: typed models of the Dream Machine API, the request taxonomy
+(``Family``, ``family_of``), the one converter, the client.
 
-Knows nothing of jobs or files. Everything public is re-exported here.
+Knows nothing of jobs, limits or files. Everything public is re-exported here.
 """
 
 from lumasched.api._assets import AssetStream
@@ -35,6 +36,7 @@ from lumasched.api._models import (
     replace_generation_refs,
 )
 from lumasched.api._retry import RetryPolicy
+from lumasched.api._taxonomy import Family, family_of
 
 __all__ = [
     "AssetStream",
@@ -46,6 +48,7 @@ __all__ = [
     "Concept",
     "CreateRequest",
     "Credits",
+    "Family",
     "Generation",
     "GenerationKeyframe",
     "GenerationPage",
@@ -66,6 +69,7 @@ __all__ = [
     "UpscaleRequest",
     "VideoRequest",
     "dumps_body",
+    "family_of",
     "generation_refs",
     "quote_id",
     "replace_generation_refs",

@@ -11,7 +11,6 @@ injects faults on request, and records what clients did (``Emulator.inspect``,
 from __future__ import annotations
 
 from lumasched.emulator._app import API_PREFIX, CAMERA_MOTIONS
-from lumasched.emulator._cli import main
 from lumasched.emulator._config import DEFAULT_BLACKLIST, ROUTES, EmulatorConfig, Faults
 from lumasched.emulator._emulator import Emulator
 from lumasched.emulator._failures import FAILURE_REASONS
@@ -32,3 +31,13 @@ __all__ = [
     "Inspector",
     "main",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``lumasched.emulator.main`` stays importable; the command itself prints, so
+    # it lives in cli/ and is imported only when asked for.
+    if name == "main":
+        from lumasched.cli._emulator import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,6 @@
 
 import sys
 
-from lumasched.emulator import main
+from lumasched.cli._emulator import main
 
 sys.exit(main())

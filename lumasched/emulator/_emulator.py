@@ -12,6 +12,7 @@ from typing import Any, Self
 import attrs
 from aiohttp import web
 
+from lumasched.api import Family
 from lumasched.emulator._app import API_PREFIX, build_app
 from lumasched.emulator._assets import AssetSigner
 from lumasched.emulator._callbacks import CallbackSender
@@ -20,7 +21,6 @@ from lumasched.emulator._faults import FaultInjector
 from lumasched.emulator._persist import StateFile
 from lumasched.emulator._state import Record, Store
 from lumasched.emulator._stats import Inspector
-from lumasched.limits import Family
 
 __all__ = ["Emulator"]
 

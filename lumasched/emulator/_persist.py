@@ -30,10 +30,10 @@ from typing import Any
 
 import attrs
 
+from lumasched.api import Family
 from lumasched.emulator._state import Record, SlotJob, Timeline
 from lumasched.emulator._validate import CreateSpec
 from lumasched.errors import ConfigurationError
-from lumasched.limits import Family
 
 if sys.platform != "win32":
     import fcntl

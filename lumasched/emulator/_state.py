@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from lumasched.api import Family
 from lumasched.emulator._config import EmulatorConfig
 from lumasched.emulator._echo import echo_request, response_generation_type
 from lumasched.emulator._failures import pick_failure
 from lumasched.emulator._stats import Inspector, _Window
 from lumasched.emulator._validate import ApiError, CreateSpec
-from lumasched.limits import Family
 
 if TYPE_CHECKING:
     from lumasched.emulator._persist import StateFile

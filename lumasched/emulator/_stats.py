@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from lumasched.limits import Family
+from lumasched.api import Family
 
 __all__ = ["FamilyStats", "Inspector"]
 

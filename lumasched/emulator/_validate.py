@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from lumasched.api import Family, family_of
 from lumasched.api._models import (
     IMAGE_FORMATS,
     IMAGE_MODELS,
@@ -29,7 +30,6 @@ from lumasched.api._rules import (
     weight_rule_problem,
 )
 from lumasched.api._validation import prompt_problem
-from lumasched.limits import Family, family_of
 from lumasched.pricing import ASPECT_RATIOS, RESOLUTIONS
 
 __all__ = [

@@ -1,0 +1,435 @@
+"""Streamed, resumable, verified, atomic asset downloads.
+
+A download streams into ``.<name>.part`` beside the target, hashing (sha256) as
+it writes, so memory stays flat whatever the asset size. When the body is cut
+short, the next attempt asks for the rest with ``Range`` (and starts over cleanly
+if the server ignores it and sends the whole file). When the URL has expired
+(403, 404 or 410), ``refresh_url()`` supplies a fresh one, typically by
+re-fetching the generation. A complete file is checked against Content-Length,
+``fsync``-ed, and renamed over the target in one atomic step: the target is
+either absent, the old file, or the whole new one, never half written.
+
+Cancellation (or a final failure) keeps the ``.part`` file, so the next
+``download()`` of the same target resumes where it stopped; its bytes are
+re-hashed from disk first. A target that already exists with the expected
+sha256 is not downloaded again.
+
+Every download is bounded by ``max_size``: a larger declared length is refused
+before any byte is read, and a body that goes on past it is cut there; either
+way the partial file is removed and ``AssetTooLargeError`` raised. A disk that
+refuses the bytes (no space, read-only, a directory in the way, permissions)
+raises ``DownloadError`` with that reason in a few words.
+
+Example::
+
+    downloader = Downloader(client, max_concurrent=4)
+    result = await downloader.download(url, safe_target(out_dir, job_key, "mp4"))
+    print(result.path, result.sha256, result.bytes)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+import anyio
+import attrs
+
+from lumasched._config import DEFAULT_MAX_ASSET_SIZE
+from lumasched.errors import AssetTooLargeError, DownloadError, LumaError, TooManyRedirects
+from lumasched.store._storage import os_reason
+
+if TYPE_CHECKING:
+    from lumasched.api import AssetStream
+
+__all__ = [
+    "DownloadResult",
+    "Downloader",
+    "DownloaderStats",
+    "download_asset",
+    "part_path",
+    "safe_target",
+    "sha256_file",
+]
+
+logger = logging.getLogger(__name__)
+
+_EXPIRED = frozenset({403, 404, 410})
+_HASH_CHUNK = 1 << 20
+_MAX_NAME_BYTES = 255
+
+
+class _AssetClient(Protocol):
+    def open_asset(
+        self, url: str, *, start: int = ...
+    ) -> contextlib.AbstractAsyncContextManager[AssetStream]: ...
+
+
+@attrs.frozen
+class DownloadResult:
+    path: Path
+    sha256: str
+    bytes: int
+    skipped: bool = False
+    """True when the target was already there with the expected sha256."""
+
+
+@attrs.frozen
+class DownloaderStats:
+    """A snapshot of a ``Downloader``'s counters."""
+
+    downloads: int = 0
+    """Files completed (renamed into place)."""
+    skipped: int = 0
+    """Targets already present with the expected sha256."""
+    bytes: int = 0
+    """Bytes received (resumed bytes are not counted twice)."""
+    resumes: int = 0
+    """Attempts that continued a partial file with ``Range``."""
+    restarts: int = 0
+    """Partial files thrown away (Range ignored or unusable)."""
+    refreshes: int = 0
+    """Fresh URLs fetched after an expired one."""
+    retries: int = 0
+    """Attempts that failed and were retried."""
+    failures: int = 0
+    """Downloads given up (``DownloadError`` raised)."""
+    active: int = 0
+    """Downloads streaming right now."""
+
+
+class _Retry(Exception):
+    """This attempt failed in a way worth another."""
+
+
+class _Expired(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(f"HTTP {status}")
+
+
+def safe_target(out_dir: Path, name: str, ext: str) -> Path:
+    """``out_dir/<name>.<ext>``, refusing any name that could land elsewhere.
+
+    Raises ``ValueError`` for an empty name, path separators, ``..``, a leading
+    dot (hidden files, and our ``.part`` files), NUL or control characters,
+    an extension that is not short and alphanumeric, or a name too long for
+    the filesystem.
+    """
+    ext = ext.lstrip(".")
+    if not name or name in {".", ".."} or name.startswith("."):
+        raise ValueError(f"unsafe output name {name!r}")
+    if any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(f"output name {name!r} contains a path separator or control character")
+    if not (ext.isascii() and ext.isalnum() and len(ext) <= 8):
+        raise ValueError(f"unsafe file extension {ext!r}")
+    filename = f"{name}.{ext}"
+    if len(part_path(Path(filename)).name.encode()) > _MAX_NAME_BYTES:
+        raise ValueError(f"output name {name[:40]!r}... is too long")
+    base = Path(out_dir)
+    target = base / filename
+    if target.parent != base or Path(filename).is_absolute():
+        raise ValueError(f"output name {name!r} escapes {out_dir}")
+    return target
+
+
+def part_path(target: Path) -> Path:
+    """Where ``target`` is assembled: ``.<name>.part`` in the same directory."""
+    return target.with_name(f".{target.name}.part")
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in chunks (blocking: use a thread in async code)."""
+    digest: str = _hash_file(path)[0].hexdigest()
+    return digest
+
+
+def _hash_file(path: Path) -> tuple[Any, int]:
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return hasher, size
+
+
+def _existing_match(target: Path, expected: str) -> int | None:
+    """The size of ``target`` if it exists with sha256 ``expected``."""
+    try:
+        hasher, size = _hash_file(target)
+    except FileNotFoundError:
+        return None
+    return size if hasher.hexdigest() == expected.lower() else None
+
+
+def _open_part(path: Path, *, append: bool) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "ab" if append else "wb")
+
+
+def _publish(part: Path, target: Path) -> None:
+    os.replace(part, target)
+    try:
+        fd = os.open(target.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+class Downloader:
+    """Downloads asset URLs to files, at most ``max_concurrent`` at once.
+
+    ``attempts`` bounds consecutive failed attempts that made no progress (an
+    attempt that received bytes resets the count), and separately the number of
+    URL refreshes. Waits between attempts grow from ``backoff`` to ``max_backoff``.
+    ``max_size`` is the largest asset accepted, in bytes (``None``: no limit).
+    """
+
+    def __init__(
+        self,
+        client: _AssetClient,
+        *,
+        max_concurrent: int = 4,
+        chunk_size: int = 1 << 16,
+        attempts: int = 5,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        max_size: int | None = DEFAULT_MAX_ASSET_SIZE,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {attempts}")
+        if max_size is not None and max_size < 1:
+            raise ValueError(f"max_size must be >= 1, got {max_size}")
+        self._max_size = max_size
+        self._client = client
+        self._limiter = anyio.CapacityLimiter(max_concurrent)
+        self._chunk = chunk_size
+        self._attempts = attempts
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._locks: dict[Path, anyio.Lock] = {}
+        self._stats: dict[str, int] = dict.fromkeys(attrs.fields_dict(DownloaderStats), 0)
+
+    def stats(self) -> DownloaderStats:
+        return DownloaderStats(**self._stats)
+
+    async def download(
+        self,
+        url: str,
+        target: Path,
+        *,
+        refresh_url: Callable[[], Awaitable[str]] | None = None,
+        expected_sha256: str | None = None,
+    ) -> DownloadResult:
+        """Download ``url`` to ``target`` (atomically); raise ``DownloadError`` on failure."""
+        target = Path(target)
+        # One download per target at a time: two writers would share the part file.
+        lock = self._locks.setdefault(target, anyio.Lock())
+        try:
+            async with lock, self._limiter:
+                return await self._download_locked(url, target, refresh_url, expected_sha256)
+        except OSError as exc:
+            # A rename onto a directory names it second; a write names no file.
+            where = exc.filename2 or exc.filename or part_path(target)
+            self._stats["failures"] += 1
+            raise DownloadError(f"{target.name}: {os_reason(exc, where)}") from exc
+        finally:
+            if not lock.statistics().tasks_waiting and not lock.locked():
+                self._locks.pop(target, None)
+
+    async def _download_locked(
+        self,
+        url: str,
+        target: Path,
+        refresh_url: Callable[[], Awaitable[str]] | None,
+        expected_sha256: str | None,
+    ) -> DownloadResult:
+        if expected_sha256 is not None:
+            size = await anyio.to_thread.run_sync(_existing_match, target, expected_sha256)
+            if size is not None:
+                self._stats["skipped"] += 1
+                return DownloadResult(target, expected_sha256.lower(), size, skipped=True)
+        self._stats["active"] += 1
+        try:
+            part = _Part(part_path(target))
+            with contextlib.suppress(FileNotFoundError):
+                # Resume a part file a cancelled or failed download left: re-hash its bytes.
+                part.hasher, part.size = await anyio.to_thread.run_sync(_hash_file, part.path)
+            digest = await self._fetch(url, target, part, refresh_url)
+            if expected_sha256 is not None and digest != expected_sha256.lower() and part.resumed:
+                # The leftover part may hold other bytes (an older asset): start over once.
+                logger.info("%s: resumed bytes did not verify; downloading again", target.name)
+                self._restart(part)
+                digest = await self._fetch(url, target, part, refresh_url)
+            if expected_sha256 is not None and digest != expected_sha256.lower():
+                await anyio.to_thread.run_sync(_unlink, part.path)
+                raise DownloadError(
+                    f"{target.name}: sha256 {digest} does not match the expected {expected_sha256}"
+                )
+            await anyio.to_thread.run_sync(_publish, part.path, target)
+            self._stats["downloads"] += 1
+            return DownloadResult(target, digest, part.size)
+        except DownloadError:
+            self._stats["failures"] += 1
+            raise
+        finally:
+            self._stats["active"] -= 1
+
+    async def _fetch(
+        self,
+        url: str,
+        target: Path,
+        part: _Part,
+        refresh_url: Callable[[], Awaitable[str]] | None,
+    ) -> str:
+        """Complete ``part`` (retrying, resuming, refreshing); return its sha256."""
+        failures = 0
+        refreshes = 0
+        while True:
+            before = part.size
+            try:
+                await self._attempt(url, part)
+                break
+            except DownloadError:
+                raise  # final (too large): no second attempt
+            except TooManyRedirects as exc:
+                raise DownloadError(f"{target.name}: {exc}") from exc
+            except _Expired as exc:
+                if refresh_url is None:
+                    raise DownloadError(
+                        f"asset URL answered {exc.status} (expired?) and cannot be refreshed"
+                    ) from None
+                refreshes += 1
+                if refreshes > self._attempts:
+                    raise DownloadError(
+                        f"asset URL still answers {exc.status} after {refreshes - 1} refreshes"
+                    ) from None
+                try:
+                    url = await refresh_url()
+                except LumaError as refresh_exc:
+                    raise DownloadError(
+                        f"could not refresh the asset URL: {refresh_exc}"
+                    ) from refresh_exc
+                self._stats["refreshes"] += 1
+            except (_Retry, LumaError) as exc:
+                failures = 0 if part.size > before else failures + 1
+                if failures >= self._attempts:
+                    raise DownloadError(
+                        f"download of {target.name} failed after {failures} attempts: {exc}"
+                    ) from exc
+                self._stats["retries"] += 1
+                wait = min(self._backoff * 2.0 ** max(failures - 1, 0), self._max_backoff)
+                logger.info("download of %s interrupted (%s); retrying", target.name, exc)
+                await anyio.sleep(wait)
+            except OSError as exc:
+                raise DownloadError(f"{target.name}: {os_reason(exc, part.path)}") from exc
+        digest: str = part.hasher.hexdigest()
+        return digest
+
+    async def _attempt(self, url: str, part: _Part) -> None:
+        """One GET from ``part.size`` on; returns when the part file is whole and synced."""
+        async with self._client.open_asset(url, start=part.size) as stream:
+            status = stream.status
+            if status in _EXPIRED:
+                raise _Expired(status)
+            total = stream.total_size
+            if status == 416:
+                if part.size > 0 and total == part.size:
+                    return  # the part file is already whole
+                self._restart(part)
+                raise _Retry(f"range {part.size}- not satisfiable (size {total})")
+            if status == 206:
+                first = stream.content_range[0] if stream.content_range else None
+                if first != part.size:
+                    self._restart(part)
+                    raise _Retry(f"asked for bytes {part.size}-, got a range from {first}")
+                self._stats["resumes"] += 1
+                part.resumed = True
+            elif status == 200:
+                if part.size > 0:
+                    logger.info("server ignored Range for %s; starting over", part.path.name)
+                    self._restart(part)
+            else:
+                raise _Retry(f"asset answered HTTP {status}")
+            start = part.size
+            limit = self._max_size
+            declared = total if total is not None else stream.content_length
+            if declared is not None and status == 206 and total is None:
+                declared += start
+            if limit is not None and declared is not None and declared > limit:
+                self._drop(part)
+                raise AssetTooLargeError(part.name, limit, declared)
+            with _open_part(part.path, append=start > 0) as f:
+                async for chunk in stream.iter_chunks(self._chunk):
+                    if limit is not None and part.size + len(chunk) > limit:
+                        f.close()
+                        self._drop(part)
+                        raise AssetTooLargeError(part.name, limit)
+                    f.write(chunk)
+                    part.hasher.update(chunk)
+                    part.size += len(chunk)
+                    self._stats["bytes"] += len(chunk)
+                    if total is not None and part.size > total:
+                        f.close()
+                        self._restart(part)
+                        raise _Retry(f"received more than the announced {total} bytes")
+                got = part.size - start
+                if stream.content_length is not None and got != stream.content_length:
+                    raise _Retry(f"body cut at {got} of {stream.content_length} bytes")
+                if total is not None and part.size != total:
+                    raise _Retry(f"have {part.size} of {total} bytes")
+                f.flush()
+                # Not cancellable: the file is closed only after fsync returns.
+                await anyio.to_thread.run_sync(os.fsync, f.fileno())
+
+    def _restart(self, part: _Part) -> None:
+        self._stats["restarts"] += 1
+        self._drop(part)
+
+    @staticmethod
+    def _drop(part: _Part) -> None:
+        _unlink(part.path)
+        part.hasher, part.size, part.resumed = hashlib.sha256(), 0, False
+
+
+@attrs.define
+class _Part:
+    path: Path
+    hasher: Any = attrs.field(factory=hashlib.sha256)
+    size: int = 0
+    resumed: bool = False
+
+    @property
+    def name(self) -> str:
+        """The target's file name (the part is ``.<name>.part``)."""
+        return self.path.name[1 : -len(".part")]
+
+
+async def download_asset(
+    client: _AssetClient,
+    url: str,
+    target: Path,
+    *,
+    refresh_url: Callable[[], Awaitable[str]] | None = None,
+    expected_sha256: str | None = None,
+    **kwargs: Any,
+) -> DownloadResult:
+    """One download with a throwaway ``Downloader(client, **kwargs)``."""
+    downloader = Downloader(client, **kwargs)
+    return await downloader.download(
+        url, target, refresh_url=refresh_url, expected_sha256=expected_sha256
+    )

@@ -1,0 +1,551 @@
+"""Manifests: JSONL, CSV or YAML files of generation requests, validated as a whole.
+
+A manifest is checked completely before anything is sent: :meth:`Manifest.check`
+reads the file once and raises :class:`ManifestError` listing *every* problem,
+each as ``FILE:LINE: field: message``. It keeps only what cross-item checks need
+(each item's id, line and kind, and the references between items), so a manifest
+of 100,000 items is checked in flat memory. Iterating the manifest afterwards
+re-reads the file lazily and yields one :class:`ManifestItem` at a time.
+
+Each item is an object with an optional ``id`` (unique; letters, digits, ``.``,
+``_``, ``-``, not starting with ``.``; default ``line-N``), an optional ``type``
+(inferred from ``model``: ``photon*`` → image, ``ray*`` → video) and the API's own
+request fields. An item may name another item instead of a generation id: a
+keyframe ``{"type": "generation", "ref": "<item id>"}``, or ``"source": "<item
+id>"`` for upscale and audio. ::
+
+    >>> manifest = Manifest("batch.jsonl")
+    >>> summary = manifest.check()          # raises ManifestError
+    >>> for item in manifest.submission_order():
+    ...     print(item.id, item.kind, item.deps)
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from lumasched.api import (
+    CreateRequest,
+    Family,
+    family_of,
+    replace_generation_refs,
+    request_from_dict,
+)
+from lumasched.api._models import KINDS, REQUEST_CLASSES
+from lumasched.errors import Problem, ValidationError
+from lumasched.manifest._formats import Record, read_records
+
+__all__ = [
+    "KINDS",
+    "Manifest",
+    "ManifestError",
+    "ManifestItem",
+    "ManifestProblem",
+    "ManifestSummary",
+    "load_manifest",
+    "ref_placeholder",
+]
+
+_SOURCE_KINDS = frozenset({"upscale", "audio"})
+# Kinds whose result is a video: the only generations a keyframe, an upscale or
+# an audio request can build on.
+_VIDEO_RESULT_KINDS = frozenset({"video", "reframe_video", "modify_video", "upscale", "audio"})
+
+_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\Z")
+_MAX_ID_LENGTH = 128
+_REF_NAMESPACE = uuid.UUID("5d1f6a86-2f4e-4d55-9b0c-4a7de0b7f3c1")
+
+_FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+}
+
+
+def ref_placeholder(item_id: str) -> str:
+    """The stand-in generation id used for a reference to item ``item_id``.
+
+    It is UUID-shaped so request validation accepts it; the runner swaps it for
+    the real generation id (or the scheduler's own placeholder) at submission.
+    """
+    return str(uuid.uuid5(_REF_NAMESPACE, item_id))
+
+
+class ManifestProblem(Problem):
+    """A problem at ``file:line`` in field ``path`` (empty when the item as a whole is wrong)."""
+
+    __slots__ = ("file", "line")
+
+    def __init__(self, file: str, line: int, path: str, message: str) -> None:
+        super().__init__(path, message)
+        self.file = file
+        self.line = line
+
+    def __repr__(self) -> str:
+        return (
+            f"ManifestProblem(file={self.file!r}, line={self.line}, "
+            f"path={self.path!r}, message={self.message!r})"
+        )
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {super().__str__()}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ManifestProblem):
+            return NotImplemented
+        return (self.file, self.line, self.path, self.message) == (
+            other.file,
+            other.line,
+            other.path,
+            other.message,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.file, self.line, self.path, self.message))
+
+
+class ManifestError(ValidationError):
+    """The manifest is invalid; ``problems`` lists every problem, in file order."""
+
+    problems: list[ManifestProblem]  # type: ignore[assignment]
+
+    def __init__(self, problems: list[ManifestProblem]) -> None:
+        super().__init__(list(problems))
+
+    def __str__(self) -> str:
+        count = len(self.problems)
+        head = f"invalid manifest ({count} problem{'s' if count != 1 else ''})"
+        return head + ":\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+@attrs.frozen
+class ManifestItem:
+    """One validated item.
+
+    ``request`` holds :func:`ref_placeholder` ids where the item names other
+    items; ``deps`` lists those item ids. Use :meth:`resolve` to swap them.
+    """
+
+    id: str
+    kind: str
+    line: int
+    request: CreateRequest
+    deps: tuple[str, ...] = ()
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.kind, self.request.model)
+
+    def resolve(self, generation_id_of: Callable[[str], str]) -> CreateRequest:
+        """The request with each item reference replaced by ``generation_id_of(item_id)``."""
+        if not self.deps:
+            return self.request
+        by_placeholder = {ref_placeholder(dep): dep for dep in self.deps}
+
+        def swap(generation_id: str) -> str:
+            dep = by_placeholder.get(generation_id)
+            return generation_id if dep is None else generation_id_of(dep)
+
+        return replace_generation_refs(self.request, swap)
+
+
+@attrs.frozen
+class ManifestSummary:
+    """What :meth:`Manifest.check` learnt: counts per (family, kind, model)."""
+
+    path: Path
+    format: str
+    count: int
+    groups: dict[tuple[Family, str, str | None], int]
+    dependent: int
+
+
+@attrs.frozen
+class _Built:
+    item: ManifestItem | None
+    problems: list[ManifestProblem]
+    id: str | None = None
+    kind: str | None = None
+    refs: list[tuple[str, str]] = attrs.Factory(list)
+
+
+@attrs.define
+class _Edge:
+    item: str
+    line: int
+    field: str
+    dep: str
+
+
+class Manifest:
+    """A manifest file. ``format`` is taken from the suffix unless given
+    (``jsonl``/``ndjson``, ``json``, ``csv``, ``yaml``/``yml``)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, format: str | None = None) -> None:
+        self.path = Path(path)
+        self.name = os.fspath(path)
+        if format is None:
+            format = _FORMATS.get(self.path.suffix.lower(), "")
+        self.format = format
+        self._stamp: tuple[int, int] | None = None
+        self._referenced: frozenset[str] = frozenset()
+
+    # -- pass 1 -------------------------------------------------------------
+
+    def check(self, on_item: Callable[[ManifestItem], None] | None = None) -> ManifestSummary:
+        """Validate the whole file; raise :class:`ManifestError` with every problem.
+
+        ``on_item`` sees each valid item as it is read (for plans and cost
+        estimates); nothing else is kept per item but its id, line and kind.
+        """
+        problems: list[ManifestProblem] = []
+        seen: dict[str, tuple[int, str]] = {}
+        edges: list[_Edge] = []
+        groups: dict[tuple[Family, str, str | None], int] = {}
+        count = 0
+        if self.format not in ("jsonl", "json", "csv", "yaml"):
+            raise ManifestError(
+                [
+                    ManifestProblem(
+                        self.name,
+                        0,
+                        "",
+                        f"unknown manifest format {self.path.suffix or self.format!r}: "
+                        "use .jsonl, .csv or .yaml (or --format)",
+                    )
+                ]
+            )
+        try:
+            stat = self.path.stat()
+            for record in self._records():
+                count += 1
+                built = self._build(record)
+                problems.extend(built.problems)
+                if built.id is not None:
+                    first = seen.get(built.id)
+                    if first is not None:
+                        problems.append(
+                            self._problem(
+                                record,
+                                "id",
+                                f"duplicate id {built.id!r} (first on line {first[0]})",
+                            )
+                        )
+                    else:
+                        seen[built.id] = (record.line, built.kind or "")
+                    for field, dep in built.refs:
+                        edges.append(_Edge(built.id, _locate(record, field), field, dep))
+                item = built.item
+                if item is None:
+                    continue
+                key = (item.family, item.kind, item.request.model)
+                groups[key] = groups.get(key, 0) + 1
+                if on_item is not None:
+                    on_item(item)
+        except OSError as exc:
+            raise ManifestError(
+                [ManifestProblem(self.name, 0, "", f"cannot read: {exc.strerror or exc}")]
+            ) from exc
+        if count == 0 and not problems:
+            problems.append(ManifestProblem(self.name, 0, "", "no items"))
+        problems.extend(self._check_refs(seen, edges))
+        if problems:
+            problems.sort(key=lambda p: p.line)
+            raise ManifestError(problems)
+        self._stamp = (stat.st_size, stat.st_mtime_ns)
+        self._referenced = frozenset(edge.dep for edge in edges)
+        dependent = len({edge.item for edge in edges})
+        return ManifestSummary(self.path, self.format, count, groups, dependent)
+
+    def _check_refs(
+        self, seen: dict[str, tuple[int, str]], edges: list[_Edge]
+    ) -> list[ManifestProblem]:
+        problems: list[ManifestProblem] = []
+        graph: dict[str, list[_Edge]] = {}
+        for edge in edges:
+            target = seen.get(edge.dep)
+            if target is None:
+                problems.append(
+                    ManifestProblem(
+                        self.name, edge.line, edge.field, f"no item with id {edge.dep!r}"
+                    )
+                )
+                continue
+            if target[1] and target[1] not in _VIDEO_RESULT_KINDS:
+                problems.append(
+                    ManifestProblem(
+                        self.name,
+                        edge.line,
+                        edge.field,
+                        f"item {edge.dep!r} is {target[1]!r}: only a video can be built on",
+                    )
+                )
+            graph.setdefault(edge.item, []).append(edge)
+        for cycle_edge, path in _cycles(graph):
+            problems.append(
+                ManifestProblem(
+                    self.name, cycle_edge.line, cycle_edge.field, "cycle: " + " -> ".join(path)
+                )
+            )
+        return problems
+
+    # -- pass 2 -------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[ManifestItem]:
+        """Re-read the (checked) file and yield its items in file order."""
+        if self._stamp is None:
+            self.check()
+        stat = self.path.stat()
+        if (stat.st_size, stat.st_mtime_ns) != self._stamp:
+            # The file changed since it was checked: check it again.
+            self.check()
+        for record in self._records():
+            built = self._build(record)
+            if built.item is None:
+                raise ManifestError(built.problems)
+            yield built.item
+
+    def submission_order(self) -> Iterator[ManifestItem]:
+        """Items in file order, except that an item naming a *later* item waits
+        until that one has been yielded (so dependencies always come first)."""
+        done: set[str] = set()  # only ids that other items name
+        waiting: dict[str, list[ManifestItem]] = {}
+        items = iter(self)  # checks the file first, which fills self._referenced
+        for item in items:
+            ready = [item]
+            while ready:
+                current = ready.pop()
+                missing = [dep for dep in current.deps if dep not in done]
+                if missing:
+                    waiting.setdefault(missing[0], []).append(current)
+                    continue
+                if current.id in self._referenced:
+                    done.add(current.id)
+                yield current
+                ready.extend(reversed(waiting.pop(current.id, [])))
+
+    # -- readers ------------------------------------------------------------
+
+    def _records(self) -> Iterator[Record]:
+        return read_records(self.path, self.format)
+
+    # -- one item -----------------------------------------------------------
+
+    def _problem(self, record: Record, path: str, message: str) -> ManifestProblem:
+        return ManifestProblem(self.name, _locate(record, path), path, message)
+
+    def _build(self, record: Record) -> _Built:
+        problems = [self._problem(record, path, msg) for path, msg in record.problems]
+        data = record.data
+        if data is None:
+            return _Built(None, problems)
+        data = dict(data)
+
+        item_id: str | None = None
+        raw_id = data.pop("id", None)
+        if raw_id is None:
+            item_id = f"line-{record.line}"
+        elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
+            item_id = str(raw_id)
+        elif not isinstance(raw_id, str):
+            problems.append(self._problem(record, "id", "must be a string"))
+        elif len(raw_id) > _MAX_ID_LENGTH:
+            problems.append(self._problem(record, "id", f"longer than {_MAX_ID_LENGTH} characters"))
+        elif not _ID_RE.match(raw_id):
+            problems.append(
+                self._problem(
+                    record,
+                    "id",
+                    f"{raw_id!r} is not a safe file name: use letters, digits, '.', '_' "
+                    "and '-' only, not starting with '.'",
+                )
+            )
+        else:
+            item_id = raw_id
+
+        def problem(path: str, message: str) -> ManifestProblem:
+            return self._problem(record, path, message)
+
+        kind = _kind(data, problems, problem)
+        if kind is None:
+            return _Built(None, problems, item_id)
+
+        refs: list[tuple[str, str]] = []
+        renamed: dict[str, str] = {}
+        _take_refs(kind, data, refs, renamed, problems, problem)
+        reported = {p.path for p in problems}
+        try:
+            request = request_from_dict(kind, data)
+        except ValidationError as exc:
+            for api_problem in exc.problems:
+                path = renamed.get(api_problem.path, api_problem.path)
+                if path in reported and path in renamed.values():
+                    continue  # already said in manifest terms
+                message = api_problem.message
+                if message == "unknown field":
+                    message += _suggestion(kind, path)
+                problems.append(problem(path, message))
+            return _Built(None, problems, item_id, kind, refs)
+        if problems or item_id is None:
+            return _Built(None, problems, item_id, kind, refs)
+        deps = tuple(dict.fromkeys(dep for _, dep in refs))
+        item = ManifestItem(item_id, kind, record.line, request, deps)
+        return _Built(item, problems, item_id, kind, refs)
+
+
+def load_manifest(path: str | os.PathLike[str]) -> list[ManifestItem]:
+    """Check a manifest and return all its items, dependencies first (small files)."""
+    manifest = Manifest(path)
+    manifest.check()
+    return list(manifest.submission_order())
+
+
+# -- item helpers -------------------------------------------------------------
+
+
+def _kind(
+    data: dict[str, Any],
+    problems: list[ManifestProblem],
+    problem: Callable[[str, str], ManifestProblem],
+) -> str | None:
+    kind = data.pop("type", None)
+    if kind is not None:
+        if kind in KINDS:
+            return str(kind)
+        problems.append(
+            problem("type", f"unknown type {kind!r}: expected one of {', '.join(KINDS)}")
+        )
+        return None
+    model = data.get("model")
+    if isinstance(model, str) and model.startswith("photon"):
+        return "image"
+    if isinstance(model, str) and model.startswith("ray"):
+        return "video"
+    what = f"from model {model!r}" if model is not None else "without a model"
+    problems.append(
+        problem(
+            "type",
+            f"missing, and cannot be inferred {what} (photon-* → image, ray-* → video); "
+            f"give one of {', '.join(KINDS)}",
+        )
+    )
+    return None
+
+
+def _take_refs(
+    kind: str,
+    data: dict[str, Any],
+    refs: list[tuple[str, str]],
+    renamed: dict[str, str],
+    problems: list[ManifestProblem],
+    problem: Callable[[str, str], ManifestProblem],
+) -> None:
+    """Turn item references into placeholder generation ids, in place."""
+    keyframes = data.get("keyframes")
+    if isinstance(keyframes, dict):
+        keyframes = data["keyframes"] = dict(keyframes)
+        for frame in ("frame0", "frame1"):
+            keyframe = keyframes.get(frame)
+            if not isinstance(keyframe, dict) or "ref" not in keyframe:
+                continue
+            field = f"keyframes.{frame}.ref"
+            keyframe = dict(keyframe)
+            ref = keyframe.pop("ref")
+            if keyframe.get("type", "generation") != "generation":
+                problems.append(
+                    problem(field, "only a keyframe of type 'generation' can name an item")
+                )
+                continue
+            if "id" in keyframe:
+                problems.append(problem(field, "give either id (a generation) or ref (an item)"))
+                continue
+            if not isinstance(ref, str) or not ref:
+                problems.append(problem(field, "must be an item id (a string)"))
+                continue
+            keyframe["type"] = "generation"
+            keyframe["id"] = ref_placeholder(ref)
+            keyframes[frame] = keyframe
+            renamed[f"keyframes.{frame}.id"] = field
+            refs.append((field, ref))
+    if kind not in _SOURCE_KINDS:
+        return
+    if "source" not in data:
+        if "generation_id" not in data:
+            problems.append(
+                problem(
+                    "source",
+                    f"required: the id of the manifest item to {kind} "
+                    "(or generation_id for an existing generation)",
+                )
+            )
+            renamed["generation_id"] = "source"
+        return
+    source = data.pop("source")
+    if "generation_id" in data:
+        problems.append(problem("source", "give either source (an item) or generation_id"))
+        return
+    if not isinstance(source, str) or not source:
+        problems.append(problem("source", "must be an item id (a string)"))
+        data["generation_id"] = ref_placeholder("")
+        renamed["generation_id"] = "source"
+        return
+    data["generation_id"] = ref_placeholder(source)
+    renamed["generation_id"] = "source"
+    refs.append(("source", source))
+
+
+def _suggestion(kind: str, path: str) -> str:
+    """``" (did you mean 'prompt'?)"`` for a typo'd top-level field, else ``""``."""
+    if "." in path or "[" in path:
+        return ""
+    cls = REQUEST_CLASSES.get(kind)
+    if cls is None:
+        return ""
+    names = [a.name for a in attrs.fields(cls)]
+    if kind in _SOURCE_KINDS:
+        names.append("source")
+    close = difflib.get_close_matches(path, names, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _cycles(graph: dict[str, list[_Edge]]) -> Iterator[tuple[_Edge, list[str]]]:
+    """Each cycle once, as (the edge closing it, the ids around it)."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+    for root in graph:
+        if root in state:
+            continue
+        path: list[str] = [root]
+        state[root] = 1
+        stack: list[Iterator[_Edge]] = [iter(graph.get(root, []))]
+        while stack:
+            edge = next(stack[-1], None)
+            if edge is None:
+                stack.pop()
+                state[path.pop()] = 2
+                continue
+            seen = state.get(edge.dep)
+            if seen == 1:
+                start = path.index(edge.dep)
+                yield edge, [*path[start:], edge.dep]
+            elif seen is None:
+                state[edge.dep] = 1
+                path.append(edge.dep)
+                stack.append(iter(graph.get(edge.dep, [])))
+
+
+def _locate(record: Record, path: str) -> int:
+    if record.locate is None or not path:
+        return record.line
+    return record.locate(path)
