@@ -20,6 +20,8 @@ DEFAULT_JOB_TIMEOUT = 3600.0
 DEFAULT_MAX_ASSET_SIZE = 4 * 1024**3
 """The largest asset downloaded (a 4K, 10 s video is well under 1 GiB)."""
 DEFAULT_USER_AGENT_PRODUCT = "lumasched"
+DEFAULT_DASHBOARD_PORT = 8765
+"""Where ``--dashboard`` serves the live page (on 127.0.0.1) when no port is given."""
 
 ENV_API_KEY = "LUMAAI_API_KEY"
 ENV_BASE_URL = "LUMAAI_BASE_URL"

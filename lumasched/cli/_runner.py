@@ -90,6 +90,10 @@ class RunOptions:
     """Create anew the items whose generation failed."""
     unreachable_give_up: float = DEFAULT_UNREACHABLE_GIVE_UP
     """Seconds the API may stay unreachable before the run stops creating."""
+    dashboard_port: int | None = None
+    family_totals: dict[Family, int] = attrs.Factory(dict)
+    """Items per family in the manifest (for the dashboard's ETA)."""
+    """``--dashboard``: serve the live page on 127.0.0.1 on this port (0: a free one)."""
 
 
 @attrs.define
@@ -181,7 +185,24 @@ async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
             )
             if found.changed and not options.redo_changed:
                 raise ItemsChangedError(found.changed, cost_cents=found.changed_cents)
-        return await _run_owned(options, journal, display, outcome, started)
+        await _run_owned(options, journal, display, outcome, started)
+        if outcome.storage_error is None:
+            await anyio.to_thread.run_sync(_write_gallery, options, journal, outcome, display)
+        return outcome
+
+
+def _write_gallery(
+    options: RunOptions, journal: Journal, outcome: RunOutcome, display: Display
+) -> None:
+    """``DIR/index.html`` brought up to date, with what the report needs from this
+    run (the limits, the counters) kept in the journal for ``lumasched gallery``."""
+    from lumasched.gallery import GALLERY_NAME, report_meta, write_gallery
+
+    try:
+        journal.set_meta("report", json.dumps(report_meta(options.limits, outcome.counters)))
+        write_gallery(options.out_dir, journal_path=options.journal_path)
+    except Exception as exc:  # the files are made; a page that fails must not fail the run
+        display.note(f"{GALLERY_NAME} not written: {exc}")
 
 
 async def _run_owned(
@@ -291,6 +312,8 @@ async def _run(
         )
         stack.callback(results.close)
         await stack.enter_async_context(scheduler)
+        if options.dashboard_port is not None:
+            await _open_dashboard(stack, options, scheduler, display)
         display.start(scheduler, options.out_dir)
         try:
             with driving:
@@ -305,6 +328,21 @@ async def _run(
             # Leaving the scheduler with an exception stops it at once; what is
             # in flight stays in the journal for the next run.
             raise _HardStop
+
+
+async def _open_dashboard(
+    stack: AsyncExitStack, options: RunOptions, scheduler: Any, display: Display
+) -> None:
+    from lumasched.gallery import Dashboard
+
+    dashboard = Dashboard(
+        scheduler,
+        port=options.dashboard_port or 0,
+        out_dir=options.out_dir,
+        totals=options.family_totals,
+    )
+    await stack.enter_async_context(dashboard)
+    display.note(f"dashboard: {dashboard.url}")
 
 
 async def _claim_store(
