@@ -7,7 +7,6 @@ too."""
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,29 +66,39 @@ def _throughput(items: Sequence[Item], start: float, limits: dict[str, Any]) -> 
     done = sorted(i.completed - start for i in items if i.completed is not None)
     if not done:
         return ""
-    end = done[-1]
     actual = [(0.0, 0.0)] + [(t, n + 1.0) for n, t in enumerate(done)]
     series = [Series("completed", actual, PALETTE[0], step=True)]
-    # The best any scheduler could do within the limits: per family, creates at the
-    # rate limit or as fast as slots free up (concurrency / mean latency),
-    # whichever binds, each generation taking the observed mean latency.
-    optimum_rate = 0.0
-    delay = math.inf
+    best: list[float] = []
     for family in _families(items):
         lim = _family_limits(limits, family)
         latencies = [x for i in items if i.family == family and (x := i.latency) is not None]
-        if not lim or not latencies:
-            continue
-        mean = sum(latencies) / len(latencies)
-        rate = lim["requests"] / lim["per_seconds"]
-        optimum_rate += min(rate, lim["concurrency"] / mean) if mean > 0 else rate
-        delay = min(delay, mean)
-    if optimum_rate > 0 and math.isfinite(delay):
-        total = float(len(done))
-        finish = delay + total / optimum_rate
-        best = [(0.0, 0.0), (delay, 0.0), (min(finish, max(end, finish)), total)]
-        series.append(Series("limit-bound optimum", best, PALETTE[1], dashed=True))
+        count = sum(1 for i in items if i.family == family and i.completed is not None)
+        if lim and latencies and count:
+            mean = sum(latencies) / len(latencies)
+            best.extend(_fastest(count, mean, int(lim["concurrency"]), lim))
+    if best:
+        best.sort()
+        points = [(0.0, 0.0)] + [(t, n + 1.0) for n, t in enumerate(best)]
+        series.append(Series("limit-bound optimum", points, PALETTE[1], dashed=True, step=True))
     return lines("Completed items over time", series)
+
+
+def _fastest(count: int, latency: float, concurrency: int, lim: dict[str, float]) -> list[float]:
+    """When ``count`` generations of one family would end if each were created as
+    early as the limits allow (a free slot, room in the sliding window) and each
+    took ``latency``: the best any scheduler could do with this account."""
+    requests, window = int(lim["requests"]), float(lim["per_seconds"])
+    created: list[float] = []
+    ended: list[float] = []
+    for k in range(count):
+        at = 0.0
+        if k >= requests:
+            at = max(at, created[k - requests] + window)
+        if k >= concurrency:
+            at = max(at, ended[k - concurrency])  # ends in creation order: latency is one
+        created.append(at)
+        ended.append(at + latency)
+    return ended
 
 
 def _timeline(intervals: Sequence[tuple[float, float]], until: float) -> list[tuple[float, float]]:
