@@ -27,7 +27,7 @@ from aiohttp import web
 
 from lumasched._config import DEFAULT_DASHBOARD_PORT
 from lumasched.api import Family
-from lumasched.engine.jobs import JobEvent, JobState
+from lumasched.engine.jobs import Job, JobEvent, JobState
 from lumasched.engine.scheduler import Scheduler
 from lumasched.gallery._collect import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
@@ -68,7 +68,7 @@ class Dashboard:
         self._interval = interval
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._latencies: dict[str, list[float]] = {str(f): [] for f in Family}
-        self._finished: deque[str] = deque(maxlen=1000)
+        self._finished: deque[Job] = deque(maxlen=1000)
         self._newest: deque[dict[str, Any]] = deque(maxlen=NEWEST)
         self._completions: deque[float] = deque()
         self._started = time.time()
@@ -134,7 +134,11 @@ class Dashboard:
 
     def _on_event(self, event: JobEvent) -> None:
         if event.new is JobState.COMPLETED or event.new is JobState.FAILED:
-            self._finished.append(event.key)  # read once its result is set
+            # Held now: a job that ended may leave the scheduler's table before the
+            # next sample. Its result is set just after this event; read it then.
+            job = self._scheduler.get(event.key)
+            if job is not None:
+                self._finished.append(job)
 
     async def _sample_loop(self) -> None:
         while True:
@@ -207,16 +211,16 @@ class Dashboard:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def _take_finished(self, key: str, now: float) -> None:
-        job = self._scheduler.get(key)
-        if job is None or not job.done:
+    async def _take_finished(self, job: Job, now: float) -> None:
+        key = job.key
+        if not job.done:
             return
         if job.error is not None:
             self._newest.appendleft({"id": key, "state": "failed", "file": None})
             return
         result = await job.result()
         self._completions.append(now)
-        timings = result.timings
+        timings = job.timings
         if timings.created is not None and timings.completed is not None:
             self._latencies[str(job.family)].append(timings.completed - timings.created)
         self._newest.appendleft(
