@@ -11,8 +11,9 @@ Luma Dream Machine API, with a built-in emulator.
             result = await job
             print(result.path, result.sha256)
 
-The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``) and ``RedisLimiter``
-are imported on first use, so ``import lumasched`` stays light.
+The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``), ``RedisLimiter`` and
+the gallery (``Dashboard``, ``write_gallery``) are imported on first use, so
+``import lumasched`` stays light.
 
 The package is a stack of layers, lowest first; a module imports only its own
 layer and the ones below (docs/architecture.md, checked by
@@ -25,6 +26,7 @@ tests/test_architecture.py)::
     engine/     Scheduler, job table, create/follow/restore/reconcile, poller, downloads
     manifest/   JSONL / CSV / YAML -> validated requests; the dry-run plan
     claims/     cross-host item claims in Redis
+    gallery/    the run's page (DIR/index.html, plots) and the live Dashboard
     cli/        the commands and the live display: the only code that prints
     emulator/   the offline API, apart (base, api and limits only)
 
@@ -155,6 +157,7 @@ from lumasched.store.journal import Journal
 
 if TYPE_CHECKING:
     from lumasched.emulator import Emulator, EmulatorConfig, Faults
+    from lumasched.gallery import Dashboard, write_gallery
     from lumasched.limits.redis import RedisLimiter
 
 __version__ = "0.1.0"
@@ -164,6 +167,8 @@ _LAZY = {
     "EmulatorConfig": "lumasched.emulator",
     "Faults": "lumasched.emulator",
     "RedisLimiter": "lumasched.limits.redis",
+    "Dashboard": "lumasched.gallery",
+    "write_gallery": "lumasched.gallery",
 }
 
 
@@ -202,6 +207,7 @@ __all__ = [
     "Counters",
     "CreateRequest",
     "Credits",
+    "Dashboard",
     "DependencyFailed",
     "DownloadError",
     "DownloadResult",
@@ -285,4 +291,5 @@ __all__ = [
     "request_to_dict",
     "safe_target",
     "sha256_file",
+    "write_gallery",
 ]
