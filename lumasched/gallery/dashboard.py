@@ -70,7 +70,7 @@ class Dashboard:
         self._latencies: dict[str, list[float]] = {str(f): [] for f in Family}
         self._finished: deque[Job] = deque(maxlen=1000)
         self._newest: deque[dict[str, Any]] = deque(maxlen=NEWEST)
-        self._completions: deque[float] = deque()
+        self._completions: dict[str, deque[float]] = {str(f): deque() for f in Family}
         self._started = time.time()
         self._snapshot: dict[str, Any] = {}
         self._changed = anyio.Event()
@@ -154,6 +154,8 @@ class Dashboard:
         stats = await scheduler.limiter.statistics()
         families: dict[str, Any] = {}
         remaining = 0
+        elapsed = min(ETA_WINDOW, now - self._started)
+        etas: list[float | None] = []
         for family, counts in counters.families.items():
             stat = stats.get(family)
             stages = {
@@ -166,7 +168,16 @@ class Dashboard:
             }
             known = sum(stages.values())
             total = max(known, self._totals.get(family, 0))
-            remaining += total - stages["done"] - stages["failed"]
+            left = total - stages["done"] - stages["failed"]
+            remaining += left
+            # Each family at its own recent pace: images finishing fast say
+            # nothing about when the last video will.
+            recent = self._completions[str(family)]
+            while recent and recent[0] < now - ETA_WINDOW:
+                recent.popleft()
+            rate = len(recent) / elapsed if elapsed > 0 else 0.0
+            if left:
+                etas.append(left / rate if rate > 0 else None)
             families[str(family)] = {
                 **stages,
                 "total": total,
@@ -180,10 +191,8 @@ class Dashboard:
                 "backoff_seconds": round(stat.penalty_remaining, 1) if stat else 0.0,
                 "latency": _distribution(self._latencies[str(family)]),
             }
-        while self._completions and self._completions[0] < now - ETA_WINDOW:
-            self._completions.popleft()
-        elapsed = min(ETA_WINDOW, now - self._started)
-        rate = len(self._completions) / elapsed if elapsed > 0 else 0.0
+        done_recently = sum(len(recent) for recent in self._completions.values())
+        eta = None if None in etas or not etas else max(e for e in etas if e is not None)
         self._history.append(
             {
                 "t": round(now - self._started, 2),
@@ -203,8 +212,8 @@ class Dashboard:
             "downloads": counters.downloads,
             "bytes": counters.bytes_downloaded,
             "remaining": remaining,
-            "eta_seconds": round(remaining / rate, 1) if rate > 0 and remaining else None,
-            "per_minute": round(rate * 60, 1),
+            "eta_seconds": None if eta is None else round(eta, 1),
+            "per_minute": round(done_recently / elapsed * 60, 1) if elapsed > 0 else 0.0,
             "history": list(self._history),
             "newest": list(self._newest),
         }
@@ -219,7 +228,7 @@ class Dashboard:
             self._newest.appendleft({"id": key, "state": "failed", "file": None})
             return
         result = await job.result()
-        self._completions.append(now)
+        self._completions[str(job.family)].append(now)
         timings = job.timings
         if timings.created is not None and timings.completed is not None:
             self._latencies[str(job.family)].append(timings.completed - timings.created)
