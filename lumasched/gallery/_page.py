@@ -41,6 +41,10 @@ def write_gallery(out_dir: str | Path, *, journal_path: Path | None = None) -> P
 
 def render_gallery(data: RunData, thumbs: Thumbnailer) -> str:
     items = data.items
+    thumbs.prepare(
+        (i.path for i in items if i.path is not None and i.media == "image"),
+        (i.path for i in items if i.path is not None and i.media == "video"),
+    )
     report = build_report(items, data.meta)
     groups = _chains(items)
     # failed chains first, then the rest in submission order

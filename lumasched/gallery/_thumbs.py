@@ -11,7 +11,8 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -32,6 +33,16 @@ class Thumbnailer:
         self.dir = out_dir / THUMBS_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.posters_available = _have_av()
+
+    def prepare(self, images: Iterable[Path], videos: Iterable[Path]) -> None:
+        """Make every missing thumbnail and poster now, on a few threads (decoding
+        and encoding release the GIL), so the page is written from the cache."""
+        jobs = [(p, "thumb", _make_thumbnail) for p in images]
+        if self.posters_available:
+            jobs += [(p, "poster", _make_poster) for p in videos]
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            for _ in pool.map(lambda job: self._cached(*job), jobs):
+                pass
 
     def thumbnail(self, source: Path) -> Path | None:
         """A JPEG at most ``THUMB_SIZE`` of ``source``, or None if it cannot be read."""
