@@ -183,3 +183,28 @@ def test_report_without_timings_has_facts_but_no_charts() -> None:
     report = build_report([Item(id="a", state="failed")], {})
     assert report.charts == []
     assert ("items", "1 failed") in report.facts
+
+
+def test_a_rerun_brings_the_page_up_to_date(
+    cli_env: ThreadedEmulator, tmp_path: Path, limits_file: Path
+) -> None:
+    """Items added to the manifest and run again appear on the page the rerun writes."""
+    out = _run(tmp_path, limits_file, MIXED_ITEMS[:2])
+    assert set(_cards((out / "index.html").read_text())) == {"cat", "owl"}
+    _run(tmp_path, limits_file, MIXED_ITEMS[:3])
+    assert set(_cards((out / "index.html").read_text())) == {"cat", "owl", "sea"}
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "web"])
+def test_a_bad_dashboard_port_is_refused_before_anything_is_sent(
+    cli_env: ThreadedEmulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    port: str,
+) -> None:
+    """`--dashboard PORT` out of range (or not a number) is a usage error naming it."""
+    manifest = write_jsonl(tmp_path / "shots.jsonl", MIXED_ITEMS[:1])
+    args = ["run", str(manifest), "--out", str(tmp_path / "out"), "--dashboard", port]
+    assert cli.main(args) == 2
+    assert "--dashboard" in capsys.readouterr().err
+    assert cli_env.inspect.creates_total == 0
