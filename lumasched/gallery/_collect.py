@@ -12,7 +12,6 @@ from typing import Any
 
 import attrs
 
-from lumasched.api import family_of
 from lumasched.errors import JournalError
 from lumasched.pricing import estimate_cost_cents
 from lumasched.store.journal import Journal, JournalRecord
@@ -193,10 +192,3 @@ def _time(value: Any) -> float | None:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def family_name(kind: str, model: str | None) -> str:
-    try:
-        return str(family_of(kind, model))
-    except ValueError:
-        return "unknown"

@@ -265,8 +265,8 @@ class Dashboard:
                 data = json.dumps(self._snapshot, separators=(",", ":"))
                 await response.write(f"data: {data}\n\n".encode())
                 await self._changed.wait()
-        except (ConnectionResetError, anyio.get_cancelled_exc_class()):
-            pass
+        except ConnectionResetError:
+            pass  # the page was closed
         return response
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
