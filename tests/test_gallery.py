@@ -208,3 +208,19 @@ def test_a_bad_dashboard_port_is_refused_before_anything_is_sent(
     assert cli.main(args) == 2
     assert "--dashboard" in capsys.readouterr().err
     assert cli_env.inspect.creates_total == 0
+
+
+def test_a_page_that_cannot_be_written_does_not_fail_the_run(
+    cli_env: ThreadedEmulator,
+    tmp_path: Path,
+    limits_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The files are made: a gallery the disk refuses is a note, the run still succeeds."""
+    out = tmp_path / "out"
+    (out / "index.html.part").mkdir(parents=True)  # the page's temporary file cannot be made
+    manifest = write_jsonl(tmp_path / "shots.jsonl", MIXED_ITEMS[:1])
+    args = ["run", str(manifest), "--out", str(out), "--limits", str(limits_file)]
+    assert cli.main([*args, "--no-progress"]) == 0
+    assert "index.html not written" in capsys.readouterr().out
+    assert (out / "cat.jpg").is_file()
