@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,22 @@ def test_a_page_that_cannot_be_written_does_not_fail_the_run(
     assert cli.main([*args, "--no-progress"]) == 0
     assert "index.html not written" in capsys.readouterr().out
     assert (out / "cat.jpg").is_file()
+
+
+def test_a_dashboard_port_in_use_ends_the_run_before_anything_is_sent(
+    cli_env: ThreadedEmulator,
+    tmp_path: Path,
+    limits_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--dashboard PORT` on a taken port: exit 2, one line naming it, no create."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        manifest = write_jsonl(tmp_path / "shots.jsonl", MIXED_ITEMS[:1])
+        args = ["run", str(manifest), "--out", str(tmp_path / "out"), "--limits", str(limits_file)]
+        assert cli.main([*args, "--no-progress", "--dashboard", port]) == 2
+    err = capsys.readouterr().err
+    assert f"--dashboard {port}: cannot listen on 127.0.0.1" in err and "Traceback" not in err
+    assert cli_env.inspect.creates_total == 0

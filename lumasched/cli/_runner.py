@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import time
 from collections import Counter
@@ -35,6 +36,7 @@ from lumasched.engine.jobs import Job, JobDeferred, JobResult
 from lumasched.errors import (
     APIUnreachableError,
     AuthenticationError,
+    ConfigurationError,
     ItemsChangedError,
     LumaError,
     PermissionDeniedError,
@@ -311,9 +313,10 @@ async def _run(
             manifest_ids=review.ids if review is not None else None,
         )
         stack.callback(results.close)
-        await stack.enter_async_context(scheduler)
         if options.dashboard_port is not None:
+            # Before the scheduler starts: a port in use ends the run with nothing sent.
             await _open_dashboard(stack, options, scheduler, display)
+        await stack.enter_async_context(scheduler)
         display.start(scheduler, options.out_dir)
         try:
             with driving:
@@ -341,7 +344,14 @@ async def _open_dashboard(
         out_dir=options.out_dir,
         totals=options.family_totals,
     )
-    await stack.enter_async_context(dashboard)
+    try:
+        await stack.enter_async_context(dashboard)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigurationError(
+            f"--dashboard {options.dashboard_port}: cannot listen on 127.0.0.1 ({reason}); "
+            "nothing was sent"
+        ) from exc
     display.note(f"dashboard: {dashboard.url}")
 
 
