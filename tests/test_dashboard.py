@@ -3,6 +3,8 @@ follow the run over server-sent events, and it serves only the run's files."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+from PIL import Image
 
 from lumasched.api import ImageRequest, VideoRequest
 from lumasched.gallery import Dashboard
@@ -26,11 +29,11 @@ async def _next_event(response: aiohttp.ClientResponse) -> dict[str, Any]:
 
 
 async def test_dashboard_follows_a_run(tmp_path: Path) -> None:
-    """The event stream's done counts, slots, latency and newest results move as jobs
-    finish; the page itself is served at the url."""
+    """The event stream's done counts, slots, latency and newest results (with inline
+    thumbnails) move as jobs finish; the page itself is served at the url."""
     async with (
         engine(out_dir=tmp_path, latency=0.3) as (_, _, scheduler),
-        Dashboard(scheduler, out_dir=tmp_path, interval=0.05) as dashboard,
+        Dashboard(scheduler, interval=0.05) as dashboard,
         aiohttp.ClientSession() as http,
     ):
         assert dashboard.url.startswith("http://127.0.0.1:")
@@ -54,25 +57,24 @@ async def test_dashboard_follows_a_run(tmp_path: Path) -> None:
         assert done["families"]["image"]["latency"]["count"] == 4
         assert {n["id"] for n in done["newest"]} == {"cat-0", "cat-1", "cat-2", "cat-3", "dog"}
         assert done["history"], "samples for the charts"
-        newest = next(n for n in done["newest"] if n["id"] == "cat-0")
-        async with http.get(dashboard.url + "files/" + newest["file"]) as file:
-            assert file.status == 200
-            assert await file.read() == (tmp_path / newest["file"]).read_bytes()
+        newest = {n["id"]: n for n in done["newest"]}
+        image = base64.b64decode(newest["cat-0"]["thumb"].removeprefix("data:image/jpeg;base64,"))
+        with Image.open(io.BytesIO(image)) as thumb:
+            assert thumb.format == "JPEG" and max(thumb.size) <= 240
+        assert newest["dog"]["thumb"].startswith("data:image/jpeg;base64,"), "a video's poster"
 
 
-@pytest.mark.parametrize("name", ["..%2Fsecret.jpg", ".hidden.jpg", "journal.sqlite", "nope.jpg"])
-async def test_dashboard_serves_only_the_runs_media(tmp_path: Path, name: str) -> None:
-    """Anything but an image or video file of the output folder is not found."""
-    (tmp_path.parent / "secret.jpg").write_bytes(b"x")
-    (tmp_path / ".hidden.jpg").write_bytes(b"x")
-    (tmp_path / "journal.sqlite").write_bytes(b"x")
+async def test_dashboard_serves_no_file(tmp_path: Path) -> None:
+    """The page gets results inline: no path of the machine is served."""
+    (tmp_path / "secret.jpg").write_bytes(b"x")
     async with (
         engine(out_dir=tmp_path) as (_, _, scheduler),
-        Dashboard(scheduler, out_dir=tmp_path) as dashboard,
+        Dashboard(scheduler) as dashboard,
         aiohttp.ClientSession() as http,
-        http.get(dashboard.url + "files/" + name) as response,
     ):
-        assert response.status == 404
+        for path in ("files/secret.jpg", "secret.jpg", "..%2Fsecret.jpg"):
+            async with http.get(dashboard.url + path) as response:
+                assert response.status == 404
 
 
 async def test_dashboard_closes_with_a_client_still_listening(tmp_path: Path) -> None:
@@ -83,8 +85,10 @@ async def test_dashboard_closes_with_a_client_still_listening(tmp_path: Path) ->
             await _next_event(stream)
             url = dashboard.url
         with anyio.fail_after(5):
-            await stream.content.read()  # returns only once the server ended the stream
+            rest = await stream.content.read()  # returns only once the server ended the stream
         assert stream.content.at_eof()
+        last = json.loads(rest.decode().strip().split("data: ")[-1])
+        assert last["finished"] is True, "the last event says the run is over"
         stream.release()
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(url)

@@ -341,7 +341,6 @@ async def _open_dashboard(
     dashboard = Dashboard(
         scheduler,
         port=options.dashboard_port or 0,
-        out_dir=options.out_dir,
         totals=options.family_totals,
     )
     try:

@@ -7,8 +7,10 @@ newer, so regenerating the page of a 1,000-item run costs almost nothing."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import io
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-__all__ = ["THUMBS_DIR", "Thumbnailer"]
+__all__ = ["THUMBS_DIR", "Thumbnailer", "inline_thumbnail"]
 
 logger = logging.getLogger("lumasched.gallery")
 
@@ -79,6 +81,26 @@ class Thumbnailer:
                 part.unlink()
             return None
         return target
+
+
+def inline_thumbnail(source: Path, *, size: int = 240) -> str | None:
+    """A small JPEG of an image (or a video's first frame, with PyAV) as a
+    ``data:`` URI, or None: what a page can show without asking for a file."""
+    suffix = source.suffix.lower()
+    try:
+        if suffix in (".mp4", ".mov", ".webm"):
+            image = _make_poster(source) if _have_av() else None
+        else:
+            image = _make_thumbnail(source)
+        if image is None:
+            return None
+        image.thumbnail((size, size))
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, "JPEG", quality=70)
+    except Exception as exc:  # unreadable: shown without a picture
+        logger.debug("no inline thumbnail for %s: %s", source.name, exc)
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _make_thumbnail(source: Path) -> Image.Image | None:

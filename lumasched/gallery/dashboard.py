@@ -6,7 +6,7 @@ latency distribution, an ETA and the newest results as thumbnails.
 ::
 
     async with Scheduler(client, out_dir="out") as scheduler:
-        async with Dashboard(scheduler, out_dir="out") as dashboard:
+        async with Dashboard(scheduler) as dashboard:
             print("watch at", dashboard.url)
             ...
 
@@ -15,6 +15,7 @@ latency distribution, an ETA and the newest results as thumbnails.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import deque
 from importlib import resources
@@ -29,9 +30,11 @@ from lumasched._config import DEFAULT_DASHBOARD_PORT
 from lumasched.api import Family
 from lumasched.engine.jobs import Job, JobEvent, JobState
 from lumasched.engine.scheduler import Scheduler
-from lumasched.gallery._collect import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from lumasched.gallery._thumbs import inline_thumbnail
 
 __all__ = ["DEFAULT_DASHBOARD_PORT", "Dashboard"]
+
+logger = logging.getLogger("lumasched.gallery")
 
 HISTORY = 600
 """Samples kept for the charts (five minutes at the default interval)."""
@@ -46,7 +49,6 @@ class Dashboard:
 
     ``port=0`` takes a free port (``url`` says which). Only 127.0.0.1 is ever
     bound: the page shows prompts and files, so it is not for the network.
-    ``out_dir``: where the scheduler downloads (for the newest thumbnails).
     ``totals``: items per family the run will submit, for the ETA (default:
     the jobs the scheduler knows about)."""
 
@@ -55,7 +57,6 @@ class Dashboard:
         scheduler: Scheduler,
         *,
         port: int = 0,
-        out_dir: str | Path | None = None,
         totals: dict[Family, int] | None = None,
         interval: float = 0.5,
     ) -> None:
@@ -63,7 +64,6 @@ class Dashboard:
             raise ValueError(f"dashboard port {port}: must be 0..65535")
         self._scheduler = scheduler
         self._port = port
-        self._out_dir = None if out_dir is None else Path(out_dir).resolve()
         self._totals = dict(totals or {})
         self._interval = interval
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
@@ -85,7 +85,6 @@ class Dashboard:
         app.router.add_get("/", self._page)
         app.router.add_get("/events", self._events)
         app.router.add_get("/snapshot", self._snapshot_json)
-        app.router.add_get("/files/{name}", self._file)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self._port)
@@ -115,13 +114,21 @@ class Dashboard:
     ) -> None:
         if self._remove_listener is not None:
             self._remove_listener()
-        self._closing = True
-        self._changed.set()  # open event streams end now, not at the server's timeout
         try:
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
                 await self._tg.__aexit__(None, None, None)
+            # The last numbers, marked final: the page stops listening instead of
+            # reconnecting to a server that is gone.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                try:
+                    await self._sample(final=True)
+                except Exception:  # a limiter already closed: the page keeps what it had
+                    logger.debug("dashboard: no final sample", exc_info=True)
+                    self._snapshot = {**self._snapshot, "finished": True}
         finally:
+            self._closing = True
+            self._changed.set()  # open event streams end now, not at the server's timeout
             with anyio.CancelScope(shield=True):
                 if self._runner is not None:
                     await self._runner.cleanup()
@@ -145,7 +152,7 @@ class Dashboard:
             await anyio.sleep(self._interval)
             await self._sample()
 
-    async def _sample(self) -> None:
+    async def _sample(self, *, final: bool = False) -> None:
         scheduler = self._scheduler
         now = time.time()
         while self._finished:
@@ -216,6 +223,7 @@ class Dashboard:
             "per_minute": round(done_recently / elapsed * 60, 1) if elapsed > 0 else 0.0,
             "history": list(self._history),
             "newest": list(self._newest),
+            "finished": final,
         }
         self._changed.set()
         self._changed = anyio.Event()
@@ -225,26 +233,19 @@ class Dashboard:
         if not job.done:
             return
         if job.error is not None:
-            self._newest.appendleft({"id": key, "state": "failed", "file": None})
+            self._newest.appendleft({"id": key, "state": "failed", "thumb": None})
             return
         result = await job.result()
         self._completions[str(job.family)].append(now)
         timings = job.timings
         if timings.created is not None and timings.completed is not None:
             self._latencies[str(job.family)].append(timings.completed - timings.created)
-        self._newest.appendleft(
-            {"id": key, "state": "completed", "file": self._served(result.path)}
-        )
-
-    def _served(self, path: str | None) -> str | None:
-        """The name under /files/ of a result this page may show, or None."""
-        if path is None or self._out_dir is None:
-            return None
-        file = Path(path).resolve()
-        if file.parent != self._out_dir:
-            return None
-        suffix = file.suffix.lower()
-        return file.name if suffix in IMAGE_SUFFIXES | VIDEO_SUFFIXES else None
+        # Inline, made once: the page never asks for a file, so it can show the
+        # last results even after the run (and this server) ended.
+        thumb = None
+        if result.path is not None:
+            thumb = await anyio.to_thread.run_sync(inline_thumbnail, Path(result.path))
+        self._newest.appendleft({"id": key, "state": "completed", "thumb": thumb})
 
     # -- serving -------------------------------------------------------------------
 
@@ -261,23 +262,15 @@ class Dashboard:
         )
         await response.prepare(request)
         try:
-            while not self._closing:
+            while True:
                 data = json.dumps(self._snapshot, separators=(",", ":"))
                 await response.write(f"data: {data}\n\n".encode())
+                if self._closing or self._snapshot.get("finished"):
+                    break
                 await self._changed.wait()
         except ConnectionResetError:
             pass  # the page was closed
         return response
-
-    async def _file(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        if self._out_dir is None or "/" in name or name.startswith("."):
-            raise web.HTTPNotFound()
-        suffix = Path(name).suffix.lower()
-        file = self._out_dir / name
-        if suffix not in IMAGE_SUFFIXES | VIDEO_SUFFIXES or not file.is_file():
-            raise web.HTTPNotFound()
-        return web.FileResponse(file)
 
 
 def _distribution(values: list[float]) -> dict[str, Any]:
