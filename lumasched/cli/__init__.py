@@ -471,12 +471,17 @@ def _setup_logging(verbose: bool, log_format: str = "human") -> None:
     _json_stderr = log_format == "json"
     # JSON lines carry every job state change (INFO); human lines stay quiet.
     quiet = logging.INFO if _json_stderr else logging.WARNING
-    configure_logging(
+    handler = configure_logging(
         "json" if _json_stderr else "human",
         level=logging.DEBUG if verbose else quiet,
         stream=sys.stderr,
         secrets=[_env_key()],
     )
+    if not verbose:
+        # ``run --emulator``: the in-process emulator's request lines are noise at INFO.
+        handler.addFilter(
+            lambda r: r.levelno >= logging.WARNING or not r.name.startswith("lumasched.emulator")
+        )
 
 
 def _env_key() -> str | None:

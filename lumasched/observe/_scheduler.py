@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -140,10 +140,12 @@ class SchedulerMetrics(MetricsSource):
         self._task_group.start_soon(self._refresh_loop)
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
-        await self._task_group.__aexit__(*exc_info)
+        # Only our own loop runs in the group: ending it must not wrap an
+        # exception passing through the caller's ``async with`` into a group.
+        await self._task_group.__aexit__(None, None, None)
         self._task_group = None
 
     async def _refresh_loop(self) -> None:
