@@ -110,7 +110,7 @@ def test_json_log_format_keeps_errors_as_json(
     manifest = write_jsonl(tmp_path / "m.jsonl", [{"id": "x", "model": "nope", "prompt": "a"}])
     code = cli.main(["run", str(manifest), "--out", str(tmp_path / "out"), "--log-format", "json"])
     out, err = capsys.readouterr()
-    assert code == 2
+    assert code == 2 and out == ""
     lines = _json_lines(err)
     assert lines[-1]["event"] == "cli.error" and "nothing was sent" in lines[-1]["message"]
     assert any("m.jsonl:1" in line["message"] for line in lines)
