@@ -16,10 +16,24 @@ limits every host shares through Redis. ``configure_logging`` and
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from lumasched.observe._model import Kind, Metric, Sample
 from lumasched.observe._scheduler import MetricsSource, SchedulerMetrics, failure_category
-from lumasched.observe._shared import SharedLimitsMetrics
 from lumasched.observe.logs import JsonFormatter, configure_logging, log_job_events
+
+if TYPE_CHECKING:
+    from lumasched.observe._shared import SharedLimitsMetrics
+
+
+def __getattr__(name: str) -> Any:
+    # Redis is imported only by those who read the shared limits.
+    if name == "SharedLimitsMetrics":
+        from lumasched.observe._shared import SharedLimitsMetrics
+
+        return SharedLimitsMetrics
+    raise AttributeError(f"module 'lumasched.observe' has no attribute {name!r}")
+
 
 __all__ = [
     "JsonFormatter",
