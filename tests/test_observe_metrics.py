@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from lumasched.api import ImageRequest, VideoRequest
 from lumasched.engine.jobs import JobState
 from lumasched.errors import (
+    AmbiguousCreateError,
     APIStatusError,
     DependencyFailed,
     DownloadError,
@@ -124,6 +125,8 @@ async def test_429s_show_as_rate_limited_backoff_and_pause() -> None:
     assert all(job.state is JobState.COMPLETED for job in jobs)
     assert emu.inspect.rate_limited_total > 0
     assert value(final, "lumasched_rate_limited_total") == emu.inspect.rate_limited_total
+    requeued = value(final, "lumasched_requeues_total", reason="rate_limited")
+    assert requeued == emu.inspect.rate_limited_total
     assert lowest < 1.0
     paused = value(final, "lumasched_rate_limit_paused_seconds_total", family="image")
     assert paused > 0
@@ -166,6 +169,44 @@ async def test_opentelemetry_instruments_read_the_same_numbers(tmp_path: Path) -
     assert found["lumasched_downloaded_bytes"].unit == "By"
 
 
+async def test_ambiguous_creates_and_their_reconcile_outcomes() -> None:
+    """Creates whose answer is lost: counted as ambiguous, and each one found by reconcile."""
+    async with engine(emulator_config={"faults": {"drop_after_create": 1.0}}) as (
+        _,
+        _,
+        scheduler,
+    ):
+        metrics = SchedulerMetrics(scheduler)
+        jobs = [scheduler.submit(ImageRequest(f"a cat {i}"), key=f"i{i}") for i in range(3)]
+        for job in jobs:
+            await job
+        seen = {m.name: m for m in metrics.collect()}
+    assert seen["lumasched_ambiguous_creates_total"].samples[0].value == 3
+    outcomes = {
+        dict(s.labels)["outcome"]: s.value
+        for s in seen["lumasched_reconcile_outcomes_total"].samples
+    }
+    assert outcomes == {"found": 3, "absent": 0, "gave_up": 0}
+    assert seen["lumasched_creates_accepted_total"].samples[0].value == 3
+
+
+async def test_another_thread_reads_the_last_refresh() -> None:
+    """A prometheus_client server thread reads the snapshot of the last refresh, never
+    the engine's live counters; the next refresh brings it up to date."""
+    async with engine() as (_, _, scheduler):
+        metrics = SchedulerMetrics(scheduler)
+        registry = CollectorRegistry()
+        register(metrics, registry=registry)
+        await scheduler.submit(ImageRequest("a cat"), key="one")
+        await metrics.refresh()
+        await scheduler.submit(ImageRequest("a dog"), key="two")
+        stale = parse((await anyio.to_thread.run_sync(generate_latest, registry)).decode())
+        await metrics.refresh()
+        fresh = parse((await anyio.to_thread.run_sync(generate_latest, registry)).decode())
+    assert value(stale, "lumasched_creates_accepted_total") == 1
+    assert value(fresh, "lumasched_creates_accepted_total") == 2
+
+
 def test_failure_categories_are_few() -> None:
     """A failed job's label is a category, never its message."""
     assert failure_category(GenerationFailed("g", "Frame moderation failed")) == "moderation"
@@ -175,6 +216,10 @@ def test_failure_categories_are_few() -> None:
     assert failure_category(DownloadError("boom")) == "download"
     assert failure_category(APIStatusError(400, "bad")) == "rejected"
     assert failure_category(APIStatusError(500, "bad")) == "server_error"
+    assert (
+        failure_category(AmbiguousCreateError("lost", path="/x", body={}, sent_at=0.0))
+        == "ambiguous"
+    )
     assert failure_category(RuntimeError("x")) == "unknown"
 
 

@@ -15,6 +15,7 @@ that read on their own thread (a user's ``prometheus_client`` server).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from anyio.abc import TaskGroup
 from lumasched.api import Family
 from lumasched.engine.jobs import TERMINAL_STATES, Job, JobEvent, JobState
 from lumasched.errors import (
+    AmbiguousCreateError,
     APIStatusError,
     DependencyFailed,
     DownloadError,
@@ -57,6 +59,8 @@ DEFAULT_REFRESH_INTERVAL = 1.0
 Observer = Callable[[str, Labels, float], None]
 """Called with (histogram name, labels, value) on every observation (OTel records these)."""
 
+REQUEUE_REASONS = frozenset({"rate_limited", "reconciled_absent", "unreachable"})
+
 # The states a job passes through before it ends, as gauge label values.
 _LIVE_STATES = ("pending", "waiting", "queued", "creating", "submitted", "downloading")
 
@@ -75,6 +79,8 @@ def failure_category(error: BaseException | None) -> str:
     """A failed job's reason, as one of a few label values."""
     if isinstance(error, GenerationFailed):
         return str(error.category)
+    if isinstance(error, AmbiguousCreateError):
+        return "ambiguous"
     if isinstance(error, GenerationTimeout):
         return "timeout"
     if isinstance(error, DownloadError):
@@ -128,9 +134,14 @@ class SchedulerMetrics(MetricsSource):
             "Seconds from a generation completing to its file being in place, per family.",
             DOWNLOAD_BUCKETS,
         )
+        self._requeues: Counter[str] = Counter()
+        """Creates that surely did not happen, by reason; and reconciles given up."""
         self._observers: list[Observer] = []
+        self._thread = threading.get_ident()
+        self._snapshot: list[Metric] = []
         self._task_group: TaskGroup | None = None
         self.remove = scheduler.add_listener(self._on_event)
+        self._snapshot = self._build()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -174,9 +185,18 @@ class SchedulerMetrics(MetricsSource):
             for family, old in self._limits.items():
                 self._paused[family] += min(elapsed, old.penalty_remaining)
         self._limits, self._sampled_at = stats, now
+        self._snapshot = self._build()
 
     def _on_event(self, event: JobEvent) -> None:
-        if event.new not in TERMINAL_STATES or event.old is event.new:
+        if event.old is event.new:
+            return
+        if event.new is JobState.QUEUED:
+            reason = event.info.get("reason")
+            if event.old is JobState.CREATING and isinstance(reason, str):
+                # A create that surely did not happen: why (a few fixed reasons).
+                self._requeues[reason if reason in REQUEUE_REASONS else "other"] += 1
+            return
+        if event.new not in TERMINAL_STATES:
             return
         job = self._scheduler.get(event.key)
         family, model = event.family.value, _model(job)
@@ -186,11 +206,7 @@ class SchedulerMetrics(MetricsSource):
                 self._failures[family, model, failure_category(None)] += 1
             else:
                 # The event comes just before the job's error is set on it.
-                job._add_done_callback(
-                    lambda done: self._failures.update(
-                        [(family, model, failure_category(done.error))]
-                    )
-                )
+                job._add_done_callback(lambda done: self._count_failure(family, model, done))
         if event.new is not JobState.COMPLETED or job is None:
             return
         timings, labels = job.timings, (("family", family),)
@@ -199,6 +215,11 @@ class SchedulerMetrics(MetricsSource):
         if timings.completed is not None and timings.downloaded is not None:
             self._observe(self.download_time, labels, timings.downloaded - timings.completed)
 
+    def _count_failure(self, family: str, model: str, job: Job) -> None:
+        self._failures[family, model, failure_category(job.error)] += 1
+        if isinstance(job.error, AmbiguousCreateError):
+            self._requeues["reconcile_gave_up"] += 1
+
     def _observe(self, histogram: Histogram, labels: Labels, value: float) -> None:
         value = max(0.0, value)
         histogram.observe(labels, value)
@@ -206,6 +227,14 @@ class SchedulerMetrics(MetricsSource):
             observer(histogram.name, labels, value)
 
     def collect(self) -> list[Metric]:
+        """The metrics now; from another thread (a ``prometheus_client`` server, an
+        OTel reader), those of the last ``refresh()``, as the engine's counters may
+        only be read on its own thread."""
+        if threading.get_ident() != self._thread:
+            return self._snapshot
+        return self._build()
+
+    def _build(self) -> list[Metric]:
         s = self._scheduler
         counters = s.counters()
         client = s.client.stats
@@ -240,9 +269,23 @@ class SchedulerMetrics(MetricsSource):
             Metric(
                 "lumasched_reconcile_outcomes_total",
                 Kind.COUNTER,
-                "Ambiguous creates settled by reconcile, by outcome: found (adopted, "
-                "not re-created).",
-                (Sample((("outcome", "found"),), counters.reconciled_found),),
+                "Ambiguous creates settled by reconcile, by outcome: found (adopted), "
+                "absent (created again), gave_up (failed: could not tell).",
+                (
+                    Sample((("outcome", "found"),), counters.reconciled_found),
+                    Sample((("outcome", "absent"),), self._requeues["reconciled_absent"]),
+                    Sample((("outcome", "gave_up"),), self._requeues["reconcile_gave_up"]),
+                ),
+            ),
+            Metric(
+                "lumasched_requeues_total",
+                Kind.COUNTER,
+                "Creates that surely did not happen, queued again, by reason "
+                "(rate_limited, reconciled_absent, unreachable, other).",
+                tuple(
+                    Sample((("reason", r),), self._requeues[r])
+                    for r in sorted(REQUEUE_REASONS | {"other"})
+                ),
             ),
             _counter(
                 "lumasched_polls_total", "Status requests (get) made by the poll loop.", poller.gets
