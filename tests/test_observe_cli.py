@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from lumasched import cli
+from lumasched.limits.redis import account_id
 from tests import _cli_fixtures as fx
 from tests._cli_fixtures import cli_env, emulator, limits_file, write_jsonl  # noqa: F401
 from tests._observe_fixtures import Scrape, scrape_sync, total, value
-from tests._redis_fixtures import free_port
+from tests._redis_fixtures import free_port, redis_server  # noqa: F401
 
 
 class _Scraper(threading.Thread):
@@ -153,3 +154,38 @@ def test_metrics_port_in_use_is_refused_before_creating(
     assert code == 2
     assert f"--metrics-port {port}: cannot listen" in capsys.readouterr().err
     assert cli_env.inspect.creates_total == 0
+
+
+@pytest.mark.redis
+def test_run_with_redis_serves_the_shared_limits_too(
+    cli_env: fx.ThreadedEmulator,  # noqa: F811
+    limits_file: Path,  # noqa: F811
+    tmp_path: Path,
+    redis_server: str,  # noqa: F811
+) -> None:
+    """With --redis, /metrics also carries the account's shared limits, read from Redis."""
+    items = [{"id": f"img-{i}", "model": "photon-flash-1", "prompt": f"a {i}"} for i in range(4)]
+    manifest = write_jsonl(tmp_path / "m.jsonl", items)
+    port = free_port()
+    scraper = _Scraper(f"http://127.0.0.1:{port}/metrics")
+    scraper.start()
+    try:
+        code = cli.main(
+            [
+                "run", str(manifest), "--out", str(tmp_path / "out"),
+                "--limits", str(limits_file), "--no-progress", "--redis", redis_server,
+                "--metrics-port", str(port), "--metrics-linger", "0.5",
+            ]
+        )  # fmt: skip
+    finally:
+        scraper.stop.set()
+        scraper.join()
+    assert code == 0
+    final = scraper.scrapes[-1]
+    account = account_id(fx.API_KEY)
+    assert value(final, "lumasched_shared_redis_up") == 1
+    shared = {"account": account, "family": "image"}
+    assert value(final, "lumasched_shared_window_limit", **shared) == 12
+    assert value(final, "lumasched_shared_concurrency_limit", **shared) == 6
+    assert value(final, "lumasched_shared_concurrency_in_use", **shared) == 0
+    assert value(final, "lumasched_creates_accepted_total") == 4
