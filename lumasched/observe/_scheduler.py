@@ -140,7 +140,7 @@ class SchedulerMetrics(MetricsSource):
         self._thread = threading.get_ident()
         self._snapshot: list[Metric] = []
         self._task_group: TaskGroup | None = None
-        self.remove = scheduler.add_listener(self._on_event)
+        self._stop_listening = scheduler.add_listener(self._on_event)
         self._snapshot = self._build()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -167,6 +167,10 @@ class SchedulerMetrics(MetricsSource):
             except Exception:
                 # A shared limiter whose Redis is away: keep the last numbers.
                 logger.warning("metrics: reading the limiter failed", exc_info=True)
+
+    def close(self) -> None:
+        """Stop observing the scheduler's job events (the counters stay readable)."""
+        self._stop_listening()
 
     def add_observer(self, observer: Observer) -> None:
         """Call ``observer(name, labels, value)`` on every histogram observation."""
