@@ -56,7 +56,7 @@ async def test_scrape_moves_during_a_run_and_matches_the_counters(tmp_path: Path
             counters = scheduler.counters()
 
     assert value(during, "lumasched_creates_accepted_total") == len(jobs)
-    assert total(during, "lumasched_jobs", state="submitted") + total(
+    assert total(during, "lumasched_jobs", state="dreaming") + total(
         during, "lumasched_jobs_finished_total"
     ) + total(during, "lumasched_jobs", state="downloading") == len(jobs)
     assert value(after, "lumasched_creates_accepted_total") == counters.creates == len(jobs)

@@ -62,7 +62,15 @@ Observer = Callable[[str, Labels, float], None]
 REQUEUE_REASONS = frozenset({"rate_limited", "reconciled_absent", "unreachable"})
 
 # The states a job passes through before it ends, as gauge label values.
-_LIVE_STATES = ("pending", "waiting", "queued", "creating", "submitted", "downloading")
+# ``submitted`` is shown as the live display shows it: "dreaming" (on the server).
+_LIVE_STATES = {
+    "pending": "pending",
+    "waiting": "waiting",
+    "queued": "queued",
+    "creating": "creating",
+    "dreaming": "submitted",
+    "downloading": "downloading",
+}
 
 
 class MetricsSource:
@@ -350,12 +358,12 @@ class SchedulerMetrics(MetricsSource):
             Metric(
                 "lumasched_jobs",
                 Kind.GAUGE,
-                "Unfinished jobs by family and state (submitted: on the server, queued "
+                "Unfinished jobs by family and state (dreaming: on the server, queued "
                 "or dreaming there).",
                 tuple(
-                    Sample((("family", family.value), ("state", state)), getattr(fc, state))
+                    Sample((("family", family.value), ("state", label)), getattr(fc, field))
                     for family, fc in sorted(counters.families.items())
-                    for state in _LIVE_STATES
+                    for label, field in _LIVE_STATES.items()
                 ),
             ),
             *self._limiter_metrics(),
