@@ -125,7 +125,7 @@ async def test_429s_show_as_rate_limited_backoff_and_pause() -> None:
     assert all(job.state is JobState.COMPLETED for job in jobs)
     assert emu.inspect.rate_limited_total > 0
     assert value(final, "lumasched_rate_limited_total") == emu.inspect.rate_limited_total
-    requeued = value(final, "lumasched_requeues_total", reason="rate_limited")
+    requeued = value(final, "lumasched_requeues_total", family="image", reason="rate_limited")
     assert requeued == emu.inspect.rate_limited_total
     assert lowest < 1.0
     paused = value(final, "lumasched_rate_limit_paused_seconds_total", family="image")

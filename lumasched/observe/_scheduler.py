@@ -142,8 +142,8 @@ class SchedulerMetrics(MetricsSource):
             "Seconds from a generation completing to its file being in place, per family.",
             DOWNLOAD_BUCKETS,
         )
-        self._requeues: Counter[str] = Counter()
-        """Creates that surely did not happen, by reason; and reconciles given up."""
+        self._requeues: Counter[tuple[str, str]] = Counter()
+        """(family, reason) of creates that surely did not happen; and reconciles given up."""
         self._observers: list[Observer] = []
         self._thread = threading.get_ident()
         self._snapshot: list[Metric] = []
@@ -206,7 +206,8 @@ class SchedulerMetrics(MetricsSource):
             reason = event.info.get("reason")
             if event.old is JobState.CREATING and isinstance(reason, str):
                 # A create that surely did not happen: why (a few fixed reasons).
-                self._requeues[reason if reason in REQUEUE_REASONS else "other"] += 1
+                known = reason if reason in REQUEUE_REASONS else "other"
+                self._requeues[event.family.value, known] += 1
             return
         if event.new not in TERMINAL_STATES:
             return
@@ -227,10 +228,13 @@ class SchedulerMetrics(MetricsSource):
         if timings.completed is not None and timings.downloaded is not None:
             self._observe(self.download_time, labels, timings.downloaded - timings.completed)
 
+    def _requeued(self, reason: str) -> int:
+        return sum(n for (_, r), n in self._requeues.items() if r == reason)
+
     def _count_failure(self, family: str, model: str, job: Job) -> None:
         self._failures[family, model, failure_category(job.error)] += 1
         if isinstance(job.error, AmbiguousCreateError):
-            self._requeues["reconcile_gave_up"] += 1
+            self._requeues[family, "reconcile_gave_up"] += 1
 
     def _observe(self, histogram: Histogram, labels: Labels, value: float) -> None:
         value = max(0.0, value)
@@ -285,17 +289,18 @@ class SchedulerMetrics(MetricsSource):
                 "absent (created again), gave_up (failed: could not tell).",
                 (
                     Sample((("outcome", "found"),), counters.reconciled_found),
-                    Sample((("outcome", "absent"),), self._requeues["reconciled_absent"]),
-                    Sample((("outcome", "gave_up"),), self._requeues["reconcile_gave_up"]),
+                    Sample((("outcome", "absent"),), self._requeued("reconciled_absent")),
+                    Sample((("outcome", "gave_up"),), self._requeued("reconcile_gave_up")),
                 ),
             ),
             Metric(
                 "lumasched_requeues_total",
                 Kind.COUNTER,
-                "Creates that surely did not happen, queued again, by reason "
+                "Creates that surely did not happen, queued again, by family and reason "
                 "(rate_limited, reconciled_absent, unreachable, other).",
                 tuple(
-                    Sample((("reason", r),), self._requeues[r])
+                    Sample((("family", f.value), ("reason", r)), self._requeues[f.value, r])
+                    for f in sorted(Family)
                     for r in sorted(REQUEUE_REASONS | {"other"})
                 ),
             ),
