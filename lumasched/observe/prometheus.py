@@ -125,9 +125,8 @@ class MetricsServer:
             await self._runner.cleanup()
             self._runner = None
             raise
-        server = site._server
-        if self.port == 0 and server is not None:
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
