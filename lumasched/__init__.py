@@ -11,8 +11,10 @@ Luma Dream Machine API, with a built-in emulator.
             result = await job
             print(result.path, result.sha256)
 
-The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``) and ``RedisLimiter``
-are imported on first use, so ``import lumasched`` stays light.
+The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``), ``RedisLimiter``
+and the observability names (``SchedulerMetrics``, ``SharedLimitsMetrics``,
+``configure_logging``: ``lumasched.observe``) are imported on first use, so
+``import lumasched`` stays light.
 
 The package is a stack of layers, lowest first; a module imports only its own
 layer and the ones below (docs/architecture.md, checked by
@@ -25,6 +27,7 @@ tests/test_architecture.py)::
     engine/     Scheduler, job table, create/follow/restore/reconcile, poller, downloads
     manifest/   JSONL / CSV / YAML -> validated requests; the dry-run plan
     claims/     cross-host item claims in Redis
+    observe/    metrics (Prometheus, OpenTelemetry) and JSON logs, from outside the engine
     cli/        the commands and the live display: the only code that prints
     emulator/   the offline API, apart (base, api and limits only)
 
@@ -156,6 +159,7 @@ from lumasched.store.journal import Journal
 if TYPE_CHECKING:
     from lumasched.emulator import Emulator, EmulatorConfig, Faults
     from lumasched.limits.redis import RedisLimiter
+    from lumasched.observe import SchedulerMetrics, SharedLimitsMetrics, configure_logging
 
 __version__ = "0.1.0"
 
@@ -164,6 +168,9 @@ _LAZY = {
     "EmulatorConfig": "lumasched.emulator",
     "Faults": "lumasched.emulator",
     "RedisLimiter": "lumasched.limits.redis",
+    "SchedulerMetrics": "lumasched.observe",
+    "SharedLimitsMetrics": "lumasched.observe",
+    "configure_logging": "lumasched.observe",
 }
 
 
@@ -263,6 +270,8 @@ __all__ = [
     "ResponseTooLargeError",
     "RetryPolicy",
     "Scheduler",
+    "SchedulerMetrics",
+    "SharedLimitsMetrics",
     "StorageError",
     "Timeout",
     "TimeoutError",
@@ -273,6 +282,7 @@ __all__ = [
     "UpscaleRequest",
     "ValidationError",
     "VideoRequest",
+    "configure_logging",
     "download_asset",
     "dumps_body",
     "estimate_cost_cents",

@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engine", ("engine",)),
     ("manifest", ("manifest",)),
     ("claims", ("claims",)),
+    ("observe", ("observe",)),
     ("cli", ("cli",)),
 )
 # Apart from the stack: the emulator serves the wire and enforces limits.

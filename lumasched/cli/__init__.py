@@ -98,7 +98,14 @@ _DELEGATED = {
 log = logging.getLogger("lumasched")
 
 
+_json_stderr = False
+"""``--log-format json``: stderr carries JSON lines only, so messages go through the log."""
+
+
 def _out(text: str = "", *, file: TextIO | None = None) -> None:
+    if _json_stderr and file is sys.stderr:
+        log.error("%s", text, extra={"event": "cli.message"})
+        return
     print(text, file=file or sys.stdout, flush=True)
 
 
@@ -145,6 +152,9 @@ class _QuietPipe:
 
 
 def _err(text: str) -> None:
+    if _json_stderr:
+        log.error("%s", text, extra={"event": "cli.error"})
+        return
     print(f"lumasched: {text}", file=sys.stderr, flush=True)
 
 
@@ -158,6 +168,13 @@ def _api_options(parser: argparse.ArgumentParser) -> None:
         help="API base URL (default: $LUMAAI_BASE_URL or the official endpoint)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument(
+        "--log-format",
+        choices=("human", "json"),
+        default="human",
+        help="log lines on stderr: human (default) or json, one object per line with "
+        "job state changes (stdout keeps the display and summary)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,6 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--reconcile-settle", type=float, help=argparse.SUPPRESS)  # tests only
     run.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=int,
+        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics while the run "
+        "lasts (needs lumasched[prometheus]; see docs/observability.md)",
+    )
+    run.add_argument(
+        "--metrics-linger",
+        metavar="SECONDS",
+        type=float,
+        default=0.0,
+        help="with --metrics-port: keep serving the final numbers this long after the "
+        "run ends, so a scraper sees them (default 0)",
+    )
+    run.add_argument(
         "--no-progress",
         action="store_true",
         help="plain timestamped log lines instead of the live display",
@@ -404,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    _setup_logging(getattr(args, "verbose", False))
+    _setup_logging(getattr(args, "verbose", False), getattr(args, "log_format", "human"))
     handler = _COMMANDS[args.command]
     stdout = sys.stdout
     sys.stdout = _QuietPipe(stdout)
@@ -432,13 +464,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = stdout
 
 
-def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("lumasched")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    root.propagate = False
+def _setup_logging(verbose: bool, log_format: str = "human") -> None:
+    global _json_stderr
+    from lumasched.observe import configure_logging
+
+    _json_stderr = log_format == "json"
+    # JSON lines carry every job state change (INFO); human lines stay quiet.
+    quiet = logging.INFO if _json_stderr else logging.WARNING
+    handler = configure_logging(
+        "json" if _json_stderr else "human",
+        level=logging.DEBUG if verbose else quiet,
+        stream=sys.stderr,
+        secrets=[_env_key()],
+    )
+    if not verbose:
+        # ``run --emulator``: the in-process emulator's request lines are noise at INFO.
+        handler.addFilter(
+            lambda r: r.levelno >= logging.WARNING or not r.name.startswith("lumasched.emulator")
+        )
+
+
+def _env_key() -> str | None:
+    """The key to scrub from log lines, if the environment holds one."""
+    try:
+        return Settings.from_env().api_key
+    except ConfigurationError:
+        return None
 
 
 def _settings(args: argparse.Namespace, *, need_key: bool = True) -> Settings:
@@ -709,6 +760,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"--max-asset-size {exc}") from None
     if args.batch is not None and not args.batch.strip():
         raise ConfigurationError("--batch: the name must not be empty")
+    if args.metrics_port is not None:
+        from lumasched.cli._observe import check_metrics_available
+
+        check_metrics_available(args.metrics_port)
+    if not (args.metrics_linger >= 0 and math.isfinite(args.metrics_linger)):
+        raise ConfigurationError("--metrics-linger must be a number of seconds >= 0")
     limits = Limits.from_toml(args.limits) if args.limits else Limits.tier(args.tier)
     prices = _prices(args.prices)
     settings = attrs.evolve(
@@ -779,6 +836,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         redo_changed=args.redo_changed,
         retry_failed=args.retry_failed,
         unreachable_give_up=args.unreachable_timeout,
+        metrics_port=args.metrics_port,
+        metrics_linger=args.metrics_linger,
+        log_json=args.log_format == "json",
     )
     try:
         outcome = asyncio.run(_runner.run_batch(options, display))

@@ -28,6 +28,7 @@ import attrs
 
 from lumasched._config import Settings
 from lumasched.api import CreateRequest, Family
+from lumasched.cli._observe import observe_run
 from lumasched.cli._outcomes import failure_reason, result_line
 from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.engine.events import Counters
@@ -90,6 +91,12 @@ class RunOptions:
     """Create anew the items whose generation failed."""
     unreachable_give_up: float = DEFAULT_UNREACHABLE_GIVE_UP
     """Seconds the API may stay unreachable before the run stops creating."""
+    metrics_port: int | None = None
+    """Serve ``/metrics`` on 127.0.0.1:PORT for the run's life (0: any free port)."""
+    metrics_linger: float = 0.0
+    """Seconds ``/metrics`` stays up after the run, for a last scrape."""
+    log_json: bool = False
+    """Log every job state change as a JSON line (``--log-format json``)."""
 
 
 @attrs.define
@@ -283,6 +290,17 @@ async def _run(
             ),
             unreachable_give_up=options.unreachable_give_up,
         )
+        metrics_url = await observe_run(
+            stack,
+            scheduler,
+            settings,
+            metrics_port=options.metrics_port,
+            linger=options.metrics_linger,
+            log_json=options.log_json,
+            stopping=stopping,
+        )
+        if metrics_url is not None:
+            display.note(f"metrics at {metrics_url}")
         review = outcome.review
         results = ResultsWriter(
             options.results_path,

@@ -225,6 +225,7 @@ class Scheduler:
             spawn=self._spawn,
             out_dir=out,
         )
+        self._downloader = downloader
         self._follower = follower = Follower(ctx, poller, downloader, job_timeout=job_timeout)
         self._creator = creator = Creator(
             ctx,
@@ -483,6 +484,15 @@ class Scheduler:
     @property
     def limiter(self) -> Limiter:
         return self._limiter
+
+    @property
+    def client(self) -> LumaClient:
+        return self._client
+
+    @property
+    def downloader(self) -> Downloader | None:
+        """The downloader (None when the scheduler keeps no files)."""
+        return self._downloader
 
     def jobs(self) -> list[Job]:
         """The jobs this scheduler holds, in submission order: every unfinished one,
