@@ -138,6 +138,7 @@ from lumasched.errors import (
     UnprocessableEntityError,
     ValidationError,
 )
+from lumasched.facade import Luma, LumaSync, generate_sync
 from lumasched.limits import (
     BUILD_TIER,
     Family,
@@ -243,8 +244,10 @@ __all__ = [
     "LatencyKey",
     "Limiter",
     "Limits",
+    "Luma",
     "LumaClient",
     "LumaError",
+    "LumaSync",
     "Media",
     "MissingAssetError",
     "ModifyVideoRequest",
@@ -277,6 +280,7 @@ __all__ = [
     "dumps_body",
     "estimate_cost_cents",
     "family_of",
+    "generate_sync",
     "generation_refs",
     "latency_key_for",
     "make_limiter",

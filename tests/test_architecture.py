@@ -21,6 +21,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engine", ("engine",)),
     ("manifest", ("manifest",)),
     ("claims", ("claims",)),
+    ("facade", ("facade",)),
+    ("web", ("web",)),
     ("cli", ("cli",)),
 )
 # Apart from the stack: the emulator serves the wire and enforces limits.
