@@ -8,12 +8,14 @@ pays twice, and a shutdown that hands what is in flight to that journal.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Literal, Self
 
+import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from lumasched._config import Settings
@@ -114,7 +116,8 @@ class Luma:
         self._scheduler: Scheduler | None = None
         self._journal: Journal | None = None
         self._limiter: Limiter | None = None
-        self._stack: AsyncExitStack | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stop: anyio.Event | None = None
         self._entered = False
         self.callbacks: CallbackInbox | None = None
         self.callback_url: str | None = None
@@ -132,40 +135,73 @@ class Luma:
         if self._entered:
             raise RuntimeError("a Luma can be entered only once; create a new one")
         self._entered = True
-        async with AsyncExitStack() as stack:
-            await stack.enter_async_context(self._client)
-            limiter = make_limiter(self._limits, redis_url=self._redis_url, api_key=self._api_key)
-            self._limiter = await stack.enter_async_context(limiter)
-            if self.journal_path is not None:
-                self._journal = stack.enter_context(Journal(self.journal_path))
-            scheduler = Scheduler(
-                self._client,
-                limiter=self._limiter,
-                journal=self._journal,
-                out_dir=self.out_dir,
-                callback_url=self.callback_url,
-                **self._options,
-            )
-            self._scheduler = await stack.enter_async_context(scheduler)
-            stack.push_async_callback(self._release)
-            self._resume()
-            self._stack = stack.pop_all()
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._stop = anyio.Event()
+        # The client, the limiter and the scheduler live in a task of their own,
+        # which enters and leaves their task groups: so this object may be left
+        # from another task than the one that entered it (pytest-asyncio fixtures,
+        # aiohttp's cleanup hooks), and the caller's code is never cancelled by it.
+        self._runner = loop.create_task(self._run(ready), name=f"lumasched.Luma {self.out_dir}")
+        try:
+            await ready
+        except BaseException:
+            self._runner.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([self._runner])
+            raise
         return self
 
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        try:
-            if exc_type is None and self._on_exit == "defer" and self._scheduler is not None:
-                await self._scheduler.shutdown(wait=False)
-        except BaseException:
-            await stack.aclose()
-            raise
-        return await stack.__aexit__(exc_type, exc, tb)  # type: ignore[arg-type]
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        runner, stop = self._runner, self._stop
+        if runner is None or stop is None:
+            return
+        if exc_type is not None:
+            self._on_exit = "defer"  # leaving with an error: stop at once
+        stop.set()
+        with anyio.CancelScope(shield=True):
+            try:
+                await runner
+            except BaseException:
+                if exc is None:
+                    raise
+                # The caller's own exception is what leaves the block; ours is logged.
+                logger.exception("error while closing %r", self)
 
-    async def _release(self) -> None:
-        self._scheduler = None
+    async def _run(self, ready: asyncio.Future[None]) -> None:
+        assert self._stop is not None
+        try:
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(self._client)
+                limiter = make_limiter(
+                    self._limits, redis_url=self._redis_url, api_key=self._api_key
+                )
+                self._limiter = await stack.enter_async_context(limiter)
+                if self.journal_path is not None:
+                    self._journal = stack.enter_context(Journal(self.journal_path))
+                scheduler = Scheduler(
+                    self._client,
+                    limiter=self._limiter,
+                    journal=self._journal,
+                    out_dir=self.out_dir,
+                    callback_url=self.callback_url,
+                    **self._options,
+                )
+                self._scheduler = await stack.enter_async_context(scheduler)
+                self._resume()
+                ready.set_result(None)
+                await self._stop.wait()
+                if self._on_exit == "defer":
+                    await scheduler.shutdown(wait=False)
+        except BaseException as exc:
+            if ready.done():
+                raise
+            if isinstance(exc, asyncio.CancelledError):
+                ready.cancel()
+            else:
+                ready.set_exception(exc)
+        finally:
+            self._scheduler = None
 
     def _resume(self) -> None:
         """Pick up the journal's unfinished jobs. Ended ones stay where they are
@@ -192,7 +228,9 @@ class Luma:
     def scheduler(self) -> Scheduler:
         """The ``Scheduler`` underneath, for everything this object does not wrap."""
         if self._scheduler is None:
-            raise RuntimeError("use Luma inside 'async with Luma(...)'")
+            raise RuntimeError(
+                "Luma is closed" if self._entered else "use Luma inside 'async with Luma(...)'"
+            )
         return self._scheduler
 
     @property
