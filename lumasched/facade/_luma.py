@@ -66,6 +66,7 @@ class Luma:
             ``lumasched.web``'s callback route; requests then carry
             ``callback_url`` and each verified callback hints the poller.
         on_exit: ``"defer"`` (default) or ``"wait"``: see ``ExitPolicy``.
+        retry: the client's ``RetryPolicy`` for API requests.
         scheduler_options: passed to ``Scheduler`` (``job_timeout``,
             ``budget_cents`` with ``cost_of``, ``max_asset_size``, ...).
 
@@ -99,13 +100,11 @@ class Luma:
             raise ValueError(f"on_exit must be 'defer' or 'wait', got {on_exit!r}")
         settings = Settings.from_env(api_key=api_key, base_url=base_url, redis_url=redis_url)
         self.out_dir = Path(out_dir)
-        self.journal_path: Path | None = (
-            None
-            if journal is False
-            else self.out_dir / JOURNAL_NAME
-            if journal is None
-            else Path(journal)
-        )
+        self.journal_path: Path | None = None
+        if journal is None:
+            self.journal_path = self.out_dir / JOURNAL_NAME
+        elif journal is not False:
+            self.journal_path = Path(journal)
         # Raises ConfigurationError now, naming the variable, when there is no key.
         self._client = LumaClient(settings=settings, retry=retry)
         self._limits = limits
