@@ -8,7 +8,7 @@
     ├── TransportError              the request did not complete at the HTTP level
     │   ├── ConnectError            could not connect: the server surely did not act
     │   │   └── APIUnreachableError     still could not connect after the allowed time
-    │   ├── TimeoutError            connect/read/total deadline passed (may have reached the server)
+    │   ├── APITimeoutError         connect/read/total deadline passed (may have reached the server)
     │   ├── TooManyRedirects        still redirected after aiohttp's 10 hops (a redirect loop)
     │   └── ResponseTooLargeError   an API answer larger than the cap (``max_response_bytes``)
     ├── APIStatusError              the server answered with an error status
@@ -57,6 +57,7 @@ from typing import Any
 
 __all__ = [
     "APIStatusError",
+    "APITimeoutError",
     "APIUnreachableError",
     "AmbiguousCreateError",
     "AssetTooLargeError",
@@ -88,7 +89,6 @@ __all__ = [
     "RateLimitError",
     "ResponseTooLargeError",
     "StorageError",
-    "TimeoutError",
     "TooManyRedirects",
     "TransportError",
     "UnprocessableEntityError",
@@ -170,8 +170,10 @@ class APIUnreachableError(ConnectError):
         )
 
 
-class TimeoutError(TransportError, builtins.TimeoutError):
-    """A timeout: the request may have reached the server."""
+class APITimeoutError(TransportError, builtins.TimeoutError):
+    """A timeout: the request may have reached the server. (Named as in the official
+    SDK; also a builtin ``TimeoutError``. 0.1's ``lumasched.TimeoutError`` is a
+    deprecated alias.)"""
 
 
 class TooManyRedirects(TransportError):
@@ -533,3 +535,20 @@ class ClaimsLostError(LumaError):
 
 class ClaimStoreUnavailable(LumaError):
     """Redis could not be reached to read or write the item claims."""
+
+
+_DEPRECATED = {"TimeoutError": "APITimeoutError"}
+
+
+def __getattr__(name: str) -> Any:
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module 'lumasched.errors' has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(
+        f"lumasched.errors.{name} is deprecated (it shadowed the builtin); use {new}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

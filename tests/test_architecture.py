@@ -22,6 +22,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("manifest", ("manifest",)),
     ("claims", ("claims",)),
     ("observe", ("observe",)),
+    ("facade", ("facade",)),
+    ("web", ("web",)),
     ("cli", ("cli",)),
 )
 # Apart from the stack: the emulator serves the wire and enforces limits.

@@ -157,14 +157,22 @@ async def test_unknown_reference_fails_at_submit() -> None:
     assert emu.inspect.creates_total == 0
 
 
-async def test_invalid_request_fails_without_sending() -> None:
-    """A request the client refuses to send fails its job with every problem listed."""
+async def test_invalid_request_raises_at_submit() -> None:
+    """submit() refuses a bad request at once, listing every problem, and schedules nothing."""
     async with engine() as (emu, _, scheduler):
-        job = scheduler.submit(VideoRequest("x", resolution="9000p"), key="bad")
         with pytest.raises(ValidationError, match="resolution"):
-            await job
-    assert job.state is JobState.FAILED and isinstance(job.error, ValidationError)
+            scheduler.submit(VideoRequest("x", resolution="9000p"), key="bad")
+        assert scheduler.get("bad") is None and scheduler.jobs() == []
     assert emu.inspect.creates_total == 0
+
+
+async def test_user_exception_leaves_async_with_as_itself() -> None:
+    """An exception raised by the caller's code inside the block is not wrapped in a group."""
+    with pytest.raises(KeyError, match="mine") as caught:
+        async with engine() as (_, _, scheduler):
+            scheduler.submit(ImageRequest("a cat"), key="cat")
+            raise KeyError("mine")
+    assert type(caught.value) is KeyError
 
 
 async def test_cancel_queued_and_submitted() -> None:

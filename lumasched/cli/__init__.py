@@ -177,6 +177,15 @@ def _api_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lumasched")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lumasched",
@@ -188,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(or the key rejected), 69 API unreachable, 74 journal or results file cannot be "
         "written, 130 interrupted, 143 terminated.",
     )
+    parser.add_argument("--version", action="version", version=f"lumasched {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser(

@@ -343,6 +343,12 @@ class Scheduler:
             self._host = None
             try:
                 suppress = bool(await host.__aexit__(exc_type, exc, tb))  # type: ignore[arg-type]
+            except BaseExceptionGroup as group:
+                # The task group wraps the caller's own exception: let it leave the
+                # `async with` block as itself, as it entered.
+                if exc is None or list(group.exceptions) != [exc]:
+                    raise
+                suppress = False
             finally:
                 self._tg = None
                 if self._own_limiter:
@@ -397,7 +403,8 @@ class Scheduler:
         priority: int = 0,
         depends_on: Iterable[Job | str] = (),
     ) -> Job:
-        """Schedule ``request``; returns its ``Job`` at once.
+        """Schedule ``request``; returns its ``Job`` at once. An invalid request
+        raises ``ValidationError`` here, and nothing is scheduled.
 
         ``depends_on`` takes keys or handles (the handle of an ended job counts
         even once the scheduler has released it). ``key`` identifies the job in
@@ -412,6 +419,8 @@ class Scheduler:
         recorded there).
         """
         self._check_open()
+        # A bad request raises here, before a handle exists, not when it is awaited.
+        request.validate()
         if key is None:
             key = uuid.uuid4().hex[:12]
         existing = self._table.jobs.get(key)
