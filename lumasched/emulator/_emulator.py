@@ -18,7 +18,7 @@ from lumasched.emulator._assets import AssetSigner
 from lumasched.emulator._callbacks import CallbackSender
 from lumasched.emulator._config import EmulatorConfig, Faults
 from lumasched.emulator._faults import FaultInjector
-from lumasched.emulator._inputs import InputReader, UploadStore
+from lumasched.emulator._inputs import InputReader, UploadStore, uploads_folder
 from lumasched.emulator._persist import StateFile
 from lumasched.emulator._state import Record, Store
 from lumasched.emulator._stats import Inspector
@@ -52,9 +52,7 @@ class Emulator:
         """Live counters of what clients did (see ``Inspector``)."""
         self.store = Store(self.config, random.Random(rng.getrandbits(64)), self.inspect)
         state_path = self.config.state_path
-        self.uploads = UploadStore(
-            None if state_path is None else state_path.with_name(state_path.name + ".uploads")
-        )
+        self.uploads = UploadStore(None if state_path is None else uploads_folder(state_path))
         """Local inputs uploaded to the emulator (``PUT /_emulator/uploads/KEY``)."""
         self.inputs = InputReader(self.uploads, fetch=self.config.fetch_inputs)
         self.faults = FaultInjector(

@@ -20,13 +20,18 @@ import aiohttp
 from lumasched._config import MAX_INPUT_VIDEO_BYTES
 from lumasched.api._inputs import EMULATOR_UPLOADS_PATH
 
-__all__ = ["InputReader", "UploadStore", "valid_key"]
+__all__ = ["InputReader", "UploadStore", "uploads_folder", "valid_key"]
 
 log = logging.getLogger("lumasched.emulator")
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")
 FETCH_TIMEOUT = 10.0
 MAX_UPLOAD_BYTES = MAX_INPUT_VIDEO_BYTES
+
+
+def uploads_folder(state_path: Path) -> Path:
+    """Where an emulator on ``state_path`` keeps its uploads."""
+    return state_path.with_name(state_path.name + ".uploads")
 
 
 def valid_key(key: str) -> bool:

@@ -20,6 +20,7 @@ from lumasched.errors import UploadError
 
 __all__ = ["EMULATOR_UPLOADS_PATH", "EmulatorTarget", "UploadTarget"]
 
+
 class UploadTarget(Protocol):
     """Storage for input files: the identity the upload log keys on, and four calls."""
 
