@@ -11,7 +11,6 @@ most with SigV4) unless the bucket is served publicly at ``public_base``.
 
 from __future__ import annotations
 
-import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -118,7 +117,6 @@ class S3Target:
             return f"{self.public_base}/{quote(key)}", None
         from botocore.exceptions import BotoCoreError, ClientError
 
-        signed_at = time.time()
         try:
             url = await self._client.generate_presigned_url(
                 "get_object",
@@ -127,4 +125,4 @@ class S3Target:
             )
         except (BotoCoreError, ClientError) as exc:
             raise self._failed("cannot sign a URL for", key, exc) from exc
-        return str(url), signed_at + self.presign_seconds
+        return str(url), float(self.presign_seconds)

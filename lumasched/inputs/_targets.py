@@ -42,7 +42,7 @@ class UploadTarget(Protocol):
         ...
 
     async def url(self, key: str) -> tuple[str, float | None]:
-        """A URL that serves the object, and when it stops working (None: never)."""
+        """A URL that serves the object, and for how many seconds (None: always)."""
         ...
 
 

@@ -118,17 +118,23 @@ class Uploads:
                         await self.target.put(key, file.path, file.content_type)
                         self.stats.uploaded += 1
                         self.stats.uploaded_bytes += file.size
-                url, expires_at = await self.target.url(key)
+                url, expires_at = await self._signed(key)
                 record = UploadRecord(name, sha, key, file.size, url, expires_at, self._clock())
                 await anyio.to_thread.run_sync(self.log.put, record)
             elif (
                 record.expires_at is not None
                 and record.expires_at - self._clock() < self.resign_margin
             ):
-                url, expires_at = await self.target.url(record.key)
+                url, expires_at = await self._signed(record.key)
                 record = await anyio.to_thread.run_sync(self.log.renewed, record, url, expires_at)
                 self.stats.resigned += 1
         return record
+
+    async def _signed(self, key: str) -> tuple[str, float | None]:
+        """The object's URL and when it expires (by this clock; None: never)."""
+        signed_at = self._clock()
+        url, lifetime = await self.target.url(key)
+        return url, None if lifetime is None else signed_at + lifetime
 
     # -- requests and batches --------------------------------------------------------
 

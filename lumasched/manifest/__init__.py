@@ -580,6 +580,8 @@ def _take_paths(
         return value
     field = f"{where}.path"
     raw = value.pop("path")
+    if where in ("keyframes.frame0", "keyframes.frame1"):
+        value.setdefault("type", "image")
     if "url" in value:
         problems.append(problem(field, "give either url or path (a local file)"))
         return value
@@ -587,8 +589,6 @@ def _take_paths(
         problems.append(problem(field, "a keyframe of type 'generation' names an id, not a file"))
         return value
     value["url"] = _file_url(raw, field, base, problems, problem)
-    if where in ("keyframes.frame0", "keyframes.frame1"):
-        value.setdefault("type", "image")
     files.append((field, value["url"], where))
     return value
 
