@@ -11,8 +11,9 @@ Luma Dream Machine API, with a built-in emulator.
             result = await job
             print(result.path, result.sha256)
 
-The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``) and ``RedisLimiter``
-are imported on first use, so ``import lumasched`` stays light.
+The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``), ``RedisLimiter`` and
+the uploads of local input files (``Uploads``, ``S3Target``, ``EmulatorTarget``,
+``UploadLog``) are imported on first use, so ``import lumasched`` stays light.
 
 The package is a stack of layers, lowest first; a module imports only its own
 layer and the ones below (docs/architecture.md, checked by
@@ -21,7 +22,8 @@ tests/test_architecture.py)::
     errors, _config, _clock, pricing   base
     api/        the wire: models, the taxonomy (Family), converter, client
     limits/     Limiter protocol; in-process and Redis limiters; make_limiter
-    store/      the SQLite journal and its group commit; results.jsonl
+    store/      the SQLite journal and its group commit; results.jsonl; the upload log
+    inputs/     local files as inputs: checks, uploads (S3, the emulator's store)
     engine/     Scheduler, job table, create/follow/restore/reconcile, poller, downloads
     manifest/   JSONL / CSV / YAML -> validated requests; the dry-run plan
     claims/     cross-host item claims in Redis
@@ -136,6 +138,7 @@ from lumasched.errors import (
     TooManyRedirects,
     TransportError,
     UnprocessableEntityError,
+    UploadError,
     ValidationError,
 )
 from lumasched.limits import (
@@ -155,6 +158,7 @@ from lumasched.store.journal import Journal
 
 if TYPE_CHECKING:
     from lumasched.emulator import Emulator, EmulatorConfig, Faults
+    from lumasched.inputs import EmulatorTarget, S3Target, UploadLog, Uploads
     from lumasched.limits.redis import RedisLimiter
 
 __version__ = "0.1.0"
@@ -164,6 +168,11 @@ _LAZY = {
     "EmulatorConfig": "lumasched.emulator",
     "Faults": "lumasched.emulator",
     "RedisLimiter": "lumasched.limits.redis",
+    # Local files as inputs (Pillow's checks load with them).
+    "EmulatorTarget": "lumasched.inputs",
+    "S3Target": "lumasched.inputs",
+    "UploadLog": "lumasched.inputs",
+    "Uploads": "lumasched.inputs",
 }
 
 
@@ -209,6 +218,7 @@ __all__ = [
     "DownloaderStats",
     "Emulator",
     "EmulatorConfig",
+    "EmulatorTarget",
     "FailureCategory",
     "Family",
     "FamilyCounts",
@@ -262,6 +272,7 @@ __all__ = [
     "ReframeVideoRequest",
     "ResponseTooLargeError",
     "RetryPolicy",
+    "S3Target",
     "Scheduler",
     "StorageError",
     "Timeout",
@@ -270,6 +281,9 @@ __all__ = [
     "TooManyRedirects",
     "TransportError",
     "UnprocessableEntityError",
+    "UploadError",
+    "UploadLog",
+    "Uploads",
     "UpscaleRequest",
     "ValidationError",
     "VideoRequest",
