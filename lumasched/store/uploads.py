@@ -68,6 +68,12 @@ class UploadLog:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> UploadLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def get(self, target: str, sha256: str) -> UploadRecord | None:
         with self._lock:
             row = self._db.execute(
