@@ -23,6 +23,8 @@ from tests._inputs_fixtures import run_one, still
 from tests._s3_fixtures import BUCKET, S3Server
 
 limits_file = fx.limits_file
+emulator = fx.emulator
+cli_env = fx.cli_env
 s3_server = s3_fx.s3_server
 s3 = s3_fx.s3
 
@@ -175,3 +177,37 @@ def test_cli_upload_flags_are_checked(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "expected s3://BUCKET[/PREFIX]" in capsys.readouterr().err
     assert cli.main([*base, "--upload-endpoint", "http://x"]) == cli.EXIT_USAGE
     assert "need --upload" in capsys.readouterr().err
+
+
+def test_cli_a_failed_upload_stops_the_run_before_any_create(
+    tmp_path: Path,
+    s3: S3Server,
+    cli_env: ThreadedEmulator,
+    limits_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No such bucket: one clear error, exit 1, no generation created."""
+    still(tmp_path / "a.jpg")
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [{"model": "ray-2", "prompt": "a still", "keyframes": {"frame0": {"path": "a.jpg"}}}],
+    )
+    status = cli.main(
+        [
+            "run",
+            str(manifest),
+            "--out",
+            str(tmp_path / "out"),
+            "--limits",
+            str(limits_file),
+            "--no-progress",
+            "--upload",
+            "s3://no-such-bucket/x",
+            "--upload-endpoint",
+            s3.endpoint,
+        ]
+    )
+    assert status == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "cannot" in err and "s3://no-such-bucket/x" in err and "NoSuchBucket" in err
+    assert cli_env.emu.store.records == {}

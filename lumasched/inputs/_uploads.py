@@ -21,7 +21,7 @@ import attrs
 from lumasched._config import DEFAULT_RESIGN_MARGIN
 from lumasched.api import CreateRequest
 from lumasched.api._inputs import MediaKind, is_local, local_path, media_slots, replace_media_urls
-from lumasched.errors import Problem, ValidationError
+from lumasched.errors import LumaError, Problem, ValidationError
 from lumasched.inputs._checks import InputFile, InputProblem, check_input
 from lumasched.inputs._targets import UploadTarget
 from lumasched.store.uploads import UploadLog, UploadRecord
@@ -152,9 +152,16 @@ class Uploads:
 
     async def prepare(self, files: Iterable[InputFile]) -> None:
         """Store every file not stored yet, a few at a time (before a batch starts)."""
-        async with anyio.create_task_group() as tg:
-            for file in _distinct(files):
-                tg.start_soon(self.stored, file)
+        try:
+            async with anyio.create_task_group() as tg:
+                for file in _distinct(files):
+                    tg.start_soon(self.stored, file)
+        except BaseExceptionGroup as group:
+            # One clear error for the caller (the first file that failed), not a group.
+            matched, _ = group.split(LumaError)
+            if matched is None:
+                raise
+            raise _first(matched) from None
 
     async def plan(self, files: Iterable[InputFile]) -> UploadPlan:
         """Which files would be uploaded, and which the target has already."""
@@ -169,6 +176,11 @@ class Uploads:
                 there = await self.target.exists(self.target.key_for(sha, file.suffix))
             (present if there else to_upload).append(file)
         return UploadPlan(self.target.name, tuple(to_upload), tuple(present))
+
+
+def _first(group: BaseExceptionGroup[LumaError]) -> LumaError:
+    error = group.exceptions[0]
+    return _first(error) if isinstance(error, BaseExceptionGroup) else error
 
 
 def _distinct(files: Iterable[InputFile]) -> list[InputFile]:
