@@ -21,7 +21,7 @@ from lumasched.api import (
     VideoRequest,
 )
 from lumasched.emulator import Emulator
-from lumasched.errors import GenerationFailed, ValidationError
+from lumasched.errors import GenerationFailed, UploadError, ValidationError
 from lumasched.inputs import (
     EMULATOR_UPLOADS_PATH,
     EmulatorTarget,
@@ -299,3 +299,16 @@ def test_results_json_of_a_local_input_run_is_plain(tmp_path: Path) -> None:
     manifest.check()
     (item,) = list(manifest)
     assert json.dumps(item.request.to_body()).count("file://") == 1
+
+
+async def test_a_file_gone_since_its_check_is_an_upload_error(tmp_path: Path) -> None:
+    """Deleted between the check and the upload: UploadError naming the file."""
+    path = still(tmp_path / "a.jpg")
+    async with Emulator(api_key="lm-key") as emu, aiohttp.ClientSession() as http:
+        with UploadLog(":memory:") as log:
+            uploads = Uploads(EmulatorTarget(emu.origin, "lm-key", http), log)
+            file = await uploads.checked(path, "image")
+            path.unlink()
+            with pytest.raises(UploadError, match=r"cannot read .*a\.jpg"):
+                await uploads.prepare([file])
+        assert emu.uploads.puts == 0

@@ -21,7 +21,7 @@ import attrs
 from lumasched._config import DEFAULT_RESIGN_MARGIN
 from lumasched.api import CreateRequest
 from lumasched.api._inputs import MediaKind, is_local, local_path, media_slots, replace_media_urls
-from lumasched.errors import LumaError, Problem, ValidationError
+from lumasched.errors import LumaError, Problem, UploadError, ValidationError
 from lumasched.inputs._checks import InputFile, InputProblem, check_input
 from lumasched.inputs._targets import UploadTarget
 from lumasched.store.uploads import UploadLog, UploadRecord
@@ -104,6 +104,16 @@ class Uploads:
     async def stored(self, file: InputFile) -> UploadRecord:
         """``file``'s record in the log: uploaded first if the target lacks it, its
         URL re-signed first if it expires within the margin."""
+        try:
+            return await self._stored(file)
+        except OSError as exc:  # the file went away (or went bad) since it was checked
+            raise UploadError(
+                f"cannot read {file.path}: {exc.strerror or exc}",
+                target=self.target.name,
+                path=str(file.path),
+            ) from exc
+
+    async def _stored(self, file: InputFile) -> UploadRecord:
         sha = await self._sha256(file)
         lock = self._locks.setdefault(sha, anyio.Lock())
         async with lock:
