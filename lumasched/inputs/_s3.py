@@ -71,7 +71,14 @@ class S3Target:
                 "uploading to S3 needs the s3 extra: pip install 'lumasched[s3]'"
             ) from exc
         session = aioboto3.Session(profile_name=self._profile, region_name=self._region)
-        config = Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"})
+        # Path-style addressing on a custom endpoint: MinIO and most self-hosted
+        # stores have no wildcard DNS for bucket subdomains; R2 and GCS take both.
+        s3 = {"addressing_style": "path"} if self.endpoint_url else {}
+        config = Config(
+            signature_version="s3v4",
+            retries={"max_attempts": 5, "mode": "standard"},
+            s3=s3,
+        )
         self._client = await self._stack.enter_async_context(
             session.client("s3", endpoint_url=self.endpoint_url, config=config)
         )
