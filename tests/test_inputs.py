@@ -312,3 +312,11 @@ async def test_a_file_gone_since_its_check_is_an_upload_error(tmp_path: Path) ->
             with pytest.raises(UploadError, match=r"cannot read .*a\.jpg"):
                 await uploads.prepare([file])
         assert emu.uploads.puts == 0
+
+
+def test_emulator_command_fetch_inputs_flag() -> None:
+    """``lumasched emulator --fetch-inputs`` turns on reading every input URL."""
+    from lumasched.cli._emulator import build_parser, config_from_args
+
+    assert config_from_args(build_parser().parse_args(["--fetch-inputs"])).fetch_inputs
+    assert not config_from_args(build_parser().parse_args([])).fetch_inputs
