@@ -320,3 +320,35 @@ def test_emulator_command_fetch_inputs_flag() -> None:
 
     assert config_from_args(build_parser().parse_args(["--fetch-inputs"])).fetch_inputs
     assert not config_from_args(build_parser().parse_args([])).fetch_inputs
+
+
+def test_cli_emulator_stores_each_still_once_and_dry_run_says_what_is_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline: three items on two stills upload two files; the dry run before lists
+    them to upload, after lists them as there; a rerun uploads nothing."""
+    monkeypatch.delenv("LUMAAI_API_KEY", raising=False)
+    still(tmp_path / "a.jpg")
+    still(tmp_path / "b.png", (0, 0, 200), "PNG")
+    items = [
+        _video(f"v{i}", {"path": "ab"[i % 2] + (".jpg" if i % 2 == 0 else ".png")})
+        for i in range(3)
+    ]
+    path = write_jsonl(tmp_path / "m.jsonl", items)
+    out = tmp_path / "out"
+    args = ["run", str(path), "--out", str(out), "--emulator", "--emulator-speed", "2000"]
+    assert cli.main([*args, "--dry-run"]) == cli.EXIT_OK
+    planned = capsys.readouterr().out
+    assert "local inputs: 2 files (" in planned and "0 files (0.0 kB) already there" in planned
+    assert not out.exists()
+    assert cli.main([*args, "--no-progress"]) == cli.EXIT_OK
+    ran = capsys.readouterr()
+    assert "uploaded 2 files (" in ran.out + ran.err
+    assert {row["state"] for row in fx.read_results(out).values()} == {"completed"}
+    assert cli.main([*args, "--dry-run"]) == cli.EXIT_OK
+    assert "0 files (0.0 kB) to upload to the emulator's store, 2 files (" in (
+        capsys.readouterr().out
+    )
+    assert cli.main([*args, "--no-progress"]) == cli.EXIT_OK
+    ran = capsys.readouterr()
+    assert "uploaded 0 files (0.0 kB)" in ran.out + ran.err
