@@ -270,12 +270,13 @@ async def _run(
             )
             # Before the first create: a file that cannot be stored stops the run
             # with nothing sent, and no create waits on an upload.
+            total = size(len(files), sum(f.size for f in files))
+            display.note(f"local inputs: {total}: storing them in {inputs.target.name}")
             await inputs.prepare(files)
             stats = inputs.stats
             display.note(
-                f"local inputs: {size(len(files), sum(f.size for f in files))}; uploaded "
-                f"{size(stats.uploaded, stats.uploaded_bytes)} to {inputs.target.name}, "
-                f"{len(files) - stats.uploaded} already there"
+                f"local inputs: {total}; uploaded {size(stats.uploaded, stats.uploaded_bytes)} "
+                f"to {inputs.target.name}, {len(files) - stats.uploaded} already there"
             )
         ttl = {"lease_ttl": options.claim_ttl} if settings.redis_url and options.claim_ttl else {}
         limiter = make_limiter(
