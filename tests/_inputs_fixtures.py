@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from lumasched import JobResult, LumaClient, Scheduler
-from lumasched.api import VideoRequest
+from lumasched.api import CreateRequest
 from lumasched.emulator import Emulator
 from lumasched.errors import LumaError
 from lumasched.inputs import Uploads
@@ -31,7 +31,7 @@ def clip(path: Path, head: bytes = MP4_HEAD, size: int = 4096) -> Path:
 
 
 async def run_one(
-    emu: Emulator, request: VideoRequest, uploads: Uploads | None
+    emu: Emulator, request: CreateRequest, uploads: Uploads | None
 ) -> tuple[JobResult | None, BaseException | None]:
     """Run one request through a scheduler to its end: (result, None) or (None, error)."""
     async with (

@@ -352,3 +352,20 @@ def test_cli_emulator_stores_each_still_once_and_dry_run_says_what_is_there(
     assert cli.main([*args, "--no-progress"]) == cli.EXIT_OK
     ran = capsys.readouterr()
     assert "uploaded 0 files (0.0 kB)" in ran.out + ran.err
+
+
+async def test_a_local_clip_is_restyled_on_the_emulator(tmp_path: Path) -> None:
+    """modify_video of a 9 MB local clip: streamed to the store, read at create, completed."""
+    path = clip(tmp_path / "take.mp4", size=9 * 1024 * 1024)
+    async with (
+        Emulator(api_key="lm-key", speed=2000) as emu,
+        aiohttp.ClientSession() as http,
+    ):
+        with UploadLog(":memory:") as log:
+            uploads = Uploads(EmulatorTarget(emu.origin, "lm-key", http), log)
+            result, error = await run_one(emu, ModifyVideoRequest(path, mode="flex_1"), uploads)
+        assert error is None and result is not None
+        assert result.generation.state == "completed"
+        assert emu.uploads.puts == 1
+        sent = (result.generation.request or {})["media"]["url"]
+        assert sent.startswith(emu.origin + EMULATOR_UPLOADS_PATH) and sent.endswith(".mp4")

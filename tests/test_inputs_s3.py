@@ -12,14 +12,14 @@ import aiohttp
 import pytest
 
 from lumasched import cli
-from lumasched.api import ImageKeyframe, Keyframes, VideoRequest
+from lumasched.api import ImageKeyframe, Keyframes, ModifyVideoRequest, VideoRequest
 from lumasched.emulator import Emulator
 from lumasched.errors import GenerationFailed
 from lumasched.inputs import S3Target, UploadLog, Uploads
 from tests import _cli_fixtures as fx
 from tests import _s3_fixtures as s3_fx
 from tests._cli_fixtures import ThreadedEmulator, emulator_config, read_results, write_jsonl
-from tests._inputs_fixtures import run_one, still
+from tests._inputs_fixtures import clip, run_one, still
 from tests._s3_fixtures import BUCKET, S3Server
 
 limits_file = fx.limits_file
@@ -211,3 +211,20 @@ def test_cli_a_failed_upload_stops_the_run_before_any_create(
     err = capsys.readouterr().err
     assert "cannot" in err and "s3://no-such-bucket/x" in err and "NoSuchBucket" in err
     assert cli_env.emu.store.records == {}
+
+
+async def test_a_large_clip_is_streamed_up_whole(tmp_path: Path, s3: S3Server) -> None:
+    """A 9 MB clip goes up streamed from the file (no event-loop-blocking body), intact."""
+    path = clip(tmp_path / "take.mp4", size=9 * 1024 * 1024)
+    request = ModifyVideoRequest(path, mode="flex_1")
+    with UploadLog(":memory:") as log:
+        async with _target(s3) as target:
+            resolved = await Uploads(target, log).resolve(request)
+            assert isinstance(resolved, ModifyVideoRequest)
+            async with aiohttp.ClientSession() as http, http.get(resolved.media.url) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"] == "video/mp4"
+                data = await response.read()
+    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    (key,) = s3.object_keys()
+    assert key.endswith(".mp4")

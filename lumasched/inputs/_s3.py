@@ -111,13 +111,17 @@ class S3Target:
     async def put(self, key: str, path: Path, content_type: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        data = await anyio.Path(path).read_bytes()
+        # Streamed from the open file (aiohttp reads it off the event loop), never
+        # held in memory whole; one PUT, as every input is within the API's limits.
+        body = await anyio.to_thread.run_sync(path.open, "rb")
         try:
             await self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
             )
         except (BotoCoreError, ClientError) as exc:
             raise self._failed("cannot upload to", str(path), exc) from exc
+        finally:
+            body.close()
 
     async def url(self, key: str) -> tuple[str, float | None]:
         if self.public_base is not None:

@@ -76,10 +76,11 @@ class EmulatorTarget:
             raise UploadError(f"emulator store: {exc}", target=self.name, path=key) from exc
 
     async def put(self, key: str, path: Path, content_type: str) -> None:
-        data = await anyio.Path(path).read_bytes()
         headers = {"Authorization": f"Bearer {self._key}", "Content-Type": content_type}
+        # Streamed from the open file: aiohttp reads it off the event loop.
+        body = await anyio.to_thread.run_sync(path.open, "rb")
         try:
-            async with self._session.put(self._url(key), data=data, headers=headers) as response:
+            async with self._session.put(self._url(key), data=body, headers=headers) as response:
                 if response.status not in (200, 201):
                     detail = (await response.text())[:200]
                     raise UploadError(
@@ -89,6 +90,8 @@ class EmulatorTarget:
                     )
         except aiohttp.ClientError as exc:
             raise UploadError(f"emulator store: {exc}", target=self.name, path=str(path)) from exc
+        finally:
+            body.close()
 
     async def url(self, key: str) -> tuple[str, float | None]:
         return self._url(key), None
