@@ -369,3 +369,16 @@ async def test_a_local_clip_is_restyled_on_the_emulator(tmp_path: Path) -> None:
         assert emu.uploads.puts == 1
         sent = (result.generation.request or {})["media"]["url"]
         assert sent.startswith(emu.origin + EMULATOR_UPLOADS_PATH) and sent.endswith(".mp4")
+
+
+def test_manifest_checks_a_file_url_written_out(tmp_path: Path) -> None:
+    """A literal file:// URL in "url" is checked like a "path"."""
+    path = write_jsonl(
+        tmp_path / "m.jsonl",
+        [_video("a", {"type": "image", "url": (tmp_path / "gone.jpg").as_uri()})],
+    )
+    with pytest.raises(ManifestError) as caught:
+        Manifest(path).check()
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.path) == (1, "keyframes.frame0.url")
+    assert "no such file" in problem.message

@@ -48,7 +48,7 @@ from lumasched.api import (
     replace_generation_refs,
     request_from_dict,
 )
-from lumasched.api._inputs import is_local, local_path, local_url
+from lumasched.api._inputs import is_local, local_path, local_url, media_slots
 from lumasched.api._models import KINDS, REQUEST_CLASSES
 from lumasched.errors import Problem, ValidationError
 from lumasched.inputs._checks import InputFile, InputProblem, check_input
@@ -428,6 +428,12 @@ class Manifest:
                     message += _suggestion(kind, path)
                 problems.append(problem(path, message))
             return _Built(None, problems, item_id, kind, refs)
+        named = {url for _, url, _ in files}
+        for slot in media_slots(request):  # a file:// URL written out in "url"
+            if is_local(slot.url) and slot.url not in named:
+                wrong = self._check_file(local_path(slot.url), slot.expect)
+                if wrong is not None:
+                    problems.append(problem(slot.field, wrong))
         if problems or item_id is None:
             return _Built(None, problems, item_id, kind, refs)
         deps = tuple(dict.fromkeys(dep for _, dep in refs))
