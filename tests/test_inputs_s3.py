@@ -228,3 +228,34 @@ async def test_a_large_clip_is_streamed_up_whole(tmp_path: Path, s3: S3Server) -
     assert hashlib.sha256(data).hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
     (key,) = s3.object_keys()
     assert key.endswith(".mp4")
+
+
+def test_cli_emulator_with_upload_rehearses_the_bucket(
+    tmp_path: Path,
+    s3: S3Server,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--emulator with --upload stores the still in the bucket, and the run completes."""
+    monkeypatch.delenv("LUMAAI_API_KEY", raising=False)
+    still(tmp_path / "a.jpg")
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {
+                "id": "a",
+                "model": "ray-2",
+                "prompt": "a still",
+                "keyframes": {"frame0": {"path": "a.jpg"}},
+            }
+        ],
+    )
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--out", str(out), "--emulator", "--emulator-speed", "2000"]
+    upload = ["--upload", f"s3://{BUCKET}/rehearsal", "--upload-endpoint", s3.endpoint]
+    assert cli.main([*args, *upload, "--dry-run"]) == cli.EXIT_OK
+    assert f"to upload to s3://{BUCKET}/rehearsal" in capsys.readouterr().out
+    assert cli.main([*args, *upload, "--no-progress"]) == cli.EXIT_OK
+    assert read_results(out)["a"]["state"] == "completed"
+    (key,) = s3.object_keys()
+    assert key.startswith("rehearsal/") and key.endswith(".jpg")

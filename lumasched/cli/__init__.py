@@ -989,7 +989,7 @@ def _print_uploads(args: argparse.Namespace, files: list[Any], upload: Any) -> N
     journal_dir = (args.journal or args.out / JOURNAL_NAME).parent
     state = journal_dir / EMULATOR_STATE_NAME if args.emulator else None
     plan = asyncio.run(plan_uploads(files, upload, journal_dir, state))
-    where = "the emulator's store" if args.emulator else plan.target
+    where = "the emulator's store" if upload is None else plan.target
     _out(
         f"local inputs: {size(len(plan.to_upload), plan.upload_bytes)} to upload to {where}, "
         f"{size(len(plan.present), plan.present_bytes)} already there"

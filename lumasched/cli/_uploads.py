@@ -80,15 +80,16 @@ async def open_uploads(
     emulator: Any = None,
     emulator_key: str = "",
 ) -> Uploads:
-    """The ``Uploads`` of a run, closed with ``stack``: to the emulator's store
-    when ``emulator`` runs, else to ``upload``'s bucket."""
+    """The ``Uploads`` of a run, closed with ``stack``: to ``upload``'s bucket when
+    given (with the emulator too: a rehearsal of the real uploads), else to the
+    emulator's store."""
     target: UploadTarget
-    if emulator is not None:
+    if upload is not None:
+        target = await stack.enter_async_context(upload.target())
+    else:
+        assert emulator is not None
         session = await stack.enter_async_context(aiohttp.ClientSession())
         target = EmulatorTarget(emulator.origin, emulator_key, session)
-    else:
-        assert upload is not None
-        target = await stack.enter_async_context(upload.target())
     log = UploadLog(journal_dir / UPLOADS_NAME)
     stack.callback(log.close)
     return Uploads(target, log)
@@ -125,11 +126,11 @@ async def plan_uploads(
     (HEAD requests: nothing is written anywhere but the hash cache)."""
     async with AsyncExitStack() as stack:
         target: UploadTarget
-        if emulator_state is not None:
-            target = _Folder(uploads_folder(emulator_state))
-        else:
-            assert upload is not None
+        if upload is not None:
             target = await stack.enter_async_context(upload.target())
+        else:
+            assert emulator_state is not None
+            target = _Folder(uploads_folder(emulator_state))
         # The run's log if there is one (a dry run creates no files).
         path = journal_dir / UPLOADS_NAME
         log = UploadLog(path if await anyio.Path(path).is_file() else ":memory:")
