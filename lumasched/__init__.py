@@ -17,10 +17,12 @@ The top level holds the user's nouns and the types in their signatures;
 plumbing lives in its module (``lumasched.api.dumps_body``,
 ``lumasched.engine.downloads.sha256_file``, ...).
 
-The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``), ``RedisLimiter``
-and the observability names (``SchedulerMetrics``, ``SharedLimitsMetrics``,
-``configure_logging``: ``lumasched.observe``) are imported on first use, so
-``import lumasched`` stays light.
+The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``), ``RedisLimiter``,
+the observability names (``SchedulerMetrics``, ``SharedLimitsMetrics``,
+``configure_logging``: ``lumasched.observe``) and the uploads of local input
+files (``Uploads``, ``S3Target``, ``EmulatorTarget``, ``UploadLog``:
+``lumasched.inputs``) are imported on first use, so ``import lumasched`` stays
+light.
 
 The package is a stack of layers, lowest first; a module imports only its own
 layer and the ones below (docs/architecture.md, checked by
@@ -29,7 +31,8 @@ tests/test_architecture.py)::
     errors, _config, _clock, pricing   base
     api/        the wire: models, the taxonomy (Family), converter, client
     limits/     Limiter protocol; in-process and Redis limiters; make_limiter
-    store/      the SQLite journal and its group commit; results.jsonl
+    store/      the SQLite journal and its group commit; results.jsonl; the upload log
+    inputs/     local files as inputs: checks, uploads (S3, the emulator's store)
     engine/     Scheduler, job table, create/follow/restore/reconcile, poller, downloads
     manifest/   JSONL / CSV / YAML -> validated requests; the dry-run plan
     claims/     cross-host item claims in Redis
@@ -134,6 +137,7 @@ from lumasched.errors import (
     TooManyRedirects,
     TransportError,
     UnprocessableEntityError,
+    UploadError,
     ValidationError,
 )
 from lumasched.facade import Luma, LumaSync, generate_sync
@@ -153,6 +157,7 @@ from lumasched.store.journal import Journal
 
 if typing.TYPE_CHECKING:
     from lumasched.emulator import Emulator, EmulatorConfig, Faults
+    from lumasched.inputs import EmulatorTarget, S3Target, UploadLog, Uploads
     from lumasched.limits.redis import RedisLimiter
     from lumasched.observe import SchedulerMetrics, SharedLimitsMetrics, configure_logging
 
@@ -166,6 +171,11 @@ _LAZY = {
     "SchedulerMetrics": "lumasched.observe",
     "SharedLimitsMetrics": "lumasched.observe",
     "configure_logging": "lumasched.observe",
+    # Local files as inputs (Pillow's checks load with them).
+    "EmulatorTarget": "lumasched.inputs",
+    "S3Target": "lumasched.inputs",
+    "UploadLog": "lumasched.inputs",
+    "Uploads": "lumasched.inputs",
 }
 
 # 0.1 exported these at the top; they still resolve there, with a warning naming
@@ -238,6 +248,7 @@ __all__ = [
     "Downloader",
     "Emulator",
     "EmulatorConfig",
+    "EmulatorTarget",
     "FailureCategory",
     "Family",
     "FamilyCounts",
@@ -289,6 +300,7 @@ __all__ = [
     "ReframeVideoRequest",
     "ResponseTooLargeError",
     "RetryPolicy",
+    "S3Target",
     "Scheduler",
     "SchedulerMetrics",
     "Settings",
@@ -299,6 +311,9 @@ __all__ = [
     "TooManyRedirects",
     "TransportError",
     "UnprocessableEntityError",
+    "UploadError",
+    "UploadLog",
+    "Uploads",
     "UpscaleRequest",
     "ValidationError",
     "VideoRequest",

@@ -34,6 +34,7 @@
     │   └── JournalLockedError      another run (or ``Journal``) holds the journal
     ├── ItemsChangedError           items were edited after their generation was created
     ├── StorageError                the journal or results file cannot be written (disk full, ...)
+    ├── UploadError                 a local input file could not be uploaded (``target``)
     ├── JournalledFailure           a job failed in an earlier run (as its journal recorded)
     ├── ClaimLost                   another worker took the item over: not created here
     ├── ClaimsLostError             (no longer raised: a lost claim state is re-seeded)
@@ -92,6 +93,7 @@ __all__ = [
     "TooManyRedirects",
     "TransportError",
     "UnprocessableEntityError",
+    "UploadError",
     "ValidationError",
     "status_error_for",
 ]
@@ -480,6 +482,17 @@ class StorageError(LumaError):
     def __init__(self, message: str, *, path: str, what: str) -> None:
         self.path = path
         self.what = what
+        super().__init__(message)
+
+
+class UploadError(LumaError):
+    """A local input file could not be uploaded (or its URL signed): ``target``
+    names the storage (``s3://bucket/prefix``, ``emulator``), ``path`` the file.
+    Nothing was created for the item."""
+
+    def __init__(self, message: str, *, target: str, path: str) -> None:
+        self.target = target
+        self.path = path
         super().__init__(message)
 
 

@@ -18,6 +18,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("api", ("api",)),
     ("limits", ("limits",)),
     ("store", ("store",)),
+    ("inputs", ("inputs",)),
     ("engine", ("engine",)),
     ("manifest", ("manifest",)),
     ("claims", ("claims",)),

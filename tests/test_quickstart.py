@@ -38,7 +38,7 @@ def test_quickstart_batch_runs_and_resumes_without_creating_again(
     assert all(row["state"] == "completed" for row in results.values())
     for row in results.values():
         assert Path(str(row["path"])).stat().st_size == row["bytes"]
-    assert "creates 9," in first
+    assert "creates 10," in first
 
     assert cli.main([*args, "--emulator-speed", "2000", "--no-progress"]) == 0
     assert "creates 0," in capsys.readouterr().out

@@ -279,6 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the API may stay unreachable before the run stops, the items "
         f"still pending (default {DEFAULT_UNREACHABLE_GIVE_UP:g})",
     )
+    run.add_argument(
+        "--upload",
+        metavar="s3://BUCKET/PREFIX",
+        help="where the manifest's local files are uploaded (once each, by sha256) for the "
+        "API to fetch: any S3-compatible bucket, credentials from the standard AWS "
+        "environment or profile (pip install 'lumasched[s3]'); with --emulator they go to "
+        "the emulator's own store",
+    )
+    run.add_argument(
+        "--upload-endpoint",
+        metavar="URL",
+        help="the S3 endpoint for R2, MinIO, GCS (https://storage.googleapis.com) and others",
+    )
+    run.add_argument(
+        "--upload-public-base",
+        metavar="URL",
+        help="the bucket is public at URL: hand the API URL/KEY instead of presigned URLs "
+        "(which last 7 days and are re-signed when a create needs it)",
+    )
     run.add_argument("--prices", metavar="FILE", help="price table override (TOML or JSON)")
     run.add_argument("--callback-url", metavar="URL", help="callback_url for every create")
     run.add_argument(
@@ -805,8 +824,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         count = len(exc.problems)
         _err(f"{count} problem{'s' if count != 1 else ''} in {args.manifest}; nothing was sent")
         return EXIT_USAGE
+    from lumasched.cli._uploads import UploadOptions, need_target
+
+    upload = None
+    if args.upload is not None:
+        upload = UploadOptions(args.upload, args.upload_endpoint, args.upload_public_base)
+    elif args.upload_endpoint or args.upload_public_base:
+        raise ConfigurationError("--upload-endpoint and --upload-public-base need --upload")
+    need_target(manifest.input_files, upload, args.emulator)
     if args.dry_run:
-        return _dry_run(args, planner, settings, limits, manifest, prices)
+        return _dry_run(args, planner, settings, limits, manifest, prices, upload)
     # After the manifest check, so a user sees every problem in the file first.
     if not args.emulator and settings.api_key is None:
         raise ConfigurationError(f"no API key: {API_KEY_HELP}")
@@ -849,6 +876,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_linger=args.metrics_linger,
         log_json=args.log_format == "json",
+        upload=upload,
     )
     try:
         outcome = asyncio.run(_runner.run_batch(options, display))
@@ -948,6 +976,7 @@ def _dry_run(
     limits: Limits,
     manifest: Any,
     prices: Any,
+    upload: Any = None,
 ) -> int:
     """Print the plan; the exit status says whether the run would go through: 2 the
     key rejected or items changed since created (without --redo-changed), 69 the
@@ -1012,12 +1041,31 @@ def _dry_run(
             _err(f"could not read the credit balance: {balance}")
     elif not args.emulator:
         _out(f"credit balance: not checked (no key: {ENV_API_KEY} is not set)")
+    if manifest.input_files:
+        _print_uploads(args, manifest.input_files, upload)
     _out("dry run: nothing was sent")
     # The most telling status first: what the user must fix before the run can go.
     for status in (EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_FAILED):
         if status in statuses:
             return status
     return EXIT_OK
+
+
+def _print_uploads(args: argparse.Namespace, files: list[Any], upload: Any) -> None:
+    """The local files a run would upload, and those already stored (looked up only)."""
+    from lumasched.cli._runner import EMULATOR_STATE_NAME
+    from lumasched.cli._uploads import plan_uploads, size
+
+    journal_dir = (args.journal or args.out / JOURNAL_NAME).parent
+    state = journal_dir / EMULATOR_STATE_NAME if args.emulator else None
+    plan = asyncio.run(plan_uploads(files, upload, journal_dir, state))
+    where = "the emulator's store" if upload is None else plan.target
+    _out(
+        f"local inputs: {size(len(plan.to_upload), plan.upload_bytes)} to upload to {where}, "
+        f"{size(len(plan.present), plan.present_bytes)} already there"
+    )
+    for file in plan.to_upload:
+        _out(f"  upload {file.path} ({file.size:,} bytes)")
 
 
 def _folder_holder(args: argparse.Namespace) -> Any:

@@ -30,6 +30,7 @@ from lumasched._config import Settings
 from lumasched.api import CreateRequest, Family
 from lumasched.cli._observe import observe_run
 from lumasched.cli._outcomes import failure_reason, result_line
+from lumasched.cli._uploads import UploadOptions, open_uploads, size
 from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.engine.events import Counters
 from lumasched.engine.jobs import Job, JobDeferred, JobResult
@@ -97,6 +98,9 @@ class RunOptions:
     """Seconds ``/metrics`` stays up after the run, for a last scrape."""
     log_json: bool = False
     """Log every job state change as a JSON line (``--log-format json``)."""
+    upload: UploadOptions | None = None
+    """Where the manifest's local files go (``--upload``); the emulator's store
+    with ``emulator``."""
 
 
 @attrs.define
@@ -243,6 +247,7 @@ async def _run(
     limits = options.limits
     settings = options.settings
     async with AsyncExitStack() as stack:
+        emu = None
         if options.emulator:
             from lumasched.emulator import Emulator, EmulatorConfig
 
@@ -260,6 +265,26 @@ async def _run(
             settings = attrs.evolve(settings, api_key=_EMULATOR_KEY, base_url=emu.base_url)
             display.note(f"emulator running at {emu.base_url}")
         client = await stack.enter_async_context(LumaClient(settings=settings))
+        inputs = None
+        files = options.manifest.input_files
+        if files:
+            inputs = await open_uploads(
+                stack,
+                options.upload,
+                options.journal_path.parent,
+                emulator=emu,
+                emulator_key=_EMULATOR_KEY,
+            )
+            # Before the first create: a file that cannot be stored stops the run
+            # with nothing sent, and no create waits on an upload.
+            total = size(len(files), sum(f.size for f in files))
+            display.note(f"local inputs: {total}: storing them in {inputs.target.name}")
+            await inputs.prepare(files)
+            stats = inputs.stats
+            display.note(
+                f"local inputs: {total}; uploaded {size(stats.uploaded, stats.uploaded_bytes)} "
+                f"to {inputs.target.name}, {len(files) - stats.uploaded} already there"
+            )
         ttl = {"lease_ttl": options.claim_ttl} if settings.redis_url and options.claim_ttl else {}
         limiter = make_limiter(
             limits, redis_url=settings.redis_url, api_key=settings.api_key, **ttl
@@ -281,6 +306,7 @@ async def _run(
             budget_cents=options.budget_cents,
             cost_of=_cost_of(options.prices) if options.budget_cents is not None else None,
             claims=claims,
+            inputs=inputs,
             reconcile_settle=(
                 # The in-process emulator's state file holds every create it
                 # accepted before it stopped: nothing more can show up later.

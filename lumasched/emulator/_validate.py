@@ -128,6 +128,8 @@ class CreateSpec:
     source_id: str | None = None
     """The generation an upscale/audio request works on."""
     input_urls: tuple[str, ...] = ()
+    inputs_unreadable: bool = False
+    """An input URL could not be read at create (the job fails early)."""
     audio: bool = False
     """The video has a sound track (after ``add_audio``, and upscales of such)."""
 

@@ -31,6 +31,7 @@ import anyio
 import attrs
 
 from lumasched.api import CreateRequest, Family, Generation, replace_generation_refs
+from lumasched.api._inputs import is_local, media_slots
 from lumasched.engine._context import EngineContext
 from lumasched.engine._digest import request_digest
 from lumasched.engine._following import Follower
@@ -49,13 +50,16 @@ from lumasched.errors import (
     InternalServerError,
     LumaError,
     PermissionDeniedError,
+    Problem,
     RateLimitError,
     StorageError,
+    UploadError,
     ValidationError,
 )
 
 if TYPE_CHECKING:
     from lumasched.engine._claims import ItemClaims
+    from lumasched.engine._inputs import InputResolver
     from lumasched.store.journal import JournalRecord
 
 __all__ = ["Budget", "Creator", "ReconcileTimes"]
@@ -118,7 +122,9 @@ class Creator:
         callback_url: str | None,
         claims: ItemClaims | None,
         reachability: Reachability,
+        inputs: InputResolver | None = None,
     ) -> None:
+        self._inputs = inputs
         self._client = ctx.client
         self.reachability = reachability
         self._table = ctx.table
@@ -194,6 +200,13 @@ class Creator:
 
     async def _create(self, job: Job, lease: str) -> None:
         request = self._resolved(job)
+        if any(is_local(slot.url) for slot in media_slots(request)):
+            try:
+                request = await self._with_inputs(request)
+            except (ValidationError, UploadError) as exc:
+                # Before the intent: nothing was or will be sent for this request.
+                await self._abandon(job, exc)
+                return
         body = match_body(request)
         sent_at = time.time()
         job.attempts += 1
@@ -249,6 +262,15 @@ class Creator:
             await self.reconcile(job, lease, body, sent_at)
         else:
             await self._created(job, lease, generation, reconciled=False)
+
+    async def _with_inputs(self, request: CreateRequest) -> CreateRequest:
+        """Local files swapped for their stored URLs (uploaded or re-signed first)."""
+        if self._inputs is None:
+            field = next(s.field for s in media_slots(request) if is_local(s.url))
+            raise ValidationError(
+                [Problem(field, "a local file, but the scheduler has no inputs= to upload it")]
+            )
+        return await self._inputs.resolve(request)
 
     async def _send(self, job: Job, request: CreateRequest, body: dict[str, Any]) -> Generation:
         self._in_flight[job.key] = fingerprint(body)

@@ -73,6 +73,7 @@ from lumasched.store.journal import Journal
 if TYPE_CHECKING:
     from lumasched.api import LumaClient
     from lumasched.engine._claims import ItemClaims
+    from lumasched.engine._inputs import InputResolver
     from lumasched.engine.downloads import Downloader
     from lumasched.engine.poller import Poller
 
@@ -114,6 +115,10 @@ class Scheduler:
             its send time) the list endpoint must keep *not* showing it before the
             create may be retried; ``reconcile_give_up``: when to stop trying and
             fail the job instead.
+        inputs: resolves local files in requests (``file://`` URLs, ``Path``
+            values) to URLs the server can fetch, just before each create is sent
+            (``lumasched.inputs.Uploads``); without it a request naming a local
+            file fails without being sent.
         unreachable_give_up: how many seconds the API may stay unreachable
             (connection refused, DNS, TLS, connect timeouts) before creating stops.
             Until then jobs wait and creates are retried with backoff (see
@@ -168,6 +173,7 @@ class Scheduler:
         owner: str | None = None,
         resume: bool = False,
         claims: ItemClaims | None = None,
+        inputs: InputResolver | None = None,
         unreachable_give_up: float = DEFAULT_UNREACHABLE_GIVE_UP,
         job_timeout: float | None = DEFAULT_JOB_TIMEOUT,
         max_asset_size: int | None = DEFAULT_MAX_ASSET_SIZE,
@@ -240,6 +246,7 @@ class Scheduler:
             owner=owner or f"{socket.gethostname()}:{os.getpid()}",
             callback_url=callback_url,
             claims=claims,
+            inputs=inputs,
             reachability=self._reachability,
         )
         # What the poll loop learns about the API (a rejected key, an outage) counts too.
