@@ -452,15 +452,13 @@ class Creator:
         (except its own sources, which an upscale may restart under the same id)."""
         mine = {job.key, *job.depends_on}
         owner_of = self._table.owner_of
-        journal = self._writes.journal
+        writes = self._writes
 
         def taken(generation_id: str) -> bool:
             owner = owner_of(generation_id)
             if owner is not None and owner not in mine:
                 return True
-            if journal is None:
-                return False
-            return any(key not in mine for key in journal.owners_of(generation_id))
+            return any(key not in mine for key in writes.owners_of(generation_id))
 
         return taken
 

@@ -440,8 +440,7 @@ class JobTable:
         job = self.jobs.get(key)
         if job is not None:
             return job.generation_id
-        journal = self._writes.journal
-        record = journal.get(key) if journal is not None else None
+        record = self._writes.get(key)
         return None if record is None else record.generation_id
 
     def cancel(self, job: Job) -> None:

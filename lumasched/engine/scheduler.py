@@ -253,6 +253,8 @@ class Scheduler:
     async def __aenter__(self) -> Self:
         if self._tg is not None or self._closed:
             raise RuntimeError("a Scheduler can be entered only once")
+        # Every later read of the journal answers from memory (never SQLite on the loop).
+        await self._writes.open()
         if self._own_limiter:
             await self._limiter.__aenter__()
         # The entering task owns `host`; the scheduler's own tasks run in a task

@@ -13,7 +13,12 @@ order, the journal never holds an update without its row, nor a later state
 before an earlier one.
 
 SQLite commits fsync, so commits run in a worker thread, shielded: a cancelled
-task must not leave a job half recorded. Without a journal every write is a
+task must not leave a job half recorded. Reads never touch SQLite on the event
+loop either: ``open()`` reads the journal's records once in a worker thread,
+and each commit reads back, in the same thread, the rows it changed, so
+``get``, ``records`` and ``owners_of`` answer from memory, as last committed
+(memory grows with the journal: a record is a few hundred bytes plus its
+generation). Without a journal every write is a
 no-op, so callers need not check. Once the disk refuses a commit
 (``StorageError``), every later write fails with that same error without
 touching the journal: what is on disk stays exactly as last committed.
@@ -29,7 +34,7 @@ from typing import Any
 import anyio
 
 from lumasched.errors import StorageError
-from lumasched.store.journal import Journal, JournalBatch, NewJob, Write
+from lumasched.store.journal import Journal, JournalBatch, JournalRecord, NewJob, Write
 
 __all__ = ["JournalWriter"]
 
@@ -64,6 +69,40 @@ class JournalWriter:
         self._done_through = 0
         self.broken: StorageError | None = None
         """The error that stopped all writes (the disk refused a commit), if any."""
+        self._records: dict[str, JournalRecord] = {}
+        self._owners: dict[str, set[str]] = {}
+        """Generation id -> the keys of the records that hold it."""
+
+    # -- reads, from memory ---------------------------------------------------------
+
+    async def open(self) -> None:
+        """Read the journal's records (in a worker thread); call once, before any read."""
+        journal = self.journal
+        if journal is None:
+            return
+        records = await anyio.to_thread.run_sync(lambda: list(journal.records()))
+        self._remember(records)
+
+    def get(self, key: str) -> JournalRecord | None:
+        """The record of ``key`` as last committed (None without a journal)."""
+        return self._records.get(key)
+
+    def records(self) -> list[JournalRecord]:
+        """Every record, in submission order, as last committed."""
+        return sorted(self._records.values(), key=lambda record: record.seq)
+
+    def owners_of(self, generation_id: str) -> list[str]:
+        """See ``Journal.owners_of``, as last committed."""
+        return sorted(self._owners.get(generation_id, ()))
+
+    def _remember(self, records: list[JournalRecord]) -> None:
+        for record in records:
+            old = self._records.get(record.key)
+            if old is not None and old.generation_id is not None:
+                self._owners.get(old.generation_id, set()).discard(record.key)
+            self._records[record.key] = record
+            if record.generation_id is not None:
+                self._owners.setdefault(record.generation_id, set()).add(record.key)
 
     # -- queued, committed in batches ---------------------------------------------
 
@@ -166,7 +205,10 @@ class JournalWriter:
                 # Later writes could depend on the lost ones (a row never added):
                 # attempt none, so the only error anyone sees is the disk's.
                 raise self.broken
-            errors = await anyio.to_thread.run_sync(journal.apply, [w for w, _ in batch])
+            errors, records = await anyio.to_thread.run_sync(
+                journal.apply_and_read, [w for w, _ in batch]
+            )
+            self._remember(records)
         except Exception as exc:
             # The commit itself failed: nothing of the batch is recorded.
             if isinstance(exc, StorageError):

@@ -15,11 +15,13 @@ against the list endpoint before anything else). Commits use
 of new jobs are batched into one transaction.
 
 All methods are synchronous, short and thread-safe: writes go through one
-connection behind a lock, reads through a second one, so that a read (the
-scheduler looking up a submitted key, on its event loop) never waits for a
-write's fsync. The scheduler runs writes in a worker thread, several at once
-in one transaction (``Journal.apply``: one fsync for all of them); the CLI's
-``status`` command reads directly.
+connection behind a lock, reads through a second one, so that a read never
+waits for a write's fsync. Async code never calls them on its event loop: the
+scheduler reaches the journal only through ``store._writes.JournalWriter``,
+which reads it once in a worker thread, then commits several writes at once in
+one transaction there (``Journal.apply_and_read``: one fsync for all of them)
+and keeps the committed records in memory; the CLI's ``status`` command reads
+directly.
 
 A journal has one owner at a time: opening one takes an exclusive OS lock on
 ``<path>.lock`` (``lumasched.store._ownership``), so a second ``Journal`` on the same
@@ -461,9 +463,21 @@ class Journal:
         that raises leaves nothing behind, and the others are committed all
         the same. Raises only if the commit itself fails.
         """
+        return self._apply(writes, set())
+
+    def apply_and_read(
+        self, writes: Sequence[Write]
+    ) -> tuple[list[Exception | None], list[JournalRecord]]:
+        """``apply(writes)``, then the rows they touched as now committed (so that
+        a caller keeping records in memory reads them in the same worker thread)."""
+        touched: set[str] = set()
+        errors = self._apply(writes, touched)
+        return errors, self.get_many(touched)
+
+    def _apply(self, writes: Sequence[Write], touched: set[str]) -> list[Exception | None]:
         try:
             with self._tx() as cur:
-                batch = JournalBatch(self, cur)
+                batch = JournalBatch(self, cur, touched)
                 for write in writes:
                     write(batch)
             return [None] * len(writes)
@@ -476,7 +490,7 @@ class Journal:
         # again, each in a savepoint of its own, to commit all but the failures.
         errors: list[Exception | None] = []
         with self._tx() as cur:
-            batch = JournalBatch(self, cur)
+            batch = JournalBatch(self, cur, touched)
             for write in writes:
                 cur.execute("SAVEPOINT one_write")
                 try:
@@ -497,6 +511,20 @@ class Journal:
             # fetchall: the statement is done at once, so no read stays open
             rows = self._reader.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchall()
         return JournalRecord._from_row(rows[0]) if rows else None
+
+    def get_many(self, keys: Iterable[str]) -> list[JournalRecord]:
+        """The records of those of ``keys`` the journal holds (in no set order)."""
+        wanted = list(keys)
+        found: list[JournalRecord] = []
+        for start in range(0, len(wanted), 500):  # under SQLite's bound-parameter limit
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            with self._read_lock:
+                rows = self._reader.execute(
+                    f"SELECT * FROM jobs WHERE key IN ({marks})", chunk
+                ).fetchall()
+            found.extend(JournalRecord._from_row(row) for row in rows)
+        return found
 
     def owners_of(self, generation_id: str) -> list[str]:
         """The keys of the jobs that own a generation id (an upscale or audio job may
@@ -554,9 +582,13 @@ Write = Callable[["JournalBatch"], object]
 class JournalBatch:
     """The journal's writes, inside a transaction that is open (see ``Journal.apply``)."""
 
-    def __init__(self, journal: Journal, cur: sqlite3.Cursor) -> None:
+    def __init__(
+        self, journal: Journal, cur: sqlite3.Cursor, touched: set[str] | None = None
+    ) -> None:
         self._journal = journal
         self._cur = cur
+        self._touched = set() if touched is None else touched
+        """The keys written in this batch (see ``Journal.apply_and_read``)."""
 
     def add(self, jobs: Iterable[NewJob]) -> int:
         """See ``Journal.add``."""
@@ -564,6 +596,7 @@ class JournalBatch:
         now = time.time()
         inserted = 0
         for job in jobs:
+            self._touched.add(job.key)
             self._cur.execute(
                 "INSERT OR IGNORE INTO jobs (key, seq, kind, request, family, priority,"
                 " depends_on, state, queued_at, updated_at)"
@@ -647,6 +680,7 @@ class JournalBatch:
             self.update(key, **fields)
 
     def _update(self, key: str, assignments: str, params: tuple[Any, ...]) -> None:
+        self._touched.add(key)
         self._cur.execute(
             f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
             (*params, time.time(), key),
