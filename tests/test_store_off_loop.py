@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lumasched import cli
-from lumasched.api import ImageRequest
+from lumasched.api import ImageRequest, request_to_dict
 from lumasched.store.journal import Journal, NewJob
 from tests import _cli_fixtures as fx
 from tests._cli_fixtures import MIXED_ITEMS, ThreadedEmulator, write_jsonl
@@ -141,3 +141,31 @@ async def test_submitting_journalled_keys_stays_off_the_loop(
         records = list(reader.records())
     assert {r.state for r in records} == {"completed"}
     assert {r.request["prompt"] for r in records} == {f"new {n}" for n in range(6)}
+
+
+async def test_scheduler_sees_rows_written_beside_it(tmp_path: Path) -> None:
+    """A row written straight to the journal while the scheduler runs (as the CLI
+    seeds what other hosts did) answers a later submit of its key."""
+    journal = await asyncio.to_thread(Journal, tmp_path / "j.sqlite")
+    request = ImageRequest("a pond")
+    try:
+        async with engine(journal=journal) as (emu, _, scheduler):
+
+            def seed() -> None:
+                body = request_to_dict(request)
+                journal.add([NewJob("elsewhere", request.kind, body, "image")])
+                journal.update(
+                    "elsewhere",
+                    state="failed",
+                    error_type="GenerationFailed",
+                    reason="failed on another host",
+                    generation_id="gen-elsewhere",
+                )
+
+            await asyncio.to_thread(seed)
+            job = scheduler.submit(request, key="elsewhere")
+            assert job.done and job.generation_id == "gen-elsewhere"
+            assert "failed on another host" in str(job.error)
+        assert emu.inspect.creates_total == 0
+    finally:
+        await asyncio.to_thread(journal.close)

@@ -256,7 +256,11 @@ class Scheduler:
         # Every later read of the journal answers from memory (never SQLite on the loop).
         await self._writes.open()
         if self._own_limiter:
-            await self._limiter.__aenter__()
+            try:
+                await self._limiter.__aenter__()
+            except BaseException:
+                self._writes.close()
+                raise
         # The entering task owns `host`; the scheduler's own tasks run in a task
         # group inside it, so that stopping them (from any task) never cancels
         # the code in the caller's `async with` block.
@@ -266,6 +270,7 @@ class Scheduler:
             self._tg = await host.start(self._run_workers)
         except BaseException as exc:
             host.cancel_scope.cancel()
+            self._writes.close()
             with anyio.CancelScope(shield=True):
                 await host.__aexit__(type(exc), exc, exc.__traceback__)
                 if self._own_limiter:
@@ -331,7 +336,10 @@ class Scheduler:
                 workers.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await self._workers_done.wait()
-            await self._writes.flush()
+            try:
+                await self._writes.flush()
+            finally:
+                self._writes.close()
             self.events.close()
 
     async def _exit_host(self, exc_type: object, exc: object, tb: object) -> bool:
