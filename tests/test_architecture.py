@@ -14,7 +14,7 @@ PACKAGE = Path(lumasched.__file__).parent
 
 # Lowest first: a module may import its own layer and the layers before it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("errors", "_config", "_clock", "pricing")),
+    ("base", ("errors", "_config", "_clock", "_background", "pricing")),
     ("api", ("api",)),
     ("limits", ("limits",)),
     ("store", ("store",)),

@@ -61,6 +61,8 @@ import anyio
 import attrs
 import redis.asyncio as aioredis
 
+from lumasched._background import Supervisor, Tolerance
+from lumasched._clock import SYSTEM_CLOCK
 from lumasched.claims import _scripts as lua
 from lumasched.claims._identity import (
     batch_id,
@@ -192,7 +194,9 @@ class ClaimStore:
         self._on_join = on_join
         self._lost_noted: str | None = None
         self._joined = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Supervisor("lumasched-claims-heartbeat", logger)
+        self._heartbeat_trouble = Tolerance("claims heartbeat", ttl, SYSTEM_CLOCK, logger)
+        """Failing past the TTL, the heartbeat has lost every claim: it stops, loudly."""
         self._down_since: float | None = None
         self._down_noted = 0.0
         self.losses = 0
@@ -212,24 +216,26 @@ class ClaimStore:
         return f"ClaimStore(manifest={self.manifest!r}, owner={self.owner!r})"
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._heartbeat(), name="lumasched-claims-heartbeat")
+        # Supervised (lumasched._background): if the heartbeat stops, its error is
+        # raised by the next claim or create and by __aexit__, never lost.
+        self._background.start(self._heartbeat)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         with anyio.CancelScope(shield=True):
-            if self._task is not None:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
-            # Hand unfinished items over at once instead of after the TTL.
-            with anyio.move_on_after(5.0):
-                for key in list(self._records):
-                    try:
-                        await self.release(key)
-                    except Exception as exc:  # Redis gone: the leases expire instead
-                        logger.warning("could not hand over claim %s: %s", key, exc)
-                        break
-            if self._own_client:
-                await self._client.aclose()
+            try:
+                await self._background.aclose()
+            finally:
+                # Hand unfinished items over at once instead of after the TTL.
+                with anyio.move_on_after(5.0):
+                    for key in list(self._records):
+                        try:
+                            await self.release(key)
+                        except Exception as exc:  # Redis gone: the leases expire instead
+                            logger.warning("could not hand over claim %s: %s", key, exc)
+                            break
+                if self._own_client:
+                    await self._client.aclose()
 
     # -- claiming ----------------------------------------------------------------
 
@@ -239,6 +245,7 @@ class ClaimStore:
         ``digest`` (``request_digest``) ties the claim to one request: the same
         key with another request is another item. While other sites re-seed
         after a loss of the Redis state, this waits."""
+        self._background.check()
         if digest:
             self._digests[key] = digest
         waited = False
@@ -331,6 +338,7 @@ class ClaimStore:
         self, key: str, *, body: dict[str, Any], sent_at: float, lease_id: str
     ) -> bool:
         """Record the create intent; False (send nothing) if the claim is no longer ours."""
+        self._background.check()
         if key not in self._records:
             return False
         record = attrs.evolve(
@@ -694,26 +702,27 @@ class ClaimStore:
             await anyio.sleep(self.ttl / 3 * random.uniform(0.9, 1.0))
             if self._epoch is None:
                 continue  # never used the batch (``lumasched status``): not a site of it
-            keys = list(self._records)
             try:
-                # Also when holding nothing: every live worker notices a lost state
-                # within a heartbeat and re-seeds it.
-                raw = await self._run("RENEW", "", *(self._field(key) for key in keys))
+                await self._beat()
             except REDIS_DOWN as exc:
                 self._note_down(exc)
-                continue
-            except Exception as exc:  # e.g. Redis out of memory: one line, try again
-                logger.warning(
-                    "claims heartbeat failed (%s: %s); retrying", type(exc).__name__, exc
-                )
-                continue
-            self._note_up()
-            self._learn(pairs(raw[1]))
-            fields = {self._field(key): key for key in keys}
-            for field in map(as_text, raw[0]):
-                key = fields.get(field, field)
-                if self._records.pop(key, None) is not None:
-                    logger.warning("item %s: claim lost (another worker took it over)", key)
+            except Exception as exc:  # e.g. Redis out of memory, a hook that failed
+                self._heartbeat_trouble.failed(exc)
+            else:
+                self._heartbeat_trouble.ok()
+
+    async def _beat(self) -> None:
+        keys = list(self._records)
+        # Also when holding nothing: every live worker notices a lost state
+        # within a heartbeat and re-seeds it.
+        raw = await self._run("RENEW", "", *(self._field(key) for key in keys))
+        self._note_up()
+        self._learn(pairs(raw[1]))
+        fields = {self._field(key): key for key in keys}
+        for field in map(as_text, raw[0]):
+            key = fields.get(field, field)
+            if self._records.pop(key, None) is not None:
+                logger.warning("item %s: claim lost (another worker took it over)", key)
 
 
 class _Relost(Exception):
