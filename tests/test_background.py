@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -16,25 +15,13 @@ from lumasched._background import Supervisor, Tolerance
 from lumasched.claims import ClaimStatus, ClaimStore
 from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.limits.redis import RedisLimiter
+from tests._poller_fixtures import FakeClock
 from tests._redis_fixtures import redis_process, redis_server
+from tests.test_multihost_claims import client
 
-__all__ = ["redis_process", "redis_server"]
+__all__ = ["client", "redis_process", "redis_server"]
 
 log = logging.getLogger("tests.background")
-
-
-class SteppedClock:
-    """A monotonic clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await anyio.sleep(0)
 
 
 async def wait_for(condition: Any, timeout: float = 10.0) -> None:
@@ -87,7 +74,7 @@ def test_tolerance_retries_until_its_budget_of_clock_time(
 ) -> None:
     """Unexpected errors are logged in one line each while they last less than the
     budget (on the injected clock); past it the error is raised; a success resets it."""
-    clock = SteppedClock()
+    clock = FakeClock()
     tolerance = Tolerance("heartbeat", 5.0, clock, log)
     for _ in range(3):
         tolerance.failed(ValueError("odd reply"))
@@ -126,15 +113,6 @@ async def test_redis_limiter_heartbeat_failing_past_the_ttl_stops_the_limiter(
             await limiter.acquire(Family.VIDEO, "second")
     assert any("limiter heartbeat failed (TypeError" in m for m in caplog.messages)
     assert sum(m == "lumasched-limits-background stopped" for m in caplog.messages) == 1
-
-
-@pytest.fixture
-async def client(redis_server: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_server)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 @pytest.mark.redis
