@@ -62,7 +62,7 @@ import attrs
 import redis.asyncio as aioredis
 
 from lumasched._background import Supervisor, Tolerance
-from lumasched._clock import SYSTEM_CLOCK
+from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched.claims import _scripts as lua
 from lumasched.claims._identity import (
     batch_id,
@@ -142,6 +142,7 @@ class ClaimStore:
     re-seeded). ``remembered``: the epoch and sites an earlier process of this
     site knew (what ``on_join(epoch, sites)`` was last given): a state lost
     while no process of the site ran is then noticed too, and re-seeded.
+    ``clock``: what the heartbeat and the waits run on (a fake one in tests).
 
     Also the scheduler's claim hooks (``before_create``, ``created``,
     ``found``, ``taken_generations``): see ``Scheduler(claims=...)``.
@@ -164,10 +165,12 @@ class ClaimStore:
         on_event: Callable[[str], None] | None = None,
         remembered: tuple[str | None, Mapping[str, str]] = (None, {}),
         on_join: Callable[[str, dict[str, str]], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be > 0")
         self.ttl = ttl
+        self._clock = clock
         self.host = host or socket.gethostname()
         self.owner = owner or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.site = site or self.owner
@@ -195,7 +198,7 @@ class ClaimStore:
         self._lost_noted: str | None = None
         self._joined = asyncio.Lock()
         self._background = Supervisor("lumasched-claims-heartbeat", logger)
-        self._heartbeat_trouble = Tolerance("claims heartbeat", ttl, SYSTEM_CLOCK, logger)
+        self._heartbeat_trouble = Tolerance("claims heartbeat", ttl, clock, logger)
         """Failing past the TTL, the heartbeat has lost every claim: it stops, loudly."""
         self._down_since: float | None = None
         self._down_noted = 0.0
@@ -210,7 +213,7 @@ class ClaimStore:
     @property
     def redis_down_for(self) -> float | None:
         """Seconds Redis has been unreachable for (None: it is reachable)."""
-        return None if self._down_since is None else time.monotonic() - self._down_since
+        return None if self._down_since is None else self._clock.monotonic() - self._down_since
 
     def __repr__(self) -> str:
         return f"ClaimStore(manifest={self.manifest!r}, owner={self.owner!r})"
@@ -257,7 +260,7 @@ class ClaimStore:
             if not waited:
                 waited = True
                 logger.info("item %s: waiting for other hosts to re-seed the claims", key)
-            await anyio.sleep(min(1.0, max(0.02, int(raw[3]) / 1000)))
+            await self._clock.sleep(min(1.0, max(0.02, int(raw[3]) / 1000)))
         state, text, ms = as_text(raw[1]), as_text(raw[2]), raw[3]
         record = ClaimRecord.from_json(self._field(key), state, text)
         # as its last holder left it: ``owner`` is that holder
@@ -512,7 +515,7 @@ class ClaimStore:
                 result = await fn(*args, **kw)
             except REDIS_DOWN as exc:
                 self._note_down(exc)
-                await anyio.sleep(delay)
+                await self._clock.sleep(delay)
                 delay = min(1.0, delay * 2)
             else:
                 self._note_up()
@@ -678,7 +681,7 @@ class ClaimStore:
             self._on_event(text)
 
     def _note_down(self, exc: BaseException) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if self._down_since is None:
             self._down_since = self._down_noted = now
             self._event(
@@ -693,13 +696,13 @@ class ClaimStore:
 
     def _note_up(self) -> None:
         if self._down_since is not None:
-            down = time.monotonic() - self._down_since
+            down = self._clock.monotonic() - self._down_since
             self._down_since = None
             self._event(f"Redis reachable again after {down:.0f}s: creates resume")
 
     async def _heartbeat(self) -> None:
         while True:
-            await anyio.sleep(self.ttl / 3 * random.uniform(0.9, 1.0))
+            await self._clock.sleep(self.ttl / 3 * random.uniform(0.9, 1.0))
             if self._epoch is None:
                 continue  # never used the batch (``lumasched status``): not a site of it
             try:

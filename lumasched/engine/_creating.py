@@ -293,7 +293,7 @@ class Creator:
         return APIUnreachableError(
             self.reachability.url,
             since=since,
-            waited=time.time() - since,
+            waited=self.reachability.down_for(),
             cause=outage.error if outage is not None else "no answer",
         )
 
@@ -372,6 +372,10 @@ class Creator:
         times = self._times
         job.reason = "reconciling"
         self._table.emit(job, job.state, reconciling=True)
+        # The deadlines run on the injected clock: wall time says only how old the
+        # intent was when this reconcile began (it may come from an earlier run).
+        began = self._clock.monotonic()
+        age_at_start = max(0.0, time.time() - sent_at)
         while True:
             try:
                 async with self._reconcile_lock:
@@ -417,16 +421,16 @@ class Creator:
                     await self._slots.release(job)
                     self._table.defer(job, self._table.stopped_reason or KEY_REJECTED, move=False)
                     return
-            now = time.time()
-            if found is not None and found.conclusive and now >= sent_at + times.settle:
+            age = age_at_start + self._clock.monotonic() - began
+            if found is not None and found.conclusive and age >= times.settle:
                 logger.info(
                     "job %s: no generation found %.0fs after its create; creating again",
                     job.key,
-                    now - sent_at,
+                    age,
                 )
                 await self._give_back(job, reason="reconciled_absent")
                 return
-            if now >= sent_at + times.give_up:
+            if age >= times.give_up:
                 reason = found.reason if found is not None else "list endpoint unavailable"
                 error = AmbiguousCreateError(
                     f"could not tell whether the create reached the server ({reason}); "
@@ -440,7 +444,7 @@ class Creator:
                 return
             wait = times.interval
             if found is not None and found.conclusive:
-                wait = min(wait, max(0.0, sent_at + times.settle - now))
+                wait = min(wait, max(0.0, times.settle - age))
             await self._clock.sleep(wait)
 
     def _twin_in_flight(self, job: Job, body: dict[str, Any]) -> bool:

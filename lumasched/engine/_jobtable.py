@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 import attrs
 
+from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched.api import CreateRequest, Family, family_of, generation_refs, request_to_dict
 from lumasched.engine.events import EventHub
 from lumasched.engine.jobs import (
@@ -67,8 +68,10 @@ class JobTable:
         *,
         from_journal: Callable[[str], Job | None],
         owner_memory: float,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.events = events
+        self._clock = clock
         self._writes = writes
         self._from_journal = from_journal
         self.jobs: dict[str, Job] = {}
@@ -414,11 +417,11 @@ class JobTable:
             if self._writes.journal is None:
                 # The journal would answer ``owner_of`` for it; without one, remember
                 # it as long as a reconcile could still come across it.
-                self._released_owners[gid] = (job.key, time.monotonic())
+                self._released_owners[gid] = (job.key, self._clock.monotonic())
                 self._forget_old_owners()
 
     def _forget_old_owners(self) -> None:
-        cutoff = time.monotonic() - self._owner_memory
+        cutoff = self._clock.monotonic() - self._owner_memory
         released = self._released_owners
         while released:
             gid, (_, at) = next(iter(released.items()))

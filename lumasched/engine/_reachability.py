@@ -70,6 +70,10 @@ class Reachability:
         self._since = None
         self._next_try = 0.0
 
+    def down_for(self) -> float:
+        """Seconds (on the injected clock) the current outage has lasted; 0 if none."""
+        return 0.0 if self._since is None else self._clock.monotonic() - self._since
+
     @property
     def expired(self) -> bool:
         """Unreachable for ``give_up`` seconds or more."""

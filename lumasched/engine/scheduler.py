@@ -213,6 +213,7 @@ class Scheduler:
             # a reconcile looks back reconcile_skew before a create at most
             # reconcile_give_up old (plus a minute of slack)
             owner_memory=reconcile_give_up + reconcile_skew + 60.0,
+            clock=clock,
         )
         slots = Slots(limiter, released=table.release)
         table.holds_slot = slots.holding
