@@ -467,7 +467,11 @@ class Scheduler:
     # -- observability -------------------------------------------------------------
 
     def subscribe(self, buffer: int | None = None) -> MemoryObjectReceiveStream[JobEvent]:
-        """A stream of every job event from now on (``async with`` / ``async for``)."""
+        """A stream of the job events from now on (``async with`` / ``async for``).
+
+        It holds up to ``buffer`` events (default 10,000; 0: unbounded): a reader
+        that falls further behind misses the newer ones, counted in
+        ``counters().events_dropped``. ``add_listener`` sees every event."""
         return self.events.subscribe(buffer)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
