@@ -93,6 +93,7 @@ from lumasched.limits._redis_util import (
     as_text,
     connect,
     pairs,
+    redis_retry,
     uncancellable,
 )
 
@@ -123,6 +124,7 @@ T = TypeVar("T")
 DEFAULT_CLAIM_TTL = 30.0
 RESEED_CHUNK = 200
 DOWN_REMINDER = 30.0
+_REDIS_RETRY = redis_retry(1.0)
 """Seconds between reminders that Redis is still unreachable."""
 
 
@@ -509,14 +511,14 @@ class ClaimStore:
     async def _retrying(self, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
         """``fn(...)``, called again while Redis is unreachable (claiming and
         recording pause; nothing is lost)."""
-        delay = 0.05
+        down = 0
         while True:
             try:
                 result = await fn(*args, **kw)
             except REDIS_DOWN as exc:
                 self._note_down(exc)
-                await self._clock.sleep(delay)
-                delay = min(1.0, delay * 2)
+                down += 1
+                await self._clock.sleep(_REDIS_RETRY.backoff(down))
             else:
                 self._note_up()
                 return result

@@ -63,6 +63,7 @@ from lumasched.limits._redis_util import (  # account_id, REDIS_DOWN...: still i
     as_text,
     connect,
     pairs,
+    redis_retry,
     uncancellable,
 )
 
@@ -381,7 +382,8 @@ class RedisLimiter:
         ticket = uuid.uuid4().hex
         waiter = _Waiter()
         self._waiters[family].append(waiter)
-        backoff = 0.05
+        outage = redis_retry(self.poll_max)
+        down = 0
         try:
             while True:
                 delay: float
@@ -402,7 +404,8 @@ class RedisLimiter:
                     )
                 except REDIS_DOWN as exc:
                     self._note_down(exc)
-                    delay, backoff = backoff, min(backoff * 2, self.poll_max)
+                    down += 1
+                    delay = outage.backoff(down)
                 else:
                     self._note_up()
                     granted, hint, reason = int(result[0]), int(result[1]), as_text(result[2])
