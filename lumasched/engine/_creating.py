@@ -31,10 +31,10 @@ import anyio
 import attrs
 
 from lumasched.api import CreateRequest, Family, Generation, replace_generation_refs
+from lumasched.api._models import REF_PREFIX
 from lumasched.engine._context import EngineContext
 from lumasched.engine._digest import request_digest
 from lumasched.engine._following import Follower
-from lumasched.engine._jobtable import REF_PREFIX
 from lumasched.engine._reachability import Reachability
 from lumasched.engine._reconcile import find_created, fingerprint, match_body
 from lumasched.engine.jobs import Job

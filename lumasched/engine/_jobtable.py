@@ -27,6 +27,7 @@ import attrs
 
 from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched.api import CreateRequest, Family, family_of, generation_refs, request_to_dict
+from lumasched.api._models import REF_PREFIX
 from lumasched.engine.events import EventHub
 from lumasched.engine.jobs import (
     TERMINAL_STATES,
@@ -47,9 +48,6 @@ logger = logging.getLogger("lumasched.engine.scheduler")
 
 _REASON_LIMIT = 4000
 """Characters of a failure reason kept in the journal."""
-
-REF_PREFIX = "job:"
-"""Prefix of the placeholder generation id that stands for another job's generation."""
 
 
 class JobTable:

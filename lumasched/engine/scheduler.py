@@ -52,12 +52,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched._config import DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ASSET_SIZE
 from lumasched.api import CreateRequest, Family
+from lumasched.api._models import REF_PREFIX
 from lumasched.engine import _bulk
 from lumasched.engine._bulk import Item
 from lumasched.engine._context import EngineContext
 from lumasched.engine._creating import Budget, Creator, ReconcileTimes
 from lumasched.engine._following import Follower
-from lumasched.engine._jobtable import REF_PREFIX, JobTable
+from lumasched.engine._jobtable import JobTable
 from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP, Outage, Reachability
 from lumasched.engine._reconcile import DEFAULT_SKEW
 from lumasched.engine._restore import Restorer
