@@ -14,8 +14,8 @@ PACKAGE = Path(lumasched.__file__).parent
 
 # Lowest first: a module may import its own layer and the layers before it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("errors", "_config", "_clock", "pricing")),
-    ("api", ("api",)),
+    ("base", ("errors", "_config", "_clock", "_background")),
+    ("api", ("api", "pricing")),
     ("limits", ("limits",)),
     ("store", ("store",)),
     ("inputs", ("inputs",)),

@@ -28,6 +28,7 @@ from lumasched.errors import (
 from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.store.journal import Journal, JournalBatch, Write
 from tests._engine_fixtures import API_KEY, assert_within_limits, engine, scheduler_for
+from tests._poller_fixtures import FakeClock
 
 
 def _batch(images: int, videos: int) -> list[tuple[str, ImageRequest | VideoRequest]]:
@@ -276,6 +277,29 @@ async def test_unresolvable_create_fails_instead_of_duplicating() -> None:
         with pytest.raises(AmbiguousCreateError, match="could not tell"):
             await job
     assert emu.inspect.creates_total == 1
+
+
+class _FastForward(FakeClock):
+    """Virtual time that runs a thousand times faster than the real one."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        await anyio.sleep(max(0.0, seconds) / 1000)
+
+
+async def test_reconcile_give_up_runs_on_the_injected_clock() -> None:
+    """The reconcile deadline (15 minutes here) passes on the scheduler's clock, not
+    the wall clock: under a clock a thousand times faster, the job fails within a second."""
+    faults = {"drop_after_create": 1.0, "server_errors": {"list": 1.0}}
+    async with engine(
+        emulator_config={"faults": faults},
+        clock=_FastForward(),
+        reconcile_give_up=900.0,
+        reconcile_interval=60.0,
+    ) as (_, _, scheduler):
+        job = scheduler.submit(ImageRequest("a cat"), key="a")
+        with anyio.fail_after(30), pytest.raises(AmbiguousCreateError, match="could not tell"):
+            await job
 
 
 async def test_as_completed_pulls_lazily() -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "MODIFY_MODES",
     "RAY_MODELS",
     "REFRAME_INT_FIELDS",
+    "REF_PREFIX",
     "RESOLUTIONS",
     "VIDEO_MODELS",
     "Assets",
@@ -418,6 +419,12 @@ REQUEST_CLASSES: dict[str, type[CreateRequest]] = {
         AudioRequest,
     )
 }
+
+
+REF_PREFIX = "job:"
+"""Prefix of the placeholder generation id that stands for another job's generation
+(``job:<key>``): the one placeholder, in a manifest's items as in the scheduler's
+requests; the scheduler puts the real id in its place before the create is sent."""
 
 
 def generation_refs(request: CreateRequest) -> list[str]:

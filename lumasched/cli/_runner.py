@@ -13,13 +13,13 @@ to write stops the run at once too (``RunOutcome.storage_error``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -172,23 +172,28 @@ async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
     started = time.monotonic()
     outcome = RunOutcome(total=options.total)
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as owned:
+    async with AsyncExitStack() as owned:
         if options.journal_path.parent.resolve() != options.out_dir.resolve():
             # The journal lives elsewhere (--journal): the folder needs an owner too.
             folder = OwnerLock(options.out_dir / FOLDER, what="output folder")
             owned.callback(folder.release)
-        # Refused at once (JournalLockedError) while another run holds it.
-        journal = owned.enter_context(
-            Journal(options.journal_path, batch=options.manifest.path.name)
+        # Refused at once (JournalLockedError) while another run holds it. SQLite
+        # and the review's reads run in a worker thread: never on the event loop.
+        journal = await anyio.to_thread.run_sync(
+            partial(Journal, options.journal_path, batch=options.manifest.path.name)
         )
-        if len(journal):  # a first run has nothing to compare (and a huge manifest, time)
-            found = outcome.review = review(
-                options.manifest,
-                journal,
-                redo_changed=options.redo_changed,
-                retry_failed=options.retry_failed,
-                apply=True,
-                prices=options.prices,
+        owned.push_async_callback(anyio.to_thread.run_sync, journal.close)
+        if await anyio.to_thread.run_sync(len, journal):  # a first run has nothing to compare
+            found = outcome.review = await anyio.to_thread.run_sync(
+                partial(
+                    review,
+                    options.manifest,
+                    journal,
+                    redo_changed=options.redo_changed,
+                    retry_failed=options.retry_failed,
+                    apply=True,
+                    prices=options.prices,
+                )
             )
             if found.changed and not options.redo_changed:
                 raise ItemsChangedError(found.changed, cost_cents=found.changed_cents)
@@ -328,12 +333,15 @@ async def _run(
         if metrics_url is not None:
             display.note(f"metrics at {metrics_url}")
         review = outcome.review
-        results = ResultsWriter(
-            options.results_path,
-            forget=review.reset if review is not None else (),
-            manifest_ids=review.ids if review is not None else None,
+        results = await anyio.to_thread.run_sync(
+            partial(
+                ResultsWriter,
+                options.results_path,
+                forget=review.reset if review is not None else (),
+                manifest_ids=review.ids if review is not None else None,
+            )
         )
-        stack.callback(results.close)
+        stack.push_async_callback(anyio.to_thread.run_sync, results.close)
         await stack.enter_async_context(scheduler)
         display.start(scheduler, options.out_dir)
         try:
@@ -448,7 +456,7 @@ async def _drive(
 
     budget_noted = False
 
-    def record(job: Job, result: JobResult | None) -> None:
+    async def record(job: Job, result: JobResult | None) -> None:
         nonlocal budget_noted
         family_counts = outcome.by_family.setdefault(job.family, Counter())
         error = job.error
@@ -456,7 +464,7 @@ async def _drive(
             outcome.completed += 1
             family_counts["completed"] += 1
             _note_latency(outcome, job)
-            results.write(result_line(job, result))
+            await anyio.to_thread.run_sync(results.write, result_line(job, result))
             display.item_done(job, result, None)
         elif error is not None and error is scheduler.halted:
             # Not the item's fault (the key, the network): pending for a rerun.
@@ -476,7 +484,7 @@ async def _drive(
             reason = failure_reason(error)
             outcome.failed.append((job.key, reason))
             family_counts["failed"] += 1
-            results.write(result_line(job, None))
+            await anyio.to_thread.run_sync(results.write, result_line(job, None))
             display.item_done(job, None, reason)
 
     # At most `window` unfinished jobs at a time: the manifest is read lazily.
@@ -490,7 +498,7 @@ async def _drive(
                 result = None
             parked = job.error is not None and job.error is scheduler.halted
             if claimed is None or await claimed.record(job, parked=parked):
-                record(job, result)
+                await record(job, result)
         finally:
             slots.release()
 

@@ -32,10 +32,10 @@ import attrs
 
 from lumasched.api import CreateRequest, Family, Generation, replace_generation_refs
 from lumasched.api._inputs import is_local, media_slots
+from lumasched.api._models import REF_PREFIX
 from lumasched.engine._context import EngineContext
 from lumasched.engine._digest import request_digest
 from lumasched.engine._following import Follower
-from lumasched.engine._jobtable import REF_PREFIX
 from lumasched.engine._reachability import Reachability
 from lumasched.engine._reconcile import find_created, fingerprint, match_body
 from lumasched.engine.jobs import Job
@@ -315,7 +315,7 @@ class Creator:
         return APIUnreachableError(
             self.reachability.url,
             since=since,
-            waited=time.time() - since,
+            waited=self.reachability.down_for(),
             cause=outage.error if outage is not None else "no answer",
         )
 
@@ -394,6 +394,10 @@ class Creator:
         times = self._times
         job.reason = "reconciling"
         self._table.emit(job, job.state, reconciling=True)
+        # The deadlines run on the injected clock: wall time says only how old the
+        # intent was when this reconcile began (it may come from an earlier run).
+        began = self._clock.monotonic()
+        age_at_start = max(0.0, time.time() - sent_at)
         while True:
             try:
                 async with self._reconcile_lock:
@@ -439,16 +443,16 @@ class Creator:
                     await self._slots.release(job)
                     self._table.defer(job, self._table.stopped_reason or KEY_REJECTED, move=False)
                     return
-            now = time.time()
-            if found is not None and found.conclusive and now >= sent_at + times.settle:
+            age = age_at_start + self._clock.monotonic() - began
+            if found is not None and found.conclusive and age >= times.settle:
                 logger.info(
                     "job %s: no generation found %.0fs after its create; creating again",
                     job.key,
-                    now - sent_at,
+                    age,
                 )
                 await self._give_back(job, reason="reconciled_absent")
                 return
-            if now >= sent_at + times.give_up:
+            if age >= times.give_up:
                 reason = found.reason if found is not None else "list endpoint unavailable"
                 error = AmbiguousCreateError(
                     f"could not tell whether the create reached the server ({reason}); "
@@ -462,7 +466,7 @@ class Creator:
                 return
             wait = times.interval
             if found is not None and found.conclusive:
-                wait = min(wait, max(0.0, sent_at + times.settle - now))
+                wait = min(wait, max(0.0, times.settle - age))
             await self._clock.sleep(wait)
 
     def _twin_in_flight(self, job: Job, body: dict[str, Any]) -> bool:
@@ -474,15 +478,13 @@ class Creator:
         (except its own sources, which an upscale may restart under the same id)."""
         mine = {job.key, *job.depends_on}
         owner_of = self._table.owner_of
-        journal = self._writes.journal
+        writes = self._writes
 
         def taken(generation_id: str) -> bool:
             owner = owner_of(generation_id)
             if owner is not None and owner not in mine:
                 return True
-            if journal is None:
-                return False
-            return any(key not in mine for key in journal.owners_of(generation_id))
+            return any(key not in mine for key in writes.owners_of(generation_id))
 
         return taken
 

@@ -52,12 +52,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched._config import DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ASSET_SIZE
 from lumasched.api import CreateRequest, Family
+from lumasched.api._models import REF_PREFIX
 from lumasched.engine import _bulk
 from lumasched.engine._bulk import Item
 from lumasched.engine._context import EngineContext
 from lumasched.engine._creating import Budget, Creator, ReconcileTimes
 from lumasched.engine._following import Follower
-from lumasched.engine._jobtable import REF_PREFIX, JobTable
+from lumasched.engine._jobtable import JobTable
 from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP, Outage, Reachability
 from lumasched.engine._reconcile import DEFAULT_SKEW
 from lumasched.engine._restore import Restorer
@@ -219,6 +220,7 @@ class Scheduler:
             # a reconcile looks back reconcile_skew before a create at most
             # reconcile_give_up old (plus a minute of slack)
             owner_memory=reconcile_give_up + reconcile_skew + 60.0,
+            clock=clock,
         )
         slots = Slots(limiter, released=table.release)
         table.holds_slot = slots.holding
@@ -261,8 +263,14 @@ class Scheduler:
     async def __aenter__(self) -> Self:
         if self._tg is not None or self._closed:
             raise RuntimeError("a Scheduler can be entered only once")
+        # Every later read of the journal answers from memory (never SQLite on the loop).
+        await self._writes.open()
         if self._own_limiter:
-            await self._limiter.__aenter__()
+            try:
+                await self._limiter.__aenter__()
+            except BaseException:
+                self._writes.close()
+                raise
         # The entering task owns `host`; the scheduler's own tasks run in a task
         # group inside it, so that stopping them (from any task) never cancels
         # the code in the caller's `async with` block.
@@ -272,6 +280,7 @@ class Scheduler:
             self._tg = await host.start(self._run_workers)
         except BaseException as exc:
             host.cancel_scope.cancel()
+            self._writes.close()
             with anyio.CancelScope(shield=True):
                 await host.__aexit__(type(exc), exc, exc.__traceback__)
                 if self._own_limiter:
@@ -337,7 +346,10 @@ class Scheduler:
                 workers.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await self._workers_done.wait()
-            await self._writes.flush()
+            try:
+                await self._writes.flush()
+            finally:
+                self._writes.close()
             self.events.close()
 
     async def _exit_host(self, exc_type: object, exc: object, tb: object) -> bool:
@@ -473,7 +485,11 @@ class Scheduler:
     # -- observability -------------------------------------------------------------
 
     def subscribe(self, buffer: int | None = None) -> MemoryObjectReceiveStream[JobEvent]:
-        """A stream of every job event from now on (``async with`` / ``async for``)."""
+        """A stream of the job events from now on (``async with`` / ``async for``).
+
+        It holds up to ``buffer`` events (default 10,000; 0: unbounded): a reader
+        that falls further behind misses the newer ones, counted in
+        ``counters().events_dropped``. ``add_listener`` sees every event."""
         return self.events.subscribe(buffer)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from lumasched.api import (
     request_from_dict,
 )
 from lumasched.api._inputs import is_local, local_path, local_url, media_slots
-from lumasched.api._models import KINDS, REQUEST_CLASSES
+from lumasched.api._models import KINDS, REF_PREFIX, REQUEST_CLASSES
 from lumasched.errors import Problem, ValidationError
 from lumasched.inputs._checks import InputFile, InputProblem, check_input
 from lumasched.manifest._formats import Record, read_records
@@ -74,7 +73,6 @@ _VIDEO_RESULT_KINDS = frozenset({"video", "reframe_video", "modify_video", "upsc
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\Z")
 _MAX_ID_LENGTH = 128
-_REF_NAMESPACE = uuid.UUID("5d1f6a86-2f4e-4d55-9b0c-4a7de0b7f3c1")
 
 _FORMATS = {
     ".jsonl": "jsonl",
@@ -87,12 +85,10 @@ _FORMATS = {
 
 
 def ref_placeholder(item_id: str) -> str:
-    """The stand-in generation id used for a reference to item ``item_id``.
-
-    It is UUID-shaped so request validation accepts it; the runner swaps it for
-    the real generation id (or the scheduler's own placeholder) at submission.
-    """
-    return str(uuid.uuid5(_REF_NAMESPACE, item_id))
+    """The stand-in generation id used for a reference to item ``item_id``: the
+    scheduler's own placeholder (``job:<item_id>``, ``Scheduler.ref``), so an item's
+    request can go to the scheduler as it is; ``ManifestItem.resolve`` swaps it."""
+    return REF_PREFIX + item_id
 
 
 class ManifestProblem(Problem):
