@@ -5,15 +5,25 @@ Luma Dream Machine API, with a built-in emulator.
 
     import lumasched
 
-    async with lumasched.LumaClient() as client:          # LUMAAI_API_KEY
-        async with lumasched.Scheduler(client, out_dir=Path("out")) as scheduler:
-            job = scheduler.submit(lumasched.ImageRequest(model="photon-1", prompt="a fox"))
-            result = await job
-            print(result.path, result.sha256)
+    async with lumasched.Luma(out_dir="out") as luma:      # LUMAAI_API_KEY
+        result = await luma.generate(lumasched.ImageRequest("a fox in the snow"))
+        print(result.path, result.sha256)
 
-The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``), ``RedisLimiter`` and
-the gallery (``Dashboard``, ``write_gallery``) are imported on first use, so
-``import lumasched`` stays light.
+``Luma`` owns a ``LumaClient``, a limiter, a ``Journal`` and a ``Scheduler``;
+those stay available for code that wires them itself. ``LumaSync`` and
+``generate_sync`` do the same from code that cannot await (notebooks too).
+
+The top level holds the user's nouns and the types in their signatures;
+plumbing lives in its module (``lumasched.api.dumps_body``,
+``lumasched.engine.downloads.sha256_file``, ...).
+
+The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``), ``RedisLimiter``,
+the observability names (``SchedulerMetrics``, ``SharedLimitsMetrics``,
+``configure_logging``: ``lumasched.observe``) and the uploads of local input
+files (``Uploads``, ``S3Target``, ``EmulatorTarget``, ``UploadLog``:
+``lumasched.inputs``) and the gallery (``Dashboard``, ``write_gallery``:
+``lumasched.gallery``) are imported on first use, so ``import lumasched`` stays
+light.
 
 The package is a stack of layers, lowest first; a module imports only its own
 layer and the ones below (docs/architecture.md, checked by
@@ -22,11 +32,15 @@ tests/test_architecture.py)::
     errors, _config, _clock, pricing   base
     api/        the wire: models, the taxonomy (Family), converter, client
     limits/     Limiter protocol; in-process and Redis limiters; make_limiter
-    store/      the SQLite journal and its group commit; results.jsonl
+    store/      the SQLite journal and its group commit; results.jsonl; the upload log
+    inputs/     local files as inputs: checks, uploads (S3, the emulator's store)
     engine/     Scheduler, job table, create/follow/restore/reconcile, poller, downloads
     manifest/   JSONL / CSV / YAML -> validated requests; the dry-run plan
     claims/     cross-host item claims in Redis
     gallery/    the run's page (DIR/index.html, plots) and the live Dashboard
+    observe/    metrics (Prometheus, OpenTelemetry) and JSON logs, from outside the engine
+    facade/     Luma, LumaSync: one object owning client, limiter, journal, scheduler
+    web/        callback routes and live events (SSE) for aiohttp and ASGI apps
     cli/        the commands and the live display: the only code that prints
     emulator/   the offline API, apart (base, api and limits only)
 
@@ -39,8 +53,11 @@ Data flows one way::
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing
+import warnings
 
+from lumasched._clock import Clock
+from lumasched._config import Settings
 from lumasched.api import (
     Assets,
     AssetStream,
@@ -70,21 +87,11 @@ from lumasched.api import (
     Timeout,
     UpscaleRequest,
     VideoRequest,
-    dumps_body,
-    generation_refs,
-    replace_generation_refs,
     request_from_dict,
     request_to_dict,
 )
 from lumasched.engine.callbacks import CallbackReceiver, CallbackStats
-from lumasched.engine.downloads import (
-    Downloader,
-    DownloaderStats,
-    DownloadResult,
-    download_asset,
-    safe_target,
-    sha256_file,
-)
+from lumasched.engine.downloads import Downloader
 from lumasched.engine.events import Counters, FamilyCounts
 from lumasched.engine.jobs import (
     Job,
@@ -95,17 +102,12 @@ from lumasched.engine.jobs import (
     JobState,
     Timings,
 )
-from lumasched.engine.poller import (
-    LatencyEstimator,
-    LatencyKey,
-    Poller,
-    PollerStats,
-    latency_key_for,
-)
+from lumasched.engine.poller import Poller
 from lumasched.engine.scheduler import Scheduler
 from lumasched.errors import (
     AmbiguousCreateError,
     APIStatusError,
+    APITimeoutError,
     APIUnreachableError,
     AssetTooLargeError,
     AuthenticationError,
@@ -134,12 +136,13 @@ from lumasched.errors import (
     RateLimitError,
     ResponseTooLargeError,
     StorageError,
-    TimeoutError,
     TooManyRedirects,
     TransportError,
     UnprocessableEntityError,
+    UploadError,
     ValidationError,
 )
+from lumasched.facade import Luma, LumaSync, generate_sync
 from lumasched.limits import (
     BUILD_TIER,
     Family,
@@ -148,17 +151,18 @@ from lumasched.limits import (
     InProcessLimiter,
     Limiter,
     Limits,
-    OrphanLease,
     family_of,
     make_limiter,
 )
 from lumasched.pricing import PriceTable, estimate_cost_cents
 from lumasched.store.journal import Journal
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from lumasched.emulator import Emulator, EmulatorConfig, Faults
     from lumasched.gallery import Dashboard, write_gallery
+    from lumasched.inputs import EmulatorTarget, S3Target, UploadLog, Uploads
     from lumasched.limits.redis import RedisLimiter
+    from lumasched.observe import SchedulerMetrics, SharedLimitsMetrics, configure_logging
 
 __version__ = "0.1.0"
 
@@ -167,23 +171,60 @@ _LAZY = {
     "EmulatorConfig": "lumasched.emulator",
     "Faults": "lumasched.emulator",
     "RedisLimiter": "lumasched.limits.redis",
+    "SchedulerMetrics": "lumasched.observe",
+    "SharedLimitsMetrics": "lumasched.observe",
+    "configure_logging": "lumasched.observe",
+    # Local files as inputs (Pillow's checks load with them).
+    "EmulatorTarget": "lumasched.inputs",
+    "S3Target": "lumasched.inputs",
+    "UploadLog": "lumasched.inputs",
+    "Uploads": "lumasched.inputs",
+    # The run's page and the live dashboard (aiohttp.web loads with them).
     "Dashboard": "lumasched.gallery",
     "write_gallery": "lumasched.gallery",
 }
 
+# 0.1 exported these at the top; they still resolve there, with a warning naming
+# their home, but are no longer part of ``__all__``.
+_MOVED = {
+    "DownloadResult": "lumasched.engine.downloads",
+    "DownloaderStats": "lumasched.engine.downloads",
+    "download_asset": "lumasched.engine.downloads",
+    "safe_target": "lumasched.engine.downloads",
+    "sha256_file": "lumasched.engine.downloads",
+    "LatencyEstimator": "lumasched.engine.poller",
+    "LatencyKey": "lumasched.engine.poller",
+    "PollerStats": "lumasched.engine.poller",
+    "latency_key_for": "lumasched.engine.poller",
+    "OrphanLease": "lumasched.limits",
+    "dumps_body": "lumasched.api",
+    "generation_refs": "lumasched.api",
+    "replace_generation_refs": "lumasched.api",
+}
+_RENAMED = {"TimeoutError": ("lumasched.errors", "APITimeoutError")}
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+
+def __getattr__(name: str) -> typing.Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _MOVED:
+        module, new = _MOVED[name], name
+        hint = f"import it from {module}"
+    elif name in _RENAMED:
+        module, new = _RENAMED[name]
+        hint = f"use lumasched.{new} (the old name shadowed the builtin)"
+    else:
         raise AttributeError(f"module 'lumasched' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    warnings.warn(f"lumasched.{name} is deprecated: {hint}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(module), new)
 
 
 __all__ = [
     "BUILD_TIER",
     "APIStatusError",
+    "APITimeoutError",
     "APIUnreachableError",
     "AmbiguousCreateError",
     "AssetStream",
@@ -200,6 +241,7 @@ __all__ = [
     "ClaimStoreUnavailable",
     "ClaimsLostError",
     "ClientStats",
+    "Clock",
     "Concept",
     "ConfigurationError",
     "ConflictError",
@@ -210,11 +252,10 @@ __all__ = [
     "Dashboard",
     "DependencyFailed",
     "DownloadError",
-    "DownloadResult",
     "Downloader",
-    "DownloaderStats",
     "Emulator",
     "EmulatorConfig",
+    "EmulatorTarget",
     "FailureCategory",
     "Family",
     "FamilyCounts",
@@ -245,21 +286,19 @@ __all__ = [
     "JournalledFailure",
     "Keyframe",
     "Keyframes",
-    "LatencyEstimator",
-    "LatencyKey",
     "Limiter",
     "Limits",
+    "Luma",
     "LumaClient",
     "LumaError",
+    "LumaSync",
     "Media",
     "MissingAssetError",
     "ModifyVideoRequest",
     "NotFoundError",
-    "OrphanLease",
     "PermissionDeniedError",
     "Ping",
     "Poller",
-    "PollerStats",
     "PriceTable",
     "Problem",
     "RateLimitError",
@@ -268,28 +307,29 @@ __all__ = [
     "ReframeVideoRequest",
     "ResponseTooLargeError",
     "RetryPolicy",
+    "S3Target",
     "Scheduler",
+    "SchedulerMetrics",
+    "Settings",
+    "SharedLimitsMetrics",
     "StorageError",
     "Timeout",
-    "TimeoutError",
     "Timings",
     "TooManyRedirects",
     "TransportError",
     "UnprocessableEntityError",
+    "UploadError",
+    "UploadLog",
+    "Uploads",
     "UpscaleRequest",
     "ValidationError",
     "VideoRequest",
-    "download_asset",
-    "dumps_body",
+    "configure_logging",
     "estimate_cost_cents",
     "family_of",
-    "generation_refs",
-    "latency_key_for",
+    "generate_sync",
     "make_limiter",
-    "replace_generation_refs",
     "request_from_dict",
     "request_to_dict",
-    "safe_target",
-    "sha256_file",
     "write_gallery",
 ]

@@ -22,6 +22,15 @@ DEFAULT_MAX_ASSET_SIZE = 4 * 1024**3
 DEFAULT_USER_AGENT_PRODUCT = "lumasched"
 DEFAULT_DASHBOARD_PORT = 8765
 """Where ``--dashboard`` serves the live page (on 127.0.0.1) when no port is given."""
+# Local input files (lumasched.inputs). The API documents no limits; these are
+# what its hosted inputs look like in practice, and what it can fetch quickly.
+MAX_INPUT_IMAGE_BYTES = 10 * 1024**2
+MAX_INPUT_IMAGE_PIXELS = 8192 * 8192
+MAX_INPUT_VIDEO_BYTES = 100 * 1024**2
+# Presigned GET URLs: SigV4's own maximum (7 days), so they outlive a long queue,
+# and re-signed before a create when less than the margin is left.
+DEFAULT_PRESIGN_SECONDS = 7 * 24 * 3600
+DEFAULT_RESIGN_MARGIN = 6 * 3600.0
 
 ENV_API_KEY = "LUMAAI_API_KEY"
 ENV_BASE_URL = "LUMAAI_BASE_URL"

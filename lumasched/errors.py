@@ -8,7 +8,7 @@
     ├── TransportError              the request did not complete at the HTTP level
     │   ├── ConnectError            could not connect: the server surely did not act
     │   │   └── APIUnreachableError     still could not connect after the allowed time
-    │   ├── TimeoutError            connect/read/total deadline passed (may have reached the server)
+    │   ├── APITimeoutError         connect/read/total deadline passed (may have reached the server)
     │   ├── TooManyRedirects        still redirected after aiohttp's 10 hops (a redirect loop)
     │   └── ResponseTooLargeError   an API answer larger than the cap (``max_response_bytes``)
     ├── APIStatusError              the server answered with an error status
@@ -34,6 +34,7 @@
     │   └── JournalLockedError      another run (or ``Journal``) holds the journal
     ├── ItemsChangedError           items were edited after their generation was created
     ├── StorageError                the journal or results file cannot be written (disk full, ...)
+    ├── UploadError                 a local input file could not be uploaded (``target``)
     ├── JournalledFailure           a job failed in an earlier run (as its journal recorded)
     ├── ClaimLost                   another worker took the item over: not created here
     ├── ClaimsLostError             (no longer raised: a lost claim state is re-seeded)
@@ -57,6 +58,7 @@ from typing import Any
 
 __all__ = [
     "APIStatusError",
+    "APITimeoutError",
     "APIUnreachableError",
     "AmbiguousCreateError",
     "AssetTooLargeError",
@@ -88,10 +90,10 @@ __all__ = [
     "RateLimitError",
     "ResponseTooLargeError",
     "StorageError",
-    "TimeoutError",
     "TooManyRedirects",
     "TransportError",
     "UnprocessableEntityError",
+    "UploadError",
     "ValidationError",
     "status_error_for",
 ]
@@ -170,8 +172,10 @@ class APIUnreachableError(ConnectError):
         )
 
 
-class TimeoutError(TransportError, builtins.TimeoutError):
-    """A timeout: the request may have reached the server."""
+class APITimeoutError(TransportError, builtins.TimeoutError):
+    """A timeout: the request may have reached the server. (Named as in the official
+    SDK; also a builtin ``TimeoutError``. 0.1's ``lumasched.TimeoutError`` is a
+    deprecated alias.)"""
 
 
 class TooManyRedirects(TransportError):
@@ -481,6 +485,17 @@ class StorageError(LumaError):
         super().__init__(message)
 
 
+class UploadError(LumaError):
+    """A local input file could not be uploaded (or its URL signed): ``target``
+    names the storage (``s3://bucket/prefix``, ``emulator``), ``path`` the file.
+    Nothing was created for the item."""
+
+    def __init__(self, message: str, *, target: str, path: str) -> None:
+        self.target = target
+        self.path = path
+        super().__init__(message)
+
+
 class JobCancelled(LumaError):
     """``job.cancel()`` was called before the job finished."""
 
@@ -533,3 +548,20 @@ class ClaimsLostError(LumaError):
 
 class ClaimStoreUnavailable(LumaError):
     """Redis could not be reached to read or write the item claims."""
+
+
+_DEPRECATED = {"TimeoutError": "APITimeoutError"}
+
+
+def __getattr__(name: str) -> Any:
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module 'lumasched.errors' has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(
+        f"lumasched.errors.{name} is deprecated (it shadowed the builtin); use {new}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

@@ -32,6 +32,7 @@ from typing import Any, Self
 
 import attrs
 
+from lumasched.api import _models as api_models
 from lumasched.errors import ConfigurationError
 
 __all__ = [
@@ -43,22 +44,21 @@ __all__ = [
     "video_dimensions",
 ]
 
+
+def _short_side(resolution: str) -> int:
+    return 2160 if resolution == "4k" else int(resolution.removesuffix("p"))
+
+
+# The names are the wire's (lumasched.api), defined once; the geometry follows from them.
 RESOLUTIONS: Mapping[str, int] = MappingProxyType(
-    {"540p": 540, "720p": 720, "1080p": 1080, "4k": 2160}
+    {name: _short_side(name) for name in api_models.RESOLUTIONS}
 )
 """Resolution name -> pixels on the short side of the frame."""
 
 ASPECT_RATIOS: Mapping[str, tuple[int, int]] = MappingProxyType(
-    {
-        "1:1": (1, 1),
-        "16:9": (16, 9),
-        "9:16": (9, 16),
-        "4:3": (4, 3),
-        "3:4": (3, 4),
-        "21:9": (21, 9),
-        "9:21": (9, 21),
-    }
+    {name: (int(name.split(":")[0]), int(name.split(":")[1])) for name in api_models.ASPECT_RATIOS}
 )
+"""Aspect ratio name -> (width, height) proportions."""
 
 DEFAULT_ASPECT_RATIO = "16:9"
 DEFAULT_RESOLUTION = "720p"

@@ -16,12 +16,12 @@ from aioresponses import aioresponses
 from lumasched.api import LumaClient, RetryPolicy, Timeout, VideoRequest
 from lumasched.errors import (
     AmbiguousCreateError,
+    APITimeoutError,
     BadRequestError,
     ConnectError,
     InternalServerError,
     NotFoundError,
     RateLimitError,
-    TimeoutError,
 )
 from tests._api_fixtures import API_KEY, BASE, GEN_ID, client, mocked, sent
 
@@ -313,7 +313,7 @@ async def test_real_read_timeout_posts_exactly_once(
         with pytest.raises(AmbiguousCreateError) as info:
             await c.create(VideoRequest("abc"))
     assert posts == ['{"model":"ray-2","prompt":"abc"}']
-    assert isinstance(info.value.cause, TimeoutError)
+    assert isinstance(info.value.cause, APITimeoutError)
 
 
 async def test_real_connection_refused_is_retried_then_connect_error() -> None:

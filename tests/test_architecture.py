@@ -14,14 +14,18 @@ PACKAGE = Path(lumasched.__file__).parent
 
 # Lowest first: a module may import its own layer and the layers before it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("errors", "_config", "_clock", "pricing")),
-    ("api", ("api",)),
+    ("base", ("errors", "_config", "_clock", "_background")),
+    ("api", ("api", "pricing")),
     ("limits", ("limits",)),
     ("store", ("store",)),
+    ("inputs", ("inputs",)),
     ("engine", ("engine",)),
     ("manifest", ("manifest",)),
     ("claims", ("claims",)),
     ("gallery", ("gallery",)),
+    ("observe", ("observe",)),
+    ("facade", ("facade",)),
+    ("web", ("web",)),
     ("cli", ("cli",)),
 )
 # Apart from the stack: the emulator serves the wire and enforces limits.

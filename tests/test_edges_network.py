@@ -10,13 +10,13 @@ import pytest
 import pytest_asyncio
 
 from lumasched import (
+    APITimeoutError,
     AssetTooLargeError,
     Downloader,
     DownloadError,
     LumaClient,
     ResponseTooLargeError,
     RetryPolicy,
-    TimeoutError,
     TransportError,
     VideoRequest,
 )
@@ -61,7 +61,7 @@ async def test_a_declared_huge_answer_is_refused_unread(api: BrokenAPI, client: 
 async def test_a_trickling_answer_meets_the_request_deadline(client: LumaClient) -> None:
     """One byte every 50 ms never trips the read timeout; the total deadline ends it."""
     gid = await _create(client, "trickle")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(APITimeoutError):
         await client.get(gid)
 
 

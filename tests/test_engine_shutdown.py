@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from lumasched.api import ImageRequest
-from lumasched.engine.jobs import JobDeferred, JobState
+from lumasched.engine.jobs import JobDeferred, JobEvent, JobState
 from lumasched.engine.scheduler import Scheduler
 from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.store.journal import Journal
@@ -25,10 +25,28 @@ def _items(n: int) -> Iterator[tuple[str, ImageRequest]]:
         yield f"k{i}", ImageRequest(f"a cat number {i}")
 
 
-async def _wait_for_creates(emu: object, count: int) -> None:
-    with anyio.fail_after(5):
-        while emu.inspect.creates_total < count:  # type: ignore[attr-defined]
-            await anyio.sleep(0.01)
+async def _wait_for_submitted(scheduler: Scheduler, count: int) -> None:
+    """Until ``count`` jobs are submitted: their creates answered and their ids
+    journalled. (The emulator counting a create says nothing of when its answer
+    reaches the scheduler: on a busy machine it may still be on its way.)"""
+    submitted: set[str] = set()
+    reached = anyio.Event()
+
+    def note(event: JobEvent) -> None:
+        if event.new is JobState.SUBMITTED:
+            submitted.add(event.key)
+        if len(submitted) >= count:
+            reached.set()
+
+    remove = scheduler.add_listener(note)
+    try:
+        submitted.update(job.key for job in scheduler.jobs() if job.state is JobState.SUBMITTED)
+        if len(submitted) >= count:
+            return
+        with anyio.fail_after(10):
+            await reached.wait()
+    finally:
+        remove()
 
 
 def _assert_in_flight_journalled(journal: Journal, scheduler: Scheduler) -> None:
@@ -51,7 +69,7 @@ async def test_cancelled_while_iterating_as_completed(
                 async with scheduler_for(client, limits=TWO, journal=journal) as scheduler:
 
                     async def cancel_after_creates() -> None:
-                        await _wait_for_creates(emu, 2)
+                        await _wait_for_submitted(scheduler, 2)
                         scope.cancel()
 
                     async with anyio.create_task_group() as tg:
@@ -75,7 +93,7 @@ async def test_shutdown_from_another_task(tmp_path: Path) -> None:
                 jobs = [scheduler.submit(r, key=k) for k, r in _items(6)]
 
                 async def stop_soon() -> None:
-                    await _wait_for_creates(emu, 2)
+                    await _wait_for_submitted(scheduler, 2)
                     await scheduler.shutdown(wait=False)
 
                 async with anyio.create_task_group() as tg:
@@ -99,7 +117,7 @@ async def test_resumed_generations_take_slots_but_no_rate_tokens(tmp_path: Path)
             async with scheduler_for(client, limits=TWO, journal=journal) as first:
                 for key, request in _items(6):
                     first.submit(request, key=key)
-                await _wait_for_creates(emu, 2)
+                await _wait_for_submitted(first, 2)
                 await first.shutdown(wait=False)
             async with scheduler_for(client, limits=TWO, journal=journal) as second:
                 for job in second.resume():
@@ -119,7 +137,7 @@ async def test_shutdown_inside_a_nested_scope(tmp_path: Path) -> None:
             async with scheduler_for(client, limits=TWO, journal=journal) as scheduler:
                 for key, request in _items(6):
                     scheduler.submit(request, key=key)
-                await _wait_for_creates(emu, 2)
+                await _wait_for_submitted(scheduler, 2)
                 with anyio.fail_after(5):
                     await scheduler.shutdown(wait=False)
                 await scheduler.shutdown()  # again: nothing left to do

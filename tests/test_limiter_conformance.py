@@ -324,8 +324,9 @@ async def test_statistics_report_holders_window_and_waiters(new_limiter: NewLimi
     await limiter.mark_submitted(V, first, "gen-1")
     async with anyio.create_task_group() as tg:
         tg.start_soon(limiter.acquire, V, lid())
-        await anyio.sleep(0.1)
-        stats = await limiter.statistics()
+        with anyio.fail_after(5):  # until the second acquire waits
+            while (stats := await limiter.statistics())[V].waiting == 0:
+                await anyio.sleep(0.01)
         tg.cancel_scope.cancel()
     v = stats[V]
     assert (v.held, v.waiting, v.window_used, v.concurrency_limit, v.window_limit) == (

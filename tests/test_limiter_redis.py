@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import Any
 
 import anyio
 import pytest
@@ -221,9 +222,20 @@ async def test_redis_down_pauses_acquire_and_nothing_raises(
         await limiter.release(V, "before")
         await limiter.note_rate_limited(V, 0.01)
         await limiter.note_success(V)
+        tries = 0
+        acquire_script = limiter._scripts["ACQUIRE"]
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal tries
+            tries += 1
+            return await acquire_script(*args, **kwargs)
+
+        limiter._scripts["ACQUIRE"] = counted  # type: ignore[assignment]
         async with anyio.create_task_group() as tg:
             tg.start_soon(limiter.acquire, V, "during")
-            await anyio.sleep(0.4)
+            with anyio.fail_after(10):  # no fixed sleep: until it has tried three times
+                while tries < 3:
+                    await anyio.sleep(0.01)
             assert "during" not in [lid for (_, lid) in limiter._held]
             redis_process.start()
         assert (V, "during") in limiter._held

@@ -348,3 +348,20 @@ def test_check_streams_items_to_a_visitor(tmp_path: Path) -> None:
     summary = Manifest(path).check(on_item=seen.append)
     assert summary.count == 50
     assert [i.id for i in seen] == [f"line-{n}" for n in range(1, 51)]
+
+
+def test_csv_cell_types_come_from_the_request_models() -> None:
+    """Which CSV cells hold JSON, true/false or numbers is read off the attrs request
+    models (no table kept by hand); these are the fields a user can type in a cell."""
+    from lumasched.manifest import _formats
+
+    assert {
+        "keyframes", "frame0", "frame1", "concepts", "image_ref", "style_ref",
+        "character_ref", "identity0", "images", "modify_image_ref", "media", "first_frame",
+    } == _formats._CSV_JSON_FIELDS  # fmt: skip
+    assert {"loop", "sync"} == _formats._CSV_BOOL_FIELDS
+    assert {"weight", "sync_timeout"} == _formats._CSV_FLOAT_FIELDS
+    assert {
+        "grid_position_x", "grid_position_y", "x_start", "x_end", "y_start", "y_end",
+        "resized_width", "resized_height",
+    } == _formats._CSV_INT_FIELDS  # fmt: skip

@@ -38,7 +38,7 @@ def test_quickstart_batch_runs_and_resumes_without_creating_again(
     assert all(row["state"] == "completed" for row in results.values())
     for row in results.values():
         assert Path(str(row["path"])).stat().st_size == row["bytes"]
-    assert "creates 9," in first
+    assert "creates 10," in first
     page = (out / "index.html").read_text()
     assert all(f'id="item-{key}"' in page for key in manifest_ids), "the gallery shows every item"
 
@@ -49,16 +49,23 @@ def test_quickstart_batch_runs_and_resumes_without_creating_again(
 async def test_readme_library_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The README's library example runs as printed, against the emulator."""
+    """The README's library example runs as printed, against the emulator; run twice,
+    it creates each generation once (the journal is on by default)."""
     readme = (ROOT / "README.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "Scheduler" in b)
-    code = block.replace("anyio.run(main)", "").replace('Path("out")', f"Path({str(tmp_path)!r})")
-    namespace: dict[str, object] = {}
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "Luma(" in b)
+    code = block.replace("anyio.run(main)", "").replace(
+        'out_dir="out"', f"out_dir={str(tmp_path)!r}"
+    )
+    assert str(tmp_path) in code
     async with Emulator(speed=2000) as emu:
         monkeypatch.setenv("LUMAAI_BASE_URL", emu.base_url)
         monkeypatch.setenv("LUMAAI_API_KEY", "lm-readme")
-        exec(compile(code, "README.md", "exec"), namespace)
-        await namespace["main"]()  # type: ignore[operator]
+        for _ in range(2):
+            namespace: dict[str, object] = {}
+            exec(compile(code, "README.md", "exec"), namespace)
+            await namespace["main"]()  # type: ignore[operator]
     printed = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in printed] == ["bear", "bear-1080p"]
+    assert [line.split()[0] for line in printed] == ["bear", "bear-1080p"] * 2
+    assert printed[:2] == printed[2:]
     assert (tmp_path / "bear-1080p.mp4").exists()
+    assert emu.inspect.creates_total == 2

@@ -28,6 +28,7 @@ from lumasched.errors import (
 from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.store.journal import Journal, JournalBatch, Write
 from tests._engine_fixtures import API_KEY, assert_within_limits, engine, scheduler_for
+from tests._poller_fixtures import FakeClock
 
 
 def _batch(images: int, videos: int) -> list[tuple[str, ImageRequest | VideoRequest]]:
@@ -157,14 +158,22 @@ async def test_unknown_reference_fails_at_submit() -> None:
     assert emu.inspect.creates_total == 0
 
 
-async def test_invalid_request_fails_without_sending() -> None:
-    """A request the client refuses to send fails its job with every problem listed."""
+async def test_invalid_request_raises_at_submit() -> None:
+    """submit() refuses a bad request at once, listing every problem, and schedules nothing."""
     async with engine() as (emu, _, scheduler):
-        job = scheduler.submit(VideoRequest("x", resolution="9000p"), key="bad")
         with pytest.raises(ValidationError, match="resolution"):
-            await job
-    assert job.state is JobState.FAILED and isinstance(job.error, ValidationError)
+            scheduler.submit(VideoRequest("x", resolution="9000p"), key="bad")
+        assert scheduler.get("bad") is None and scheduler.jobs() == []
     assert emu.inspect.creates_total == 0
+
+
+async def test_user_exception_leaves_async_with_as_itself() -> None:
+    """An exception raised by the caller's code inside the block is not wrapped in a group."""
+    with pytest.raises(KeyError, match="mine") as caught:
+        async with engine() as (_, _, scheduler):
+            scheduler.submit(ImageRequest("a cat"), key="cat")
+            raise KeyError("mine")
+    assert type(caught.value) is KeyError
 
 
 async def test_cancel_queued_and_submitted() -> None:
@@ -268,6 +277,29 @@ async def test_unresolvable_create_fails_instead_of_duplicating() -> None:
         with pytest.raises(AmbiguousCreateError, match="could not tell"):
             await job
     assert emu.inspect.creates_total == 1
+
+
+class _FastForward(FakeClock):
+    """Virtual time that runs a thousand times faster than the real one."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        await anyio.sleep(max(0.0, seconds) / 1000)
+
+
+async def test_reconcile_give_up_runs_on_the_injected_clock() -> None:
+    """The reconcile deadline (15 minutes here) passes on the scheduler's clock, not
+    the wall clock: under a clock a thousand times faster, the job fails within a second."""
+    faults = {"drop_after_create": 1.0, "server_errors": {"list": 1.0}}
+    async with engine(
+        emulator_config={"faults": faults},
+        clock=_FastForward(),
+        reconcile_give_up=900.0,
+        reconcile_interval=60.0,
+    ) as (_, _, scheduler):
+        job = scheduler.submit(ImageRequest("a cat"), key="a")
+        with anyio.fail_after(30), pytest.raises(AmbiguousCreateError, match="could not tell"):
+            await job
 
 
 async def test_as_completed_pulls_lazily() -> None:

@@ -42,6 +42,7 @@ from lumasched.api._converter import (
     structure_ping,
     structure_strings,
 )
+from lumasched.api._inputs import is_local, media_slots
 from lumasched.api._models import (
     CreateRequest,
     Credits,
@@ -65,9 +66,11 @@ from lumasched.errors import (
     ConfigurationError,
     ConnectError,
     LumaError,
+    Problem,
     RateLimitError,
     ResponseTooLargeError,
     TransportError,
+    ValidationError,
 )
 
 __all__ = ["ClientStats", "LumaClient", "Timeout"]
@@ -423,9 +426,15 @@ class LumaClient:
         scheduler keeps its own backoff, to report an outage quickly). When the
         request may have reached the server and no usable answer came back, raises
         ``AmbiguousCreateError``: reconcile (e.g. with ``list``) before sending again.
+        A request naming a local file (``file://``) is refused unsent: the server
+        cannot read the disk (``Scheduler(inputs=lumasched.Uploads(...))`` uploads it).
         """
         if validate:
             request.validate()
+        local = [slot.field for slot in media_slots(request) if is_local(slot.url)]
+        if local:
+            message = "a local file: upload it first (Scheduler(inputs=lumasched.Uploads(...)))"
+            raise ValidationError([Problem(field, message) for field in local])
         path = request.path
         body = dumps_body(request)
         read_timeout = deadline = None

@@ -10,8 +10,10 @@ wire.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -25,6 +27,7 @@ __all__ = [
     "MODIFY_MODES",
     "RAY_MODELS",
     "REFRAME_INT_FIELDS",
+    "REF_PREFIX",
     "RESOLUTIONS",
     "VIDEO_MODELS",
     "Assets",
@@ -83,31 +86,40 @@ def quote_id(generation_id: str) -> str:
 # -- request parts ---------------------------------------------------------------------
 
 
+def _url(value: str | os.PathLike[str]) -> str:
+    """A media URL; a local path becomes its ``file://`` URL (uploaded before the
+    create is sent: see ``lumasched.inputs``)."""
+    if isinstance(value, os.PathLike):
+        return Path(value).absolute().as_uri()
+    return value
+
+
 @attrs.frozen
 class Media:
-    """A media input (``media``, ``first_frame``): a URL the server can fetch."""
+    """A media input (``media``, ``first_frame``): a URL the server can fetch, or a
+    local ``Path`` (uploaded before the create is sent)."""
 
-    url: str
-
-
-def _media(value: Media | str) -> Media:
-    return Media(value) if isinstance(value, str) else value
+    url: str = attrs.field(converter=_url)
 
 
-def _opt_media(value: Media | str | None) -> Media | None:
+def _media(value: Media | str | os.PathLike[str]) -> Media:
+    return value if isinstance(value, Media) else Media(_url(value))
+
+
+def _opt_media(value: Media | str | os.PathLike[str] | None) -> Media | None:
     return None if value is None else _media(value)
 
 
 @attrs.frozen
 class ImageRef:
-    """An image reference with its influence ``weight`` (0..1)."""
+    """An image reference (a URL or a local ``Path``) with its influence ``weight`` (0..1)."""
 
-    url: str
+    url: str = attrs.field(converter=_url)
     weight: float | None = None
 
 
-def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
+def _str_tuple(value: Iterable[str | os.PathLike[str]]) -> tuple[str, ...]:
+    return tuple(_url(v) for v in value)
 
 
 @attrs.frozen
@@ -126,7 +138,7 @@ class CharacterRef:
     identity0: CharacterIdentity
 
     @classmethod
-    def of(cls, *images: str) -> CharacterRef:
+    def of(cls, *images: str | os.PathLike[str]) -> CharacterRef:
         return cls(CharacterIdentity(images))
 
 
@@ -139,9 +151,9 @@ class Concept:
 
 @attrs.frozen
 class ImageKeyframe:
-    """A keyframe from an image URL (``{"type": "image", "url": ...}``)."""
+    """A keyframe from an image URL (``{"type": "image", "url": ...}``) or a local ``Path``."""
 
-    url: str
+    url: str = attrs.field(converter=_url)
     type: ClassVar[str] = "image"
 
 
@@ -407,6 +419,12 @@ REQUEST_CLASSES: dict[str, type[CreateRequest]] = {
         AudioRequest,
     )
 }
+
+
+REF_PREFIX = "job:"
+"""Prefix of the placeholder generation id that stands for another job's generation
+(``job:<key>``): the one placeholder, in a manifest's items as in the scheduler's
+requests; the scheduler puts the real id in its place before the create is sent."""
 
 
 def generation_refs(request: CreateRequest) -> list[str]:

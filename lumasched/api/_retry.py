@@ -5,6 +5,19 @@ wait between attempts (jittered exponential backoff; a sane server
 ``Retry-After`` wins). *Whether* an error is worth retrying is not the policy's
 business: that depends on the operation (a create that may have reached the
 server is never retried) and lives in the client.
+
+It is lumasched's one back-off: the client's requests run through ``call``
+(tenacity); the loops whose stop rule tenacity cannot express take only its
+waits (``backoff``/``wait``): a download whose attempts reset on progress
+(``engine.downloads``), calls that go on while Redis is down (``limits.redis``,
+``claims``), the rounds of create probes during an API outage
+(``engine._reachability``) and status checks after a failure (``engine.poller``).
+
+Each failure has one retry layer: a create's connect error is not retried by
+the client (``retry_connect=False``) but re-queued by the scheduler, which
+paces the probes (``engine._reachability``); a 429 on a create is the
+limiter's (``retry_rate_limited=False``); an asset GET is retried by the
+downloader only.
 """
 
 from __future__ import annotations

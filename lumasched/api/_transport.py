@@ -17,9 +17,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from lumasched.errors import (
     APIStatusError,
+    APITimeoutError,
     ConnectError,
     RateLimitError,
-    TimeoutError,
     TooManyRedirects,
     TransportError,
     status_error_for,
@@ -69,7 +69,7 @@ def translate_errors(method: str, url: str) -> Iterator[None]:
             url=url,
         ) from exc
     except builtins.TimeoutError as exc:  # includes aiohttp.ServerTimeoutError (a read timeout)
-        raise TimeoutError(f"timed out ({method} {url})", method=method, url=url) from exc
+        raise APITimeoutError(f"timed out ({method} {url})", method=method, url=url) from exc
     except (aiohttp.ClientError, OSError) as exc:
         if isinstance(exc, aiohttp.ClientResponseError):
             _drop_credentials(exc)

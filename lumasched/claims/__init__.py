@@ -61,6 +61,8 @@ import anyio
 import attrs
 import redis.asyncio as aioredis
 
+from lumasched._background import Supervisor, Tolerance
+from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched.claims import _scripts as lua
 from lumasched.claims._identity import (
     batch_id,
@@ -91,6 +93,7 @@ from lumasched.limits._redis_util import (
     as_text,
     connect,
     pairs,
+    redis_retry,
     uncancellable,
 )
 
@@ -121,6 +124,7 @@ T = TypeVar("T")
 DEFAULT_CLAIM_TTL = 30.0
 RESEED_CHUNK = 200
 DOWN_REMINDER = 30.0
+_REDIS_RETRY = redis_retry(1.0)
 """Seconds between reminders that Redis is still unreachable."""
 
 
@@ -140,6 +144,7 @@ class ClaimStore:
     re-seeded). ``remembered``: the epoch and sites an earlier process of this
     site knew (what ``on_join(epoch, sites)`` was last given): a state lost
     while no process of the site ran is then noticed too, and re-seeded.
+    ``clock``: what the heartbeat and the waits run on (a fake one in tests).
 
     Also the scheduler's claim hooks (``before_create``, ``created``,
     ``found``, ``taken_generations``): see ``Scheduler(claims=...)``.
@@ -162,10 +167,12 @@ class ClaimStore:
         on_event: Callable[[str], None] | None = None,
         remembered: tuple[str | None, Mapping[str, str]] = (None, {}),
         on_join: Callable[[str, dict[str, str]], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be > 0")
         self.ttl = ttl
+        self._clock = clock
         self.host = host or socket.gethostname()
         self.owner = owner or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.site = site or self.owner
@@ -192,7 +199,9 @@ class ClaimStore:
         self._on_join = on_join
         self._lost_noted: str | None = None
         self._joined = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Supervisor("lumasched-claims-heartbeat", logger)
+        self._heartbeat_trouble = Tolerance("claims heartbeat", ttl, clock, logger)
+        """Failing past the TTL, the heartbeat has lost every claim: it stops, loudly."""
         self._down_since: float | None = None
         self._down_noted = 0.0
         self.losses = 0
@@ -206,30 +215,32 @@ class ClaimStore:
     @property
     def redis_down_for(self) -> float | None:
         """Seconds Redis has been unreachable for (None: it is reachable)."""
-        return None if self._down_since is None else time.monotonic() - self._down_since
+        return None if self._down_since is None else self._clock.monotonic() - self._down_since
 
     def __repr__(self) -> str:
         return f"ClaimStore(manifest={self.manifest!r}, owner={self.owner!r})"
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._heartbeat(), name="lumasched-claims-heartbeat")
+        # Supervised (lumasched._background): if the heartbeat stops, its error is
+        # raised by the next claim or create and by __aexit__, never lost.
+        self._background.start(self._heartbeat)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         with anyio.CancelScope(shield=True):
-            if self._task is not None:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
-            # Hand unfinished items over at once instead of after the TTL.
-            with anyio.move_on_after(5.0):
-                for key in list(self._records):
-                    try:
-                        await self.release(key)
-                    except Exception as exc:  # Redis gone: the leases expire instead
-                        logger.warning("could not hand over claim %s: %s", key, exc)
-                        break
-            if self._own_client:
-                await self._client.aclose()
+            try:
+                await self._background.aclose()
+            finally:
+                # Hand unfinished items over at once instead of after the TTL.
+                with anyio.move_on_after(5.0):
+                    for key in list(self._records):
+                        try:
+                            await self.release(key)
+                        except Exception as exc:  # Redis gone: the leases expire instead
+                            logger.warning("could not hand over claim %s: %s", key, exc)
+                            break
+                if self._own_client:
+                    await self._client.aclose()
 
     # -- claiming ----------------------------------------------------------------
 
@@ -239,6 +250,7 @@ class ClaimStore:
         ``digest`` (``request_digest``) ties the claim to one request: the same
         key with another request is another item. While other sites re-seed
         after a loss of the Redis state, this waits."""
+        self._background.check()
         if digest:
             self._digests[key] = digest
         waited = False
@@ -250,7 +262,7 @@ class ClaimStore:
             if not waited:
                 waited = True
                 logger.info("item %s: waiting for other hosts to re-seed the claims", key)
-            await anyio.sleep(min(1.0, max(0.02, int(raw[3]) / 1000)))
+            await self._clock.sleep(min(1.0, max(0.02, int(raw[3]) / 1000)))
         state, text, ms = as_text(raw[1]), as_text(raw[2]), raw[3]
         record = ClaimRecord.from_json(self._field(key), state, text)
         # as its last holder left it: ``owner`` is that holder
@@ -331,6 +343,7 @@ class ClaimStore:
         self, key: str, *, body: dict[str, Any], sent_at: float, lease_id: str
     ) -> bool:
         """Record the create intent; False (send nothing) if the claim is no longer ours."""
+        self._background.check()
         if key not in self._records:
             return False
         record = attrs.evolve(
@@ -498,14 +511,14 @@ class ClaimStore:
     async def _retrying(self, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
         """``fn(...)``, called again while Redis is unreachable (claiming and
         recording pause; nothing is lost)."""
-        delay = 0.05
+        down = 0
         while True:
             try:
                 result = await fn(*args, **kw)
             except REDIS_DOWN as exc:
                 self._note_down(exc)
-                await anyio.sleep(delay)
-                delay = min(1.0, delay * 2)
+                down += 1
+                await self._clock.sleep(_REDIS_RETRY.backoff(down))
             else:
                 self._note_up()
                 return result
@@ -670,7 +683,7 @@ class ClaimStore:
             self._on_event(text)
 
     def _note_down(self, exc: BaseException) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if self._down_since is None:
             self._down_since = self._down_noted = now
             self._event(
@@ -685,35 +698,36 @@ class ClaimStore:
 
     def _note_up(self) -> None:
         if self._down_since is not None:
-            down = time.monotonic() - self._down_since
+            down = self._clock.monotonic() - self._down_since
             self._down_since = None
             self._event(f"Redis reachable again after {down:.0f}s: creates resume")
 
     async def _heartbeat(self) -> None:
         while True:
-            await anyio.sleep(self.ttl / 3 * random.uniform(0.9, 1.0))
+            await self._clock.sleep(self.ttl / 3 * random.uniform(0.9, 1.0))
             if self._epoch is None:
                 continue  # never used the batch (``lumasched status``): not a site of it
-            keys = list(self._records)
             try:
-                # Also when holding nothing: every live worker notices a lost state
-                # within a heartbeat and re-seeds it.
-                raw = await self._run("RENEW", "", *(self._field(key) for key in keys))
+                await self._beat()
             except REDIS_DOWN as exc:
                 self._note_down(exc)
-                continue
-            except Exception as exc:  # e.g. Redis out of memory: one line, try again
-                logger.warning(
-                    "claims heartbeat failed (%s: %s); retrying", type(exc).__name__, exc
-                )
-                continue
-            self._note_up()
-            self._learn(pairs(raw[1]))
-            fields = {self._field(key): key for key in keys}
-            for field in map(as_text, raw[0]):
-                key = fields.get(field, field)
-                if self._records.pop(key, None) is not None:
-                    logger.warning("item %s: claim lost (another worker took it over)", key)
+            except Exception as exc:  # e.g. Redis out of memory, a hook that failed
+                self._heartbeat_trouble.failed(exc)
+            else:
+                self._heartbeat_trouble.ok()
+
+    async def _beat(self) -> None:
+        keys = list(self._records)
+        # Also when holding nothing: every live worker notices a lost state
+        # within a heartbeat and re-seeds it.
+        raw = await self._run("RENEW", "", *(self._field(key) for key in keys))
+        self._note_up()
+        self._learn(pairs(raw[1]))
+        fields = {self._field(key): key for key in keys}
+        for field in map(as_text, raw[0]):
+            key = fields.get(field, field)
+            if self._records.pop(key, None) is not None:
+                logger.warning("item %s: claim lost (another worker took it over)", key)
 
 
 class _Relost(Exception):

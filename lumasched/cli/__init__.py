@@ -99,7 +99,14 @@ _DELEGATED = {
 log = logging.getLogger("lumasched")
 
 
+_json_stderr = False
+"""``--log-format json``: stderr carries JSON lines only, so messages go through the log."""
+
+
 def _out(text: str = "", *, file: TextIO | None = None) -> None:
+    if _json_stderr and file is sys.stderr:
+        log.error("%s", text, extra={"event": "cli.message"})
+        return
     print(text, file=file or sys.stdout, flush=True)
 
 
@@ -146,6 +153,9 @@ class _QuietPipe:
 
 
 def _err(text: str) -> None:
+    if _json_stderr:
+        log.error("%s", text, extra={"event": "cli.error"})
+        return
     print(f"lumasched: {text}", file=sys.stderr, flush=True)
 
 
@@ -159,6 +169,22 @@ def _api_options(parser: argparse.ArgumentParser) -> None:
         help="API base URL (default: $LUMAAI_BASE_URL or the official endpoint)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument(
+        "--log-format",
+        choices=("human", "json"),
+        default="human",
+        help="log lines on stderr: human (default) or json, one object per line with "
+        "job state changes (stdout keeps the display and summary)",
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lumasched")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(or the key rejected), 69 API unreachable, 74 journal or results file cannot be "
         "written, 130 interrupted, 143 terminated.",
     )
+    parser.add_argument("--version", action="version", version=f"lumasched {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser(
@@ -253,6 +280,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the API may stay unreachable before the run stops, the items "
         f"still pending (default {DEFAULT_UNREACHABLE_GIVE_UP:g})",
     )
+    run.add_argument(
+        "--upload",
+        metavar="s3://BUCKET/PREFIX",
+        help="where the manifest's local files are uploaded (once each, by sha256) for the "
+        "API to fetch: any S3-compatible bucket, credentials from the standard AWS "
+        "environment or profile (pip install 'lumasched[s3]'); with --emulator they go to "
+        "the emulator's own store",
+    )
+    run.add_argument(
+        "--upload-endpoint",
+        metavar="URL",
+        help="the S3 endpoint for R2, MinIO, GCS (https://storage.googleapis.com) and others",
+    )
+    run.add_argument(
+        "--upload-public-base",
+        metavar="URL",
+        help="the bucket is public at URL: hand the API URL/KEY instead of presigned URLs "
+        "(which last 7 days and are re-signed when a create needs it)",
+    )
     run.add_argument("--prices", metavar="FILE", help="price table override (TOML or JSON)")
     run.add_argument("--callback-url", metavar="URL", help="callback_url for every create")
     run.add_argument(
@@ -290,6 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
         "the same manifest is shared); a named batch keeps its record across edits",
     )
     run.add_argument("--reconcile-settle", type=float, help=argparse.SUPPRESS)  # tests only
+    run.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=int,
+        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics while the run "
+        "lasts (needs lumasched[prometheus]; see docs/observability.md)",
+    )
+    run.add_argument(
+        "--metrics-linger",
+        metavar="SECONDS",
+        type=float,
+        default=0.0,
+        help="with --metrics-port: keep serving the final numbers this long after the "
+        "run ends, so a scraper sees them (default 0)",
+    )
     run.add_argument(
         "--no-progress",
         action="store_true",
@@ -431,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    _setup_logging(getattr(args, "verbose", False))
+    _setup_logging(getattr(args, "verbose", False), getattr(args, "log_format", "human"))
     handler = _COMMANDS[args.command]
     stdout = sys.stdout
     sys.stdout = _QuietPipe(stdout)
@@ -459,13 +520,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = stdout
 
 
-def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("lumasched")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    root.propagate = False
+def _setup_logging(verbose: bool, log_format: str = "human") -> None:
+    global _json_stderr
+    from lumasched.observe import configure_logging
+
+    _json_stderr = log_format == "json"
+    # JSON lines carry every job state change (INFO); human lines stay quiet.
+    quiet = logging.INFO if _json_stderr else logging.WARNING
+    handler = configure_logging(
+        "json" if _json_stderr else "human",
+        level=logging.DEBUG if verbose else quiet,
+        stream=sys.stderr,
+        secrets=[_env_key()],
+    )
+    if not verbose:
+        # ``run --emulator``: the in-process emulator's request lines are noise at INFO.
+        handler.addFilter(
+            lambda r: r.levelno >= logging.WARNING or not r.name.startswith("lumasched.emulator")
+        )
+
+
+def _env_key() -> str | None:
+    """The key to scrub from log lines, if the environment holds one."""
+    try:
+        return Settings.from_env().api_key
+    except ConfigurationError:
+        return None
 
 
 def _settings(args: argparse.Namespace, *, need_key: bool = True) -> Settings:
@@ -736,6 +816,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"--max-asset-size {exc}") from None
     if args.batch is not None and not args.batch.strip():
         raise ConfigurationError("--batch: the name must not be empty")
+    if args.metrics_port is not None:
+        from lumasched.cli._observe import check_metrics_available
+
+        check_metrics_available(args.metrics_port)
+    if not (args.metrics_linger >= 0 and math.isfinite(args.metrics_linger)):
+        raise ConfigurationError("--metrics-linger must be a number of seconds >= 0")
     limits = Limits.from_toml(args.limits) if args.limits else Limits.tier(args.tier)
     prices = _prices(args.prices)
     settings = attrs.evolve(
@@ -765,8 +851,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         count = len(exc.problems)
         _err(f"{count} problem{'s' if count != 1 else ''} in {args.manifest}; nothing was sent")
         return EXIT_USAGE
+    from lumasched.cli._uploads import UploadOptions, need_target
+
+    upload = None
+    if args.upload is not None:
+        upload = UploadOptions(args.upload, args.upload_endpoint, args.upload_public_base)
+    elif args.upload_endpoint or args.upload_public_base:
+        raise ConfigurationError("--upload-endpoint and --upload-public-base need --upload")
+    need_target(manifest.input_files, upload, args.emulator)
     if args.dry_run:
-        return _dry_run(args, planner, settings, limits, manifest, prices)
+        return _dry_run(args, planner, settings, limits, manifest, prices, upload)
     # After the manifest check, so a user sees every problem in the file first.
     if not args.emulator and settings.api_key is None:
         raise ConfigurationError(f"no API key: {API_KEY_HELP}")
@@ -806,6 +900,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         redo_changed=args.redo_changed,
         retry_failed=args.retry_failed,
         unreachable_give_up=args.unreachable_timeout,
+        metrics_port=args.metrics_port,
+        metrics_linger=args.metrics_linger,
+        log_json=args.log_format == "json",
+        upload=upload,
         dashboard_port=args.dashboard,
         family_totals=totals,
     )
@@ -907,6 +1005,7 @@ def _dry_run(
     limits: Limits,
     manifest: Any,
     prices: Any,
+    upload: Any = None,
 ) -> int:
     """Print the plan; the exit status says whether the run would go through: 2 the
     key rejected or items changed since created (without --redo-changed), 69 the
@@ -971,12 +1070,31 @@ def _dry_run(
             _err(f"could not read the credit balance: {balance}")
     elif not args.emulator:
         _out(f"credit balance: not checked (no key: {ENV_API_KEY} is not set)")
+    if manifest.input_files:
+        _print_uploads(args, manifest.input_files, upload)
     _out("dry run: nothing was sent")
     # The most telling status first: what the user must fix before the run can go.
     for status in (EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_FAILED):
         if status in statuses:
             return status
     return EXIT_OK
+
+
+def _print_uploads(args: argparse.Namespace, files: list[Any], upload: Any) -> None:
+    """The local files a run would upload, and those already stored (looked up only)."""
+    from lumasched.cli._runner import EMULATOR_STATE_NAME
+    from lumasched.cli._uploads import plan_uploads, size
+
+    journal_dir = (args.journal or args.out / JOURNAL_NAME).parent
+    state = journal_dir / EMULATOR_STATE_NAME if args.emulator else None
+    plan = asyncio.run(plan_uploads(files, upload, journal_dir, state))
+    where = "the emulator's store" if upload is None else plan.target
+    _out(
+        f"local inputs: {size(len(plan.to_upload), plan.upload_bytes)} to upload to {where}, "
+        f"{size(len(plan.present), plan.present_bytes)} already there"
+    )
+    for file in plan.to_upload:
+        _out(f"  upload {file.path} ({file.size:,} bytes)")
 
 
 def _folder_holder(args: argparse.Namespace) -> Any:

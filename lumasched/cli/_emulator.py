@@ -48,6 +48,13 @@ def build_parser(prog: str = "lumasched emulator") -> argparse.ArgumentParser:
         help="divide every modelled latency by X: 100 turns 30 s into 0.3 s (default %(default)s)",
     )
     add(
+        "--fetch-inputs",
+        action="store_true",
+        help="read every input URL at create, as the real service does: one it cannot "
+        "read fails the generation 'Failed to read user input frames' (default: only "
+        "the emulator's own upload URLs are checked)",
+    )
+    add(
         "--fixed-latency",
         type=float,
         metavar="SECONDS",
@@ -242,6 +249,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             derived_new_id=not args.same_id_derived,
             public_url=args.public_url,
             state_path=args.state,
+            fetch_inputs=args.fetch_inputs,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(str(exc)) from exc

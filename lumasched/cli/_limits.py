@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from lumasched._config import ENV_API_KEY, ENV_REDIS_URL, Settings
 from lumasched.api import Family
+from lumasched.errors import ConfigurationError
 from lumasched.limits._redis_util import connect
 from lumasched.limits.redis import (
     DEFAULT_NAMESPACE,
@@ -55,6 +56,13 @@ def build_parser(prog: str = "lumasched limits") -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=int,
+        help="serve the same state as Prometheus metrics at http://127.0.0.1:PORT/metrics, "
+        "read from Redis at each scrape, until Ctrl-C (needs lumasched[prometheus])",
     )
     parser.add_argument(
         "--init",
@@ -127,7 +135,25 @@ async def _show(client: aioredis.Redis, namespace: str, accounts: list[str], as_
         print("\n".join(_format(account, states)), flush=True)
 
 
+async def _serve_metrics(args: argparse.Namespace, url: str, api_key: str | None) -> int:
+    from lumasched.observe import SharedLimitsMetrics
+    from lumasched.observe.prometheus import MetricsServer
+
+    accounts = [account_id(api_key)] if api_key is not None and not args.all else None
+    async with SharedLimitsMetrics(url, namespace=args.namespace, accounts=accounts) as shared:
+        try:
+            async with MetricsServer([shared], port=args.metrics_port) as server:
+                print(f"serving {server.url} (Ctrl-C to stop)", flush=True)
+                await asyncio.Event().wait()
+        except OSError as exc:  # only the listen can fail: the body just waits
+            print(f"lumasched limits: --metrics-port {args.metrics_port}: {exc}", file=sys.stderr)
+            return 2
+    return 0  # pragma: no cover - only Ctrl-C ends it
+
+
 async def _run(args: argparse.Namespace, url: str, api_key: str | None) -> int:
+    if args.metrics_port is not None:
+        return await _serve_metrics(args, url, api_key)
     client, _ = connect(url)
     try:
         if args.init:
@@ -160,6 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.redis_url is None:
         print(f"lumasched limits: give --redis URL or set {ENV_REDIS_URL}", file=sys.stderr)
         return 2
+    if args.metrics_port is not None:
+        from lumasched.cli._observe import check_metrics_available
+
+        try:
+            check_metrics_available(args.metrics_port)
+        except ConfigurationError as exc:
+            print(f"lumasched limits: {exc}", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(_run(args, settings.redis_url, settings.api_key))
     except KeyboardInterrupt:

@@ -13,7 +13,6 @@ to write stops the run at once too (``RunOutcome.storage_error``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +29,9 @@ import attrs
 
 from lumasched._config import Settings
 from lumasched.api import CreateRequest, Family
+from lumasched.cli._observe import observe_run
 from lumasched.cli._outcomes import failure_reason, result_line
+from lumasched.cli._uploads import UploadOptions, open_uploads, size
 from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.engine.events import Counters
 from lumasched.engine.jobs import Job, JobDeferred, JobResult
@@ -92,10 +94,19 @@ class RunOptions:
     """Create anew the items whose generation failed."""
     unreachable_give_up: float = DEFAULT_UNREACHABLE_GIVE_UP
     """Seconds the API may stay unreachable before the run stops creating."""
+    metrics_port: int | None = None
+    """Serve ``/metrics`` on 127.0.0.1:PORT for the run's life (0: any free port)."""
+    metrics_linger: float = 0.0
+    """Seconds ``/metrics`` stays up after the run, for a last scrape."""
+    log_json: bool = False
+    """Log every job state change as a JSON line (``--log-format json``)."""
+    upload: UploadOptions | None = None
+    """Where the manifest's local files go (``--upload``); the emulator's store
+    with ``emulator``."""
     dashboard_port: int | None = None
+    """``--dashboard``: serve the live page on 127.0.0.1 on this port (0: a free one)."""
     family_totals: dict[Family, int] = attrs.Factory(dict)
     """Items per family in the manifest (for the dashboard's ETA)."""
-    """``--dashboard``: serve the live page on 127.0.0.1 on this port (0: a free one)."""
 
 
 @attrs.define
@@ -167,23 +178,28 @@ async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
     started = time.monotonic()
     outcome = RunOutcome(total=options.total)
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as owned:
+    async with AsyncExitStack() as owned:
         if options.journal_path.parent.resolve() != options.out_dir.resolve():
             # The journal lives elsewhere (--journal): the folder needs an owner too.
             folder = OwnerLock(options.out_dir / FOLDER, what="output folder")
             owned.callback(folder.release)
-        # Refused at once (JournalLockedError) while another run holds it.
-        journal = owned.enter_context(
-            Journal(options.journal_path, batch=options.manifest.path.name)
+        # Refused at once (JournalLockedError) while another run holds it. SQLite
+        # and the review's reads run in a worker thread: never on the event loop.
+        journal = await anyio.to_thread.run_sync(
+            partial(Journal, options.journal_path, batch=options.manifest.path.name)
         )
-        if len(journal):  # a first run has nothing to compare (and a huge manifest, time)
-            found = outcome.review = review(
-                options.manifest,
-                journal,
-                redo_changed=options.redo_changed,
-                retry_failed=options.retry_failed,
-                apply=True,
-                prices=options.prices,
+        owned.push_async_callback(anyio.to_thread.run_sync, journal.close)
+        if await anyio.to_thread.run_sync(len, journal):  # a first run has nothing to compare
+            found = outcome.review = await anyio.to_thread.run_sync(
+                partial(
+                    review,
+                    options.manifest,
+                    journal,
+                    redo_changed=options.redo_changed,
+                    retry_failed=options.retry_failed,
+                    apply=True,
+                    prices=options.prices,
+                )
             )
             if found.changed and not options.redo_changed:
                 raise ItemsChangedError(found.changed, cost_cents=found.changed_cents)
@@ -259,6 +275,7 @@ async def _run(
     limits = options.limits
     settings = options.settings
     async with AsyncExitStack() as stack:
+        emu = None
         if options.emulator:
             from lumasched.emulator import Emulator, EmulatorConfig
 
@@ -276,6 +293,26 @@ async def _run(
             settings = attrs.evolve(settings, api_key=_EMULATOR_KEY, base_url=emu.base_url)
             display.note(f"emulator running at {emu.base_url}")
         client = await stack.enter_async_context(LumaClient(settings=settings))
+        inputs = None
+        files = options.manifest.input_files
+        if files:
+            inputs = await open_uploads(
+                stack,
+                options.upload,
+                options.journal_path.parent,
+                emulator=emu,
+                emulator_key=_EMULATOR_KEY,
+            )
+            # Before the first create: a file that cannot be stored stops the run
+            # with nothing sent, and no create waits on an upload.
+            total = size(len(files), sum(f.size for f in files))
+            display.note(f"local inputs: {total}: storing them in {inputs.target.name}")
+            await inputs.prepare(files)
+            stats = inputs.stats
+            display.note(
+                f"local inputs: {total}; uploaded {size(stats.uploaded, stats.uploaded_bytes)} "
+                f"to {inputs.target.name}, {len(files) - stats.uploaded} already there"
+            )
         ttl = {"lease_ttl": options.claim_ttl} if settings.redis_url and options.claim_ttl else {}
         limiter = make_limiter(
             limits, redis_url=settings.redis_url, api_key=settings.api_key, **ttl
@@ -297,6 +334,7 @@ async def _run(
             budget_cents=options.budget_cents,
             cost_of=_cost_of(options.prices) if options.budget_cents is not None else None,
             claims=claims,
+            inputs=inputs,
             reconcile_settle=(
                 # The in-process emulator's state file holds every create it
                 # accepted before it stopped: nothing more can show up later.
@@ -306,13 +344,27 @@ async def _run(
             ),
             unreachable_give_up=options.unreachable_give_up,
         )
-        review = outcome.review
-        results = ResultsWriter(
-            options.results_path,
-            forget=review.reset if review is not None else (),
-            manifest_ids=review.ids if review is not None else None,
+        metrics_url = await observe_run(
+            stack,
+            scheduler,
+            settings,
+            metrics_port=options.metrics_port,
+            linger=options.metrics_linger,
+            log_json=options.log_json,
+            stopping=stopping,
         )
-        stack.callback(results.close)
+        if metrics_url is not None:
+            display.note(f"metrics at {metrics_url}")
+        review = outcome.review
+        results = await anyio.to_thread.run_sync(
+            partial(
+                ResultsWriter,
+                options.results_path,
+                forget=review.reset if review is not None else (),
+                manifest_ids=review.ids if review is not None else None,
+            )
+        )
+        stack.push_async_callback(anyio.to_thread.run_sync, results.close)
         if options.dashboard_port is not None:
             # Before the scheduler starts: a port in use ends the run with nothing sent.
             await _open_dashboard(stack, options, scheduler, display)
@@ -451,7 +503,7 @@ async def _drive(
 
     budget_noted = False
 
-    def record(job: Job, result: JobResult | None) -> None:
+    async def record(job: Job, result: JobResult | None) -> None:
         nonlocal budget_noted
         family_counts = outcome.by_family.setdefault(job.family, Counter())
         error = job.error
@@ -459,7 +511,7 @@ async def _drive(
             outcome.completed += 1
             family_counts["completed"] += 1
             _note_latency(outcome, job)
-            results.write(result_line(job, result))
+            await anyio.to_thread.run_sync(results.write, result_line(job, result))
             display.item_done(job, result, None)
         elif error is not None and error is scheduler.halted:
             # Not the item's fault (the key, the network): pending for a rerun.
@@ -479,7 +531,7 @@ async def _drive(
             reason = failure_reason(error)
             outcome.failed.append((job.key, reason))
             family_counts["failed"] += 1
-            results.write(result_line(job, None))
+            await anyio.to_thread.run_sync(results.write, result_line(job, None))
             display.item_done(job, None, reason)
 
     # At most `window` unfinished jobs at a time: the manifest is read lazily.
@@ -493,7 +545,7 @@ async def _drive(
                 result = None
             parked = job.error is not None and job.error is scheduler.halted
             if claimed is None or await claimed.record(job, parked=parked):
-                record(job, result)
+                await record(job, result)
         finally:
             slots.release()
 

@@ -10,12 +10,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from lumasched._config import MAX_INPUT_VIDEO_BYTES
+from lumasched.api._inputs import EMULATOR_UPLOADS_PATH
 from lumasched.emulator._assets import VideoFile, VideoShape, parse_range, render_image
 from lumasched.emulator._config import Faults
+from lumasched.emulator._inputs import valid_key
 from lumasched.emulator._state import Record, format_retry_after
 from lumasched.emulator._stats import body_fingerprint
 from lumasched.emulator._validate import CONCEPTS, ApiError, validate_create
@@ -210,6 +214,10 @@ class _Routes:
             source_id=source_id,
             default_video_model=emu.config.default_video_model,
         )
+        if spec.input_urls and not await emu.inputs.readable(spec.input_urls):
+            spec = attrs.evolve(spec, inputs_unreadable=True)
+            now = time.monotonic()
+            emu.store.settle(now)
         emu.store.admit(spec.family, now)
         fingerprint = body_fingerprint(kind, source_id, body)
         record = emu.store.create(spec, body, now, fingerprint)
@@ -391,6 +399,31 @@ class _Routes:
         emu.inspect.downloads_completed += 1
         return response
 
+    # -- uploaded inputs ---------------------------------------------------------
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        """Store a local input (the emulator's key, like the control routes)."""
+        key = request.match_info["key"]
+        if not valid_key(key):
+            raise ApiError(400, "Invalid object key")
+        data = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            data += chunk
+            if len(data) > MAX_INPUT_VIDEO_BYTES:
+                raise ApiError(413, f"Upload larger than {MAX_INPUT_VIDEO_BYTES} bytes")
+        if not data:
+            raise ApiError(400, "Empty upload")
+        content_type = request.headers.get("Content-Type", "application/octet-stream")
+        self.emu.uploads.put(key, bytes(data), content_type)
+        return web.json_response({"key": key, "size": len(data)}, status=201)
+
+    async def uploaded(self, request: web.Request) -> web.StreamResponse:
+        """Serve an uploaded input to anyone, like a CDN (GET and HEAD)."""
+        found = self.emu.uploads.get(request.match_info["key"])
+        if found is None:
+            return _detail(404, "Not found")
+        data, content_type = found
+        return web.Response(body=data, content_type=content_type)
+
     # -- control -----------------------------------------------------------------
     async def stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.emu.stats_json())
@@ -461,6 +494,8 @@ def build_app(emu: Emulator) -> tuple[web.Application, _Routes]:
     add("GET", f"{p}/credits", routes.credits, name="api:credits")
     add("GET", f"{p}/ping", routes.ping, name="api:ping")
     app.router.add_get("/assets/{id}/{version}/{name}", routes.asset, name="asset")
+    app.router.add_put(EMULATOR_UPLOADS_PATH + "{key}", routes.upload, name="control:upload")
+    app.router.add_get(EMULATOR_UPLOADS_PATH + "{key}", routes.uploaded, name="input")
     app.router.add_get("/_emulator/stats", routes.stats, name="control:stats")
     app.router.add_post("/_emulator/faults", routes.set_faults, name="control:faults")
     app.router.add_post("/_emulator/reset", routes.reset, name="control:reset")

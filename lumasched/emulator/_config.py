@@ -196,6 +196,11 @@ class EmulatorConfig:
     callback_timeout: float = 5.0
     public_url: str | None = None
     """Origin written into asset URLs (default ``http://HOST:PORT``)."""
+    fetch_inputs: bool = False
+    """Read every input URL at create over HTTP, as the real service does, and
+    fail the generation with "Failed to read user input frames" when one cannot
+    be read. Off: only the emulator's own upload URLs are checked (and a URL
+    containing ``unreachable`` fails), so tests may use made-up URLs."""
     state_path: Path | None = attrs.field(default=None, converter=_optional_path)
     """A SQLite file that keeps generations, deletions, credits and the asset
     signing key across restarts (None: memory only). Started again on the same

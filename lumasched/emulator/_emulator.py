@@ -18,6 +18,7 @@ from lumasched.emulator._assets import AssetSigner
 from lumasched.emulator._callbacks import CallbackSender
 from lumasched.emulator._config import EmulatorConfig, Faults
 from lumasched.emulator._faults import FaultInjector
+from lumasched.emulator._inputs import InputReader, UploadStore, uploads_folder
 from lumasched.emulator._persist import StateFile
 from lumasched.emulator._state import Record, Store
 from lumasched.emulator._stats import Inspector
@@ -50,6 +51,10 @@ class Emulator:
         self.inspect: Inspector = self._new_inspector()
         """Live counters of what clients did (see ``Inspector``)."""
         self.store = Store(self.config, random.Random(rng.getrandbits(64)), self.inspect)
+        state_path = self.config.state_path
+        self.uploads = UploadStore(None if state_path is None else uploads_folder(state_path))
+        """Local inputs uploaded to the emulator (``PUT /_emulator/uploads/KEY``)."""
+        self.inputs = InputReader(self.uploads, fetch=self.config.fetch_inputs)
         self.faults = FaultInjector(
             self.config.faults, random.Random(rng.getrandbits(64)), self.inspect
         )
@@ -104,6 +109,7 @@ class Emulator:
             self._close_state_file()
             raise
         self._port = sock.getsockname()[1]
+        self.inputs.origin = self.origin
         if self._state_file is not None:
             self._state_file.save_port(self._port)
         runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=1.0)
@@ -168,6 +174,7 @@ class Emulator:
         self._state = "closed"
         try:
             await self.callbacks.close()
+            await self.inputs.close()
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None

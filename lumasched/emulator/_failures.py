@@ -62,16 +62,19 @@ def pick_failure(
     rates: Mapping[str, float],
     rng: random.Random,
     blacklist: re.Pattern[str] | None,
+    *,
+    inputs_unreadable: bool = False,
 ) -> Failure | None:
     """How a new job will fail, or None: a ``fail:KEY`` trigger first, then the
-    blacklist and unreachable inputs (a URL containing ``unreachable``), then the rates."""
+    blacklist and unreadable inputs (``inputs_unreadable``: the emulator could not
+    read one; or a URL containing ``unreachable``), then the rates."""
     for match in _TRIGGER.finditer(prompt):
         failure = FAILURE_REASONS.get(match.group(1).lower())
         if failure is not None:
             return failure
     if blacklist is not None and blacklist.search(prompt):
         return FAILURE_REASONS["blacklisted"]
-    if any("unreachable" in url for url in input_urls):
+    if inputs_unreadable or any("unreachable" in url for url in input_urls):
         return FAILURE_REASONS["unreadable_frames"]
     for key, rate in rates.items():
         if rate and rng.random() < rate:

@@ -291,7 +291,14 @@ class Store:
         rates = dict(self.config.failure_rates)
         if self.config.failure_rate:
             rates["job_failed"] = max(rates.get("job_failed", 0.0), self.config.failure_rate)
-        failure = pick_failure(spec.prompt, spec.input_urls, rates, self.rng, self._blacklist)
+        failure = pick_failure(
+            spec.prompt,
+            spec.input_urls,
+            rates,
+            self.rng,
+            self._blacklist,
+            inputs_unreadable=spec.inputs_unreadable,
+        )
         return (None, False) if failure is None else (failure.reason, failure.early)
 
     def _afford(self, cost_cents: float) -> None:

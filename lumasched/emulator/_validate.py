@@ -14,11 +14,13 @@ import attrs
 
 from lumasched.api import Family, family_of
 from lumasched.api._models import (
+    ASPECT_RATIOS,
     IMAGE_FORMATS,
     IMAGE_MODELS,
     MODIFY_MODES,
     RAY_MODELS,
     REFRAME_INT_FIELDS,
+    RESOLUTIONS,
     VIDEO_MODELS,
 )
 from lumasched.api._rules import (
@@ -30,7 +32,6 @@ from lumasched.api._rules import (
     weight_rule_problem,
 )
 from lumasched.api._validation import prompt_problem
-from lumasched.pricing import ASPECT_RATIOS, RESOLUTIONS
 
 __all__ = [
     "CONCEPTS",
@@ -128,6 +129,8 @@ class CreateSpec:
     source_id: str | None = None
     """The generation an upscale/audio request works on."""
     input_urls: tuple[str, ...] = ()
+    inputs_unreadable: bool = False
+    """An input URL could not be read at create (the job fails early)."""
     audio: bool = False
     """The video has a sound track (after ``add_audio``, and upscales of such)."""
 
@@ -177,7 +180,7 @@ def _check_model_rules(body: Mapping[str, Any], model: str) -> tuple[str, str]:
     """(resolution, duration) of a video body, checked against the model's row
     of the shared rule table; the model's defaults when left out."""
     rules = VIDEO_MODEL_RULES[model]
-    resolution = _check_choice(body, "resolution", tuple(RESOLUTIONS), rules.resolutions[0])
+    resolution = _check_choice(body, "resolution", RESOLUTIONS, rules.resolutions[0])
     message = resolution_rule_problem(model, body.get("resolution"))
     if message is not None:
         raise bad(f"Invalid resolution: {message}")
@@ -287,7 +290,7 @@ def _video(body: Mapping[str, Any], lookup: Lookup, default_model: str) -> Creat
         kind="video",
         model=model,
         media="video",
-        aspect_ratio=_check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), default_ratio),
+        aspect_ratio=_check_choice(body, "aspect_ratio", ASPECT_RATIOS, default_ratio),
         resolution=resolution,
         duration=duration,
         prompt=prompt,
@@ -348,7 +351,7 @@ def _image(body: Mapping[str, Any]) -> CreateSpec:
         kind="image",
         model=model,
         media="image",
-        aspect_ratio=_check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), "16:9"),
+        aspect_ratio=_check_choice(body, "aspect_ratio", ASPECT_RATIOS, "16:9"),
         image_format=_check_choice(body, "format", IMAGE_FORMATS, "jpg"),
         prompt=prompt,
         input_urls=tuple(urls),
@@ -376,7 +379,7 @@ def _media_edit(body: Mapping[str, Any], kind: str) -> CreateSpec:
         _check_choice(body, "mode", MODIFY_MODES, MODIFY_MODES[0])
     else:
         _required(body, "aspect_ratio")
-        aspect_ratio = _check_choice(body, "aspect_ratio", tuple(ASPECT_RATIOS), "16:9")
+        aspect_ratio = _check_choice(body, "aspect_ratio", ASPECT_RATIOS, "16:9")
         for key in REFRAME_INT_FIELDS:
             value = body.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -399,7 +402,7 @@ def _derived(body: Mapping[str, Any], kind: str, source_id: str, lookup: Lookup)
     resolution = source.spec.resolution
     prompt = ""
     if kind == "upscale":
-        resolution = _check_choice(body, "resolution", tuple(RESOLUTIONS), "1080p")
+        resolution = _check_choice(body, "resolution", RESOLUTIONS, "1080p")
     else:
         prompt = _check_prompt(body, kind)
         _check_prompt(body, kind, "negative_prompt")

@@ -31,10 +31,11 @@ import anyio
 import attrs
 
 from lumasched.api import CreateRequest, Family, Generation, replace_generation_refs
+from lumasched.api._inputs import is_local, media_slots
+from lumasched.api._models import REF_PREFIX
 from lumasched.engine._context import EngineContext
 from lumasched.engine._digest import request_digest
 from lumasched.engine._following import Follower
-from lumasched.engine._jobtable import REF_PREFIX
 from lumasched.engine._reachability import Reachability
 from lumasched.engine._reconcile import find_created, fingerprint, match_body
 from lumasched.engine.jobs import Job
@@ -49,13 +50,16 @@ from lumasched.errors import (
     InternalServerError,
     LumaError,
     PermissionDeniedError,
+    Problem,
     RateLimitError,
     StorageError,
+    UploadError,
     ValidationError,
 )
 
 if TYPE_CHECKING:
     from lumasched.engine._claims import ItemClaims
+    from lumasched.engine._inputs import InputResolver
     from lumasched.store.journal import JournalRecord
 
 __all__ = ["Budget", "Creator", "ReconcileTimes"]
@@ -118,7 +122,9 @@ class Creator:
         callback_url: str | None,
         claims: ItemClaims | None,
         reachability: Reachability,
+        inputs: InputResolver | None = None,
     ) -> None:
+        self._inputs = inputs
         self._client = ctx.client
         self.reachability = reachability
         self._table = ctx.table
@@ -194,6 +200,13 @@ class Creator:
 
     async def _create(self, job: Job, lease: str) -> None:
         request = self._resolved(job)
+        if any(is_local(slot.url) for slot in media_slots(request)):
+            try:
+                request = await self._with_inputs(request)
+            except (ValidationError, UploadError) as exc:
+                # Before the intent: nothing was or will be sent for this request.
+                await self._abandon(job, exc)
+                return
         body = match_body(request)
         sent_at = time.time()
         job.attempts += 1
@@ -250,6 +263,15 @@ class Creator:
         else:
             await self._created(job, lease, generation, reconciled=False)
 
+    async def _with_inputs(self, request: CreateRequest) -> CreateRequest:
+        """Local files swapped for their stored URLs (uploaded or re-signed first)."""
+        if self._inputs is None:
+            field = next(s.field for s in media_slots(request) if is_local(s.url))
+            raise ValidationError(
+                [Problem(field, "a local file, but the scheduler has no inputs= to upload it")]
+            )
+        return await self._inputs.resolve(request)
+
     async def _send(self, job: Job, request: CreateRequest, body: dict[str, Any]) -> Generation:
         self._in_flight[job.key] = fingerprint(body)
         try:
@@ -293,7 +315,7 @@ class Creator:
         return APIUnreachableError(
             self.reachability.url,
             since=since,
-            waited=time.time() - since,
+            waited=self.reachability.down_for(),
             cause=outage.error if outage is not None else "no answer",
         )
 
@@ -372,6 +394,10 @@ class Creator:
         times = self._times
         job.reason = "reconciling"
         self._table.emit(job, job.state, reconciling=True)
+        # The deadlines run on the injected clock: wall time says only how old the
+        # intent was when this reconcile began (it may come from an earlier run).
+        began = self._clock.monotonic()
+        age_at_start = max(0.0, time.time() - sent_at)
         while True:
             try:
                 async with self._reconcile_lock:
@@ -417,16 +443,16 @@ class Creator:
                     await self._slots.release(job)
                     self._table.defer(job, self._table.stopped_reason or KEY_REJECTED, move=False)
                     return
-            now = time.time()
-            if found is not None and found.conclusive and now >= sent_at + times.settle:
+            age = age_at_start + self._clock.monotonic() - began
+            if found is not None and found.conclusive and age >= times.settle:
                 logger.info(
                     "job %s: no generation found %.0fs after its create; creating again",
                     job.key,
-                    now - sent_at,
+                    age,
                 )
                 await self._give_back(job, reason="reconciled_absent")
                 return
-            if now >= sent_at + times.give_up:
+            if age >= times.give_up:
                 reason = found.reason if found is not None else "list endpoint unavailable"
                 error = AmbiguousCreateError(
                     f"could not tell whether the create reached the server ({reason}); "
@@ -440,7 +466,7 @@ class Creator:
                 return
             wait = times.interval
             if found is not None and found.conclusive:
-                wait = min(wait, max(0.0, sent_at + times.settle - now))
+                wait = min(wait, max(0.0, times.settle - age))
             await self._clock.sleep(wait)
 
     def _twin_in_flight(self, job: Job, body: dict[str, Any]) -> bool:
@@ -452,15 +478,13 @@ class Creator:
         (except its own sources, which an upscale may restart under the same id)."""
         mine = {job.key, *job.depends_on}
         owner_of = self._table.owner_of
-        journal = self._writes.journal
+        writes = self._writes
 
         def taken(generation_id: str) -> bool:
             owner = owner_of(generation_id)
             if owner is not None and owner not in mine:
                 return True
-            if journal is None:
-                return False
-            return any(key not in mine for key in journal.owners_of(generation_id))
+            return any(key not in mine for key in writes.owners_of(generation_id))
 
         return taken
 

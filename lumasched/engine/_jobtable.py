@@ -25,7 +25,9 @@ from typing import Any
 import anyio
 import attrs
 
+from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched.api import CreateRequest, Family, family_of, generation_refs, request_to_dict
+from lumasched.api._models import REF_PREFIX
 from lumasched.engine.events import EventHub
 from lumasched.engine.jobs import (
     TERMINAL_STATES,
@@ -47,9 +49,6 @@ logger = logging.getLogger("lumasched.engine.scheduler")
 _REASON_LIMIT = 4000
 """Characters of a failure reason kept in the journal."""
 
-REF_PREFIX = "job:"
-"""Prefix of the placeholder generation id that stands for another job's generation."""
-
 
 class JobTable:
     """Every job a scheduler knows, and the one place their states change.
@@ -67,8 +66,10 @@ class JobTable:
         *,
         from_journal: Callable[[str], Job | None],
         owner_memory: float,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.events = events
+        self._clock = clock
         self._writes = writes
         self._from_journal = from_journal
         self.jobs: dict[str, Job] = {}
@@ -414,11 +415,11 @@ class JobTable:
             if self._writes.journal is None:
                 # The journal would answer ``owner_of`` for it; without one, remember
                 # it as long as a reconcile could still come across it.
-                self._released_owners[gid] = (job.key, time.monotonic())
+                self._released_owners[gid] = (job.key, self._clock.monotonic())
                 self._forget_old_owners()
 
     def _forget_old_owners(self) -> None:
-        cutoff = time.monotonic() - self._owner_memory
+        cutoff = self._clock.monotonic() - self._owner_memory
         released = self._released_owners
         while released:
             gid, (_, at) = next(iter(released.items()))
@@ -440,8 +441,7 @@ class JobTable:
         job = self.jobs.get(key)
         if job is not None:
             return job.generation_id
-        journal = self._writes.journal
-        record = journal.get(key) if journal is not None else None
+        record = self._writes.get(key)
         return None if record is None else record.generation_id
 
     def cancel(self, job: Job) -> None:

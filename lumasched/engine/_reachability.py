@@ -17,6 +17,7 @@ import time
 import attrs
 
 from lumasched._clock import Clock
+from lumasched.api._retry import RetryPolicy
 
 __all__ = ["DEFAULT_UNREACHABLE_GIVE_UP", "Outage", "Reachability"]
 
@@ -24,6 +25,8 @@ DEFAULT_UNREACHABLE_GIVE_UP = 120.0
 """Seconds the API may stay unreachable before a run stops creating."""
 
 _MAX_BACKOFF = 15.0
+_PROBES = RetryPolicy(initial=1.0, max=_MAX_BACKOFF, jitter=0.0)
+"""Rounds of create probes during an outage: 1, 2, 4, 8, 15, 15... seconds apart."""
 
 
 @attrs.frozen
@@ -63,12 +66,16 @@ class Reachability:
         if now >= self._next_try:
             # a new round of probes (failures of creates sent together count once)
             self._round += 1
-            self._next_try = now + min(2.0 ** (self._round - 1), _MAX_BACKOFF)
+            self._next_try = now + _PROBES.backoff(self._round)
 
     def answered(self) -> None:
         """The server answered something: it is reachable."""
         self._since = None
         self._next_try = 0.0
+
+    def down_for(self) -> float:
+        """Seconds (on the injected clock) the current outage has lasted; 0 if none."""
+        return 0.0 if self._since is None else self._clock.monotonic() - self._since
 
     @property
     def expired(self) -> bool:

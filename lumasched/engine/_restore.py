@@ -14,7 +14,6 @@ import logging
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -35,9 +34,6 @@ from lumasched.errors import (
     Problem,
 )
 from lumasched.store.journal import JournalRecord
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Restorer"]
 
@@ -65,11 +61,8 @@ class Restorer:
 
     def resume(self) -> list[Job]:
         """Every unfinished job of the journal, picked up (see ``Scheduler.resume``)."""
-        journal = self._writes.journal
-        if journal is None:
-            return []
         jobs: list[Job] = []
-        for record in journal.records():
+        for record in self._writes.records():
             if record.key in self._table.jobs:
                 continue
             recheck = record.state == S.COMPLETED and self._out_dir is not None
@@ -85,8 +78,7 @@ class Restorer:
         (see ``restore`` for ``request``; ``priority`` defaults to the recorded one).
         A job that ended and has nothing left to do (no file to check, nothing to
         try again) is answered from its record, without joining the table."""
-        journal = self._writes.journal
-        record = journal.get(key) if journal is not None else None
+        record = self._writes.get(key)
         if record is None:
             return None
         if request is not None and _changed(record, request):
@@ -104,8 +96,7 @@ class Restorer:
         """The job ``key`` of the journal, which a new job depends on: if it has ended,
         a handle answered from its record (it is not picked up again: a dependent
         needs only its generation id); else picked up. None if the journal has none."""
-        journal = self._writes.journal
-        record = journal.get(key) if journal is not None else None
+        record = self._writes.get(key)
         if record is None:
             return None
         if record.finished and not rerunnable(record):
@@ -114,8 +105,7 @@ class Restorer:
 
     def ended(self, key: str) -> Job | None:
         """A handle of the job ``key`` if the journal has it ended, else None."""
-        journal = self._writes.journal
-        record = journal.get(key) if journal is not None else None
+        record = self._writes.get(key)
         if record is None or not record.finished:
             return None
         return _ended_handle(record)
@@ -171,11 +161,10 @@ class Restorer:
         self, record: JournalRecord, request: CreateRequest | None, *, priority: int
     ) -> Job:
         """A job never sent: start afresh (with the new request, if one was given)."""
-        journal = self._writes.journal
         if request is None:
             request = request_from_dict(record.kind, record.request)
-        elif journal is not None:
-            journal.update(
+        else:
+            self._writes.update_soon(
                 record.key,
                 request=request_to_dict(request),
                 kind=request.kind,

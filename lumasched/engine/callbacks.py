@@ -28,7 +28,7 @@ from typing import Self
 import attrs
 from aiohttp import web
 
-__all__ = ["CallbackReceiver", "CallbackStats"]
+__all__ = ["CallbackInbox", "CallbackReceiver", "CallbackStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,63 @@ class CallbackStats:
     """Hints passed to the poller."""
 
 
+class CallbackInbox:
+    """Verifies Luma's callbacks and turns each new ``(id, state)`` into a hint.
+
+    Holds the secret path token and the dedupe memory; knows no server. The
+    standalone ``CallbackReceiver`` and the routes mounted in a web app
+    (``lumasched.web``) hand it the token from the URL and the raw body.
+    """
+
+    def __init__(self, poller_hint: Callable[[str], None], *, dedupe_size: int = 10_000) -> None:
+        self._hint = poller_hint
+        self.token = secrets.token_urlsafe(24)
+        self._seen: OrderedDict[tuple[str, str | None], None] = OrderedDict()
+        self._dedupe_size = dedupe_size
+        self._stats: dict[str, int] = dict.fromkeys(attrs.fields_dict(CallbackStats), 0)
+
+    def __repr__(self) -> str:
+        # The token is a secret: never in reprs or logs.
+        return f"<CallbackInbox hints={self._stats['hints']}>"
+
+    def url(self, base: str) -> str:
+        """The callback URL for a route at ``base`` (e.g. ``https://app.example/luma/callback``)."""
+        return f"{base.rstrip('/')}/{self.token}"
+
+    def stats(self) -> CallbackStats:
+        return CallbackStats(**self._stats)
+
+    def receive(self, token: str, body: bytes) -> int:
+        """Handle one POST whose path ended in ``token``; returns the HTTP status
+        to answer (404 wrong token, 400 no usable id, else 200)."""
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            self._stats["rejected"] += 1
+            return 404
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        gid = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(gid, str) or not _ID.fullmatch(gid):
+            self._stats["rejected"] += 1
+            return 400
+        state = data.get("state") if isinstance(data, dict) else None
+        key = (gid, state if isinstance(state, str) else None)
+        self._stats["received"] += 1
+        if key in self._seen:
+            self._stats["duplicates"] += 1
+            return 200
+        self._seen[key] = None
+        if len(self._seen) > self._dedupe_size:
+            self._seen.popitem(last=False)
+        self._stats["hints"] += 1
+        try:
+            self._hint(gid)
+        except Exception:
+            logger.exception("callback hint for %s raised", gid)
+        return 200
+
+
 class CallbackReceiver:
     """An ``aiohttp.web`` server on ``host:port`` (0: a free port) for Luma's callbacks.
 
@@ -66,15 +123,11 @@ class CallbackReceiver:
         public_url: str | None = None,
         dedupe_size: int = 10_000,
     ) -> None:
-        self._hint = poller_hint
+        self._inbox = CallbackInbox(poller_hint, dedupe_size=dedupe_size)
         self._host = host
         self._port = port
         self._public_url = public_url.rstrip("/") if public_url else None
-        self._token = secrets.token_urlsafe(24)
-        self._seen: OrderedDict[tuple[str, str | None], None] = OrderedDict()
-        self._dedupe_size = dedupe_size
         self._runner: web.AppRunner | None = None
-        self._stats: dict[str, int] = dict.fromkeys(attrs.fields_dict(CallbackStats), 0)
 
     def __repr__(self) -> str:
         # The token is a secret: never in reprs or logs.
@@ -90,10 +143,10 @@ class CallbackReceiver:
                 raise RuntimeError("the receiver has no port yet: enter it first")
             host = f"[{self._host}]" if ":" in self._host else self._host
             base = f"http://{host}:{self._port}"
-        return f"{base}{_PATH}/{self._token}"
+        return self._inbox.url(base + _PATH)
 
     def stats(self) -> CallbackStats:
-        return CallbackStats(**self._stats)
+        return self._inbox.stats()
 
     async def __aenter__(self) -> Self:
         if self._runner is not None:
@@ -119,29 +172,9 @@ class CallbackReceiver:
             await runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
-        if not hmac.compare_digest(request.match_info["token"].encode(), self._token.encode()):
-            self._stats["rejected"] += 1
+        status = self._inbox.receive(request.match_info["token"], await request.read())
+        if status == 404:
             raise web.HTTPNotFound()
-        try:
-            body = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
-            body = None
-        gid = body.get("id") if isinstance(body, dict) else None
-        if not isinstance(gid, str) or not _ID.fullmatch(gid):
-            self._stats["rejected"] += 1
+        if status == 400:
             return web.Response(status=400, text="expected a generation with an id")
-        state = body.get("state") if isinstance(body, dict) else None
-        key = (gid, state if isinstance(state, str) else None)
-        self._stats["received"] += 1
-        if key in self._seen:
-            self._stats["duplicates"] += 1
-            return web.Response(status=200)
-        self._seen[key] = None
-        if len(self._seen) > self._dedupe_size:
-            self._seen.popitem(last=False)
-        self._stats["hints"] += 1
-        try:
-            self._hint(gid)
-        except Exception:
-            logger.exception("callback hint for %s raised", gid)
         return web.Response(status=200)

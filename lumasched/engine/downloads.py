@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ import anyio
 import attrs
 
 from lumasched._config import DEFAULT_MAX_ASSET_SIZE
+from lumasched.api._retry import RetryPolicy
 from lumasched.errors import AssetTooLargeError, DownloadError, LumaError, TooManyRedirects
 from lumasched.store._storage import os_reason
 
@@ -219,8 +221,11 @@ class Downloader:
         self._limiter = anyio.CapacityLimiter(max_concurrent)
         self._chunk = chunk_size
         self._attempts = attempts
-        self._backoff = backoff
-        self._max_backoff = max_backoff
+        # The waits only: an attempt that made progress resets the count, which
+        # tenacity's stop conditions cannot express, so the loop is _fetch's own.
+        self._retry = RetryPolicy(
+            attempts=attempts, total_timeout=math.inf, initial=backoff, max=max_backoff, jitter=0.0
+        )
         self._locks: dict[Path, anyio.Lock] = {}
         self._stats: dict[str, int] = dict.fromkeys(attrs.fields_dict(DownloaderStats), 0)
 
@@ -332,7 +337,7 @@ class Downloader:
                         f"download of {target.name} failed after {failures} attempts: {exc}"
                     ) from exc
                 self._stats["retries"] += 1
-                wait = min(self._backoff * 2.0 ** max(failures - 1, 0), self._max_backoff)
+                wait = self._retry.wait(max(failures, 1), None)
                 logger.info("download of %s interrupted (%s); retrying", target.name, exc)
                 await anyio.sleep(wait)
             except OSError as exc:

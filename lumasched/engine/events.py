@@ -91,7 +91,8 @@ class EventHub:
         return remove
 
     def subscribe(self, buffer: int | None = None) -> MemoryObjectReceiveStream[JobEvent]:
-        """A stream of every event from now on; it ends when the scheduler closes."""
+        """A stream of the events from now on, up to ``buffer`` unread (0: unbounded;
+        past it, new events are dropped and counted); it ends when the scheduler closes."""
         size = self._buffer if buffer is None else buffer
         send, receive = anyio.create_memory_object_stream[JobEvent](math.inf if size <= 0 else size)
         self._streams.append(send)

@@ -8,6 +8,7 @@ follow one table (``TRANSITIONS``) and each one is published as a ``JobEvent``.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Callable, Generator
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TERMINAL_STATES",
     "TRANSITIONS",
+    "DoneFlag",
     "Job",
     "JobCancelled",
     "JobDeferred",
@@ -139,9 +141,31 @@ class Job:
     timings: Timings = Timings()
 
     @property
-    def done(self) -> bool:
-        """True once ``result()`` would return or raise without waiting."""
-        return self._done.is_set()
+    def done(self) -> DoneFlag:
+        """``job.done()``: True once ``result()`` would return or raise without
+        waiting, as on an asyncio future. (Also truthy itself, so 0.1's
+        ``if job.done:`` keeps working.)"""
+        return _DONE if self._done.is_set() else _NOT_DONE
+
+    def cancelled(self) -> bool:
+        """True if the job ended cancelled (``result()`` raises ``JobCancelled``)."""
+        return self.state is JobState.CANCELLED
+
+    def exception(self) -> BaseException | None:
+        """The error the job ended with, None if it completed; like an asyncio
+        future's, raises ``InvalidStateError`` while the job is not done."""
+        if not self._done.is_set():
+            raise asyncio.InvalidStateError(f"job {self.key!r} is not done yet")
+        return self.error
+
+    def add_done_callback(self, callback: Callable[[Job], object]) -> None:
+        """Call ``callback(job)`` once the job is done (at once if it is), in the
+        scheduler's thread. A callback that raises is logged, never propagated."""
+        self._add_done_callback(callback)
+
+    def remove_done_callback(self, callback: Callable[[Job], object]) -> None:
+        """Forget ``callback`` if it has not been called yet."""
+        self._remove_done_callback(callback)
 
     async def result(self) -> JobResult:
         """Wait for the job; return its result or raise its error."""
@@ -204,6 +228,37 @@ class Job:
     def _remove_done_callback(self, callback: Callable[[Job], object]) -> None:
         if callback in self._callbacks:
             self._callbacks.remove(callback)
+
+
+class DoneFlag:
+    """What ``Job.done`` is: call it (``job.done()``, as on an asyncio future) for
+    a bool; it is also truthy itself, so 0.1's ``if job.done:`` still works."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bool) -> None:
+        self._value = value
+
+    def __call__(self) -> bool:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DoneFlag | bool):
+            return self._value == bool(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return repr(self._value)
+
+
+_DONE = DoneFlag(True)
+_NOT_DONE = DoneFlag(False)
 
 
 def _call(callback: Callable[[Job], object], job: Job) -> None:

@@ -34,6 +34,7 @@ import anyio
 import attrs
 
 from lumasched._clock import SYSTEM_CLOCK, Clock
+from lumasched.api._retry import RetryPolicy
 from lumasched.errors import GenerationTimeout, LumaError, NotFoundError, RateLimitError
 
 if TYPE_CHECKING:
@@ -304,6 +305,10 @@ class Poller:
         self._not_found_limit = not_found_limit
         self._ripe_fraction = ripe_fraction
         self._backoff_ratio = backoff_ratio
+        # After failed status checks: 2, 4, 8... times min_interval, up to max_interval.
+        self._error_backoff = RetryPolicy(
+            initial=2 * min_interval, max=max_interval, jitter=0.0, total_timeout=math.inf
+        )
         self._max_hints = max_hints
         self._watched: dict[str, _Watch] = {}
         self._heap: list[tuple[float, int, str]] = []
@@ -472,7 +477,7 @@ class Poller:
 
     def _reschedule(self, w: _Watch, now: float) -> None:
         if w.errors:
-            backoff = self._min_interval * 2.0 ** min(w.errors, 20)
+            backoff = self._error_backoff.backoff(min(w.errors, 20))
             at = now + min(max(backoff, self._min_interval), self._max_interval)
         else:
             at = max(self._plan(w, now), now + self._min_interval)

@@ -52,12 +52,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched._config import DEFAULT_JOB_TIMEOUT, DEFAULT_MAX_ASSET_SIZE
 from lumasched.api import CreateRequest, Family
+from lumasched.api._models import REF_PREFIX
 from lumasched.engine import _bulk
 from lumasched.engine._bulk import Item
 from lumasched.engine._context import EngineContext
 from lumasched.engine._creating import Budget, Creator, ReconcileTimes
 from lumasched.engine._following import Follower
-from lumasched.engine._jobtable import REF_PREFIX, JobTable
+from lumasched.engine._jobtable import JobTable
 from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP, Outage, Reachability
 from lumasched.engine._reconcile import DEFAULT_SKEW
 from lumasched.engine._restore import Restorer
@@ -73,6 +74,7 @@ from lumasched.store.journal import Journal
 if TYPE_CHECKING:
     from lumasched.api import LumaClient
     from lumasched.engine._claims import ItemClaims
+    from lumasched.engine._inputs import InputResolver
     from lumasched.engine.downloads import Downloader
     from lumasched.engine.poller import Poller
 
@@ -114,6 +116,10 @@ class Scheduler:
             its send time) the list endpoint must keep *not* showing it before the
             create may be retried; ``reconcile_give_up``: when to stop trying and
             fail the job instead.
+        inputs: resolves local files in requests (``file://`` URLs, ``Path``
+            values) to URLs the server can fetch, just before each create is sent
+            (``lumasched.inputs.Uploads``); without it a request naming a local
+            file fails without being sent.
         unreachable_give_up: how many seconds the API may stay unreachable
             (connection refused, DNS, TLS, connect timeouts) before creating stops.
             Until then jobs wait and creates are retried with backoff (see
@@ -168,6 +174,7 @@ class Scheduler:
         owner: str | None = None,
         resume: bool = False,
         claims: ItemClaims | None = None,
+        inputs: InputResolver | None = None,
         unreachable_give_up: float = DEFAULT_UNREACHABLE_GIVE_UP,
         job_timeout: float | None = DEFAULT_JOB_TIMEOUT,
         max_asset_size: int | None = DEFAULT_MAX_ASSET_SIZE,
@@ -213,6 +220,7 @@ class Scheduler:
             # a reconcile looks back reconcile_skew before a create at most
             # reconcile_give_up old (plus a minute of slack)
             owner_memory=reconcile_give_up + reconcile_skew + 60.0,
+            clock=clock,
         )
         slots = Slots(limiter, released=table.release)
         table.holds_slot = slots.holding
@@ -225,6 +233,7 @@ class Scheduler:
             spawn=self._spawn,
             out_dir=out,
         )
+        self._downloader = downloader
         self._follower = follower = Follower(ctx, poller, downloader, job_timeout=job_timeout)
         self._creator = creator = Creator(
             ctx,
@@ -239,6 +248,7 @@ class Scheduler:
             owner=owner or f"{socket.gethostname()}:{os.getpid()}",
             callback_url=callback_url,
             claims=claims,
+            inputs=inputs,
             reachability=self._reachability,
         )
         # What the poll loop learns about the API (a rejected key, an outage) counts too.
@@ -253,8 +263,14 @@ class Scheduler:
     async def __aenter__(self) -> Self:
         if self._tg is not None or self._closed:
             raise RuntimeError("a Scheduler can be entered only once")
+        # Every later read of the journal answers from memory (never SQLite on the loop).
+        await self._writes.open()
         if self._own_limiter:
-            await self._limiter.__aenter__()
+            try:
+                await self._limiter.__aenter__()
+            except BaseException:
+                self._writes.close()
+                raise
         # The entering task owns `host`; the scheduler's own tasks run in a task
         # group inside it, so that stopping them (from any task) never cancels
         # the code in the caller's `async with` block.
@@ -264,6 +280,7 @@ class Scheduler:
             self._tg = await host.start(self._run_workers)
         except BaseException as exc:
             host.cancel_scope.cancel()
+            self._writes.close()
             with anyio.CancelScope(shield=True):
                 await host.__aexit__(type(exc), exc, exc.__traceback__)
                 if self._own_limiter:
@@ -329,7 +346,10 @@ class Scheduler:
                 workers.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await self._workers_done.wait()
-            await self._writes.flush()
+            try:
+                await self._writes.flush()
+            finally:
+                self._writes.close()
             self.events.close()
 
     async def _exit_host(self, exc_type: object, exc: object, tb: object) -> bool:
@@ -342,6 +362,12 @@ class Scheduler:
             self._host = None
             try:
                 suppress = bool(await host.__aexit__(exc_type, exc, tb))  # type: ignore[arg-type]
+            except BaseExceptionGroup as group:
+                # The task group wraps the caller's own exception: let it leave the
+                # `async with` block as itself, as it entered.
+                if exc is None or list(group.exceptions) != [exc]:
+                    raise
+                suppress = False
             finally:
                 self._tg = None
                 if self._own_limiter:
@@ -396,7 +422,8 @@ class Scheduler:
         priority: int = 0,
         depends_on: Iterable[Job | str] = (),
     ) -> Job:
-        """Schedule ``request``; returns its ``Job`` at once.
+        """Schedule ``request``; returns its ``Job`` at once. An invalid request
+        raises ``ValidationError`` here, and nothing is scheduled.
 
         ``depends_on`` takes keys or handles (the handle of an ended job counts
         even once the scheduler has released it). ``key`` identifies the job in
@@ -411,6 +438,8 @@ class Scheduler:
         recorded there).
         """
         self._check_open()
+        # A bad request raises here, before a handle exists, not when it is awaited.
+        request.validate()
         if key is None:
             key = uuid.uuid4().hex[:12]
         existing = self._table.jobs.get(key)
@@ -456,7 +485,11 @@ class Scheduler:
     # -- observability -------------------------------------------------------------
 
     def subscribe(self, buffer: int | None = None) -> MemoryObjectReceiveStream[JobEvent]:
-        """A stream of every job event from now on (``async with`` / ``async for``)."""
+        """A stream of the job events from now on (``async with`` / ``async for``).
+
+        It holds up to ``buffer`` events (default 10,000; 0: unbounded): a reader
+        that falls further behind misses the newer ones, counted in
+        ``counters().events_dropped``. ``add_listener`` sees every event."""
         return self.events.subscribe(buffer)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
@@ -483,6 +516,15 @@ class Scheduler:
     @property
     def limiter(self) -> Limiter:
         return self._limiter
+
+    @property
+    def client(self) -> LumaClient:
+        return self._client
+
+    @property
+    def downloader(self) -> Downloader | None:
+        """The downloader (None when the scheduler keeps no files)."""
+        return self._downloader
 
     def jobs(self) -> list[Job]:
         """The jobs this scheduler holds, in submission order: every unfinished one,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
@@ -15,6 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from lumasched.api._retry import RetryPolicy
+
 __all__ = [
     "DEFAULT_SOCKET_TIMEOUT",
     "REDIS_DOWN",
@@ -22,6 +25,7 @@ __all__ = [
     "as_text",
     "connect",
     "pairs",
+    "redis_retry",
     "uncancellable",
 ]
 
@@ -36,6 +40,13 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
     OSError,
 )
 """Errors that mean "Redis is unreachable or read-only right now": wait and retry."""
+
+
+def redis_retry(max_wait: float) -> RetryPolicy:
+    """The waits between calls while Redis is down: 50 ms doubling up to ``max_wait``.
+    (The callers retry for as long as the outage lasts: they take only the waits.)"""
+    return RetryPolicy(initial=0.05, max=max_wait, jitter=0.0, total_timeout=math.inf)
+
 
 T = TypeVar("T")
 

@@ -26,7 +26,6 @@ releases and generation ids are retried by the heartbeat.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -40,6 +39,7 @@ import anyio
 import attrs
 import redis.asyncio as aioredis
 
+from lumasched._background import Supervisor, Tolerance
 from lumasched._clock import SYSTEM_CLOCK, Clock
 from lumasched.api._taxonomy import Family
 from lumasched.limits import _redis_scripts as lua
@@ -63,6 +63,7 @@ from lumasched.limits._redis_util import (  # account_id, REDIS_DOWN...: still i
     as_text,
     connect,
     pairs,
+    redis_retry,
     uncancellable,
 )
 
@@ -313,7 +314,10 @@ class RedisLimiter:
         self._waiters: dict[Family, list[_Waiter]] = {family: [] for family in Family}
         self._factor: dict[Family, float] = dict.fromkeys(Family, 1.0)
         self._noted_429: set[Family] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._background = Supervisor("lumasched-limits-background", logger)
+        self._heartbeat_trouble = Tolerance("limiter heartbeat", lease_ttl, clock, logger)
+        """A heartbeat failing past the lease TTL has lost every lease: it stops, loudly."""
+        self._wakeup_trouble = Tolerance("limiter wake-up subscriber", lease_ttl, clock, logger)
         self._redis_down = False
         self.round_trips = 0
         """Limiter calls sent to Redis so far (scripts, not the subscriber)."""
@@ -329,25 +333,24 @@ class RedisLimiter:
     # --- lifecycle --------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._tasks:
+        if self._background.started:
             raise RuntimeError("a RedisLimiter cannot be entered twice")
-        # Plain tasks owned by this object and joined in __aexit__ (not a task
-        # group: enter and exit may run in different tasks, e.g. pytest fixtures).
-        self._tasks = [
-            asyncio.create_task(self._heartbeat_loop(), name="lumasched-limits-heartbeat"),
-            asyncio.create_task(self._wakeup_loop(), name="lumasched-limits-wakeup"),
-        ]
+        # Supervised (lumasched._background): a loop that fails stops the limiter,
+        # and its error is raised by the next acquire and by __aexit__.
+        self._background.start(self._heartbeat_loop, self._wakeup_loop)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(DEFAULT_SOCKET_TIMEOUT):
-                await self._hand_over()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            if self._own_client:
-                await self._client.aclose()
+            try:
+                with anyio.move_on_after(DEFAULT_SOCKET_TIMEOUT):
+                    await self._hand_over()
+            finally:
+                try:
+                    await self._background.aclose()
+                finally:
+                    if self._own_client:
+                        await self._client.aclose()
 
     async def _hand_over(self) -> None:
         """On a clean exit, submitted leases become orphans at once so another
@@ -374,11 +377,13 @@ class RedisLimiter:
         family = Family(family)
         if (family, lease_id) in self._held:
             return
+        self._background.check()
         config = self._families[family]
         ticket = uuid.uuid4().hex
         waiter = _Waiter()
         self._waiters[family].append(waiter)
-        backoff = 0.05
+        outage = redis_retry(self.poll_max)
+        down = 0
         try:
             while True:
                 delay: float
@@ -399,7 +404,8 @@ class RedisLimiter:
                     )
                 except REDIS_DOWN as exc:
                     self._note_down(exc)
-                    delay, backoff = backoff, min(backoff * 2, self.poll_max)
+                    down += 1
+                    delay = outage.backoff(down)
                 else:
                     self._note_up()
                     granted, hint, reason = int(result[0]), int(result[1]), as_text(result[2])
@@ -416,6 +422,7 @@ class RedisLimiter:
                             self._note_down(exc)  # the heartbeat tries again
                     if granted:
                         return
+                    self._background.check()  # a waiter must not outlive the heartbeat
                     waiter.rank = int(result[5])
                     if reason == "hold":
                         logger.info("%s: new grants held %.1fs", family.value, hint / 1000)
@@ -632,8 +639,10 @@ class RedisLimiter:
                 self._note_down(exc)
                 await self._clock.sleep(min(0.1, self.heartbeat))
                 continue
-            except Exception:
-                logger.exception("limiter heartbeat failed; retrying")
+            except Exception as exc:  # e.g. Redis out of memory, a script error
+                self._heartbeat_trouble.failed(exc)
+            else:
+                self._heartbeat_trouble.ok()
             self._note_up()
             await self._clock.sleep(self.heartbeat * random.uniform(0.9, 1.0))
 
@@ -650,6 +659,8 @@ class RedisLimiter:
                         self._wake(family, int(as_text(message.get("data", "1"))))
             except REDIS_DOWN:
                 pass
+            except Exception as exc:  # waiters poll anyway: a nudge lost is only slower
+                self._wakeup_trouble.failed(exc)
             finally:
                 with anyio.CancelScope(shield=True):
                     await pubsub.aclose()

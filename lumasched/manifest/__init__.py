@@ -12,7 +12,16 @@ Each item is an object with an optional ``id`` (unique; letters, digits, ``.``,
 (inferred from ``model``: ``photon*`` → image, ``ray*`` → video) and the API's own
 request fields. An item may name another item instead of a generation id: a
 keyframe ``{"type": "generation", "ref": "<item id>"}``, or ``"source": "<item
-id>"`` for upscale and audio. ::
+id>"`` for upscale and audio.
+
+Wherever the API takes a media URL an item may name a local file instead, with
+``"path"`` in place of ``"url"`` (relative to the manifest's folder): a keyframe
+``{"type": "image", "path": "stills/shoe.jpg"}``, ``{"path": ..., "weight": 0.8}``
+in ``image_ref``/``style_ref``, ``modify_image_ref``, ``media`` and
+``first_frame``, and ``{"path": ...}`` among ``character_ref.identity0.images``.
+Each file is checked while the manifest is (it exists, is readable, is an image
+or a video as the field expects, of a format and size the API takes); the
+request holds its ``file://`` URL until the run uploads it. ::
 
     >>> manifest = Manifest("batch.jsonl")
     >>> summary = manifest.check()          # raises ManifestError
@@ -25,7 +34,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,8 +47,10 @@ from lumasched.api import (
     replace_generation_refs,
     request_from_dict,
 )
-from lumasched.api._models import KINDS, REQUEST_CLASSES
+from lumasched.api._inputs import is_local, local_path, local_url, media_slots
+from lumasched.api._models import KINDS, REF_PREFIX, REQUEST_CLASSES
 from lumasched.errors import Problem, ValidationError
+from lumasched.inputs._checks import InputFile, InputProblem, check_input
 from lumasched.manifest._formats import Record, read_records
 
 __all__ = [
@@ -57,11 +67,12 @@ __all__ = [
 _SOURCE_KINDS = frozenset({"upscale", "audio"})
 # Kinds whose result is a video: the only generations a keyframe, an upscale or
 # an audio request can build on.
+# Kinds whose ``media`` is a video (every other local input is an image).
+_VIDEO_SOURCE_KINDS = frozenset({"reframe_video", "modify_video"})
 _VIDEO_RESULT_KINDS = frozenset({"video", "reframe_video", "modify_video", "upscale", "audio"})
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\Z")
 _MAX_ID_LENGTH = 128
-_REF_NAMESPACE = uuid.UUID("5d1f6a86-2f4e-4d55-9b0c-4a7de0b7f3c1")
 
 _FORMATS = {
     ".jsonl": "jsonl",
@@ -74,12 +85,10 @@ _FORMATS = {
 
 
 def ref_placeholder(item_id: str) -> str:
-    """The stand-in generation id used for a reference to item ``item_id``.
-
-    It is UUID-shaped so request validation accepts it; the runner swaps it for
-    the real generation id (or the scheduler's own placeholder) at submission.
-    """
-    return str(uuid.uuid5(_REF_NAMESPACE, item_id))
+    """The stand-in generation id used for a reference to item ``item_id``: the
+    scheduler's own placeholder (``job:<item_id>``, ``Scheduler.ref``), so an item's
+    request can go to the scheduler as it is; ``ManifestItem.resolve`` swaps it."""
+    return REF_PREFIX + item_id
 
 
 class ManifestProblem(Problem):
@@ -201,6 +210,14 @@ class Manifest:
         self.format = format
         self._stamp: tuple[int, int] | None = None
         self._referenced: frozenset[str] = frozenset()
+        self._checked_files: dict[tuple[Path, str], InputFile | str] = {}
+        """(path, expected media) -> the checked file, or what is wrong with it"""
+
+    @property
+    def input_files(self) -> list[InputFile]:
+        """The distinct local files the (checked) manifest's items name."""
+        found = (f for f in self._checked_files.values() if isinstance(f, InputFile))
+        return list({f.path: f for f in found}.values())
 
     # -- pass 1 -------------------------------------------------------------
 
@@ -385,6 +402,15 @@ class Manifest:
         refs: list[tuple[str, str]] = []
         renamed: dict[str, str] = {}
         _take_refs(kind, data, refs, renamed, problems, problem)
+        files: list[tuple[str, str, str]] = []
+        for key, value in data.items():
+            data[key] = _take_paths(value, key, self.path.parent, files, problems, problem)
+        for field, url, where in files:
+            renamed[where if field.endswith("].path") else f"{where}.url"] = field
+            expect = "video" if kind in _VIDEO_SOURCE_KINDS and where == "media" else "image"
+            wrong = self._check_file(local_path(url), expect) if is_local(url) else None
+            if wrong is not None:
+                problems.append(problem(field, wrong))
         reported = {p.path for p in problems}
         try:
             request = request_from_dict(kind, data)
@@ -398,11 +424,29 @@ class Manifest:
                     message += _suggestion(kind, path)
                 problems.append(problem(path, message))
             return _Built(None, problems, item_id, kind, refs)
+        named = {url for _, url, _ in files}
+        for slot in media_slots(request):  # a file:// URL written out in "url"
+            if is_local(slot.url) and slot.url not in named:
+                wrong = self._check_file(local_path(slot.url), slot.expect)
+                if wrong is not None:
+                    problems.append(problem(slot.field, wrong))
         if problems or item_id is None:
             return _Built(None, problems, item_id, kind, refs)
         deps = tuple(dict.fromkeys(dep for _, dep in refs))
         item = ManifestItem(item_id, kind, record.line, request, deps)
         return _Built(item, problems, item_id, kind, refs)
+
+    def _check_file(self, path: Path, expect: str) -> str | None:
+        """What is wrong with ``path`` as an input (None: nothing), once per file."""
+        key = (path, expect)
+        found = self._checked_files.get(key)
+        if found is None:
+            try:
+                found = check_input(path, "video" if expect == "video" else "image")
+            except InputProblem as exc:
+                found = str(exc)
+            self._checked_files[key] = found
+        return found if isinstance(found, str) else None
 
 
 def load_manifest(path: str | os.PathLike[str]) -> list[ManifestItem]:
@@ -504,6 +548,64 @@ def _take_refs(
     data["generation_id"] = ref_placeholder(source)
     renamed["generation_id"] = "source"
     refs.append(("source", source))
+
+
+def _take_paths(
+    value: Any,
+    where: str,
+    base: Path,
+    files: list[tuple[str, str, str]],
+    problems: list[ManifestProblem],
+    problem: Callable[[str, str], ManifestProblem],
+) -> Any:
+    """``{"path": P, ...}`` -> ``{"url": "file://...", ...}`` (``P`` relative to
+    ``base``), recursively; in a list of URLs (character images), ``{"path": P}``
+    becomes the URL itself. ``files`` gets (field, URL, where) of each."""
+    if isinstance(value, list):
+        out = []
+        for i, element in enumerate(value):
+            here = f"{where}[{i}]"
+            if isinstance(element, dict) and set(element) == {"path"}:
+                url = _file_url(element["path"], f"{here}.path", base, problems, problem)
+                files.append((f"{here}.path", url, here))
+                out.append(url)
+            else:
+                out.append(_take_paths(element, here, base, files, problems, problem))
+        return out
+    if not isinstance(value, dict):
+        return value
+    value = {
+        key: _take_paths(child, f"{where}.{key}", base, files, problems, problem)
+        for key, child in value.items()
+    }
+    if "path" not in value:
+        return value
+    field = f"{where}.path"
+    raw = value.pop("path")
+    if where in ("keyframes.frame0", "keyframes.frame1"):
+        value.setdefault("type", "image")
+    if "url" in value:
+        problems.append(problem(field, "give either url or path (a local file)"))
+        return value
+    if value.get("type") == "generation":
+        problems.append(problem(field, "a keyframe of type 'generation' names an id, not a file"))
+        return value
+    value["url"] = _file_url(raw, field, base, problems, problem)
+    files.append((field, value["url"], where))
+    return value
+
+
+def _file_url(
+    raw: Any,
+    field: str,
+    base: Path,
+    problems: list[ManifestProblem],
+    problem: Callable[[str, str], ManifestProblem],
+) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        problems.append(problem(field, "must be a file path (a non-empty string)"))
+        return "-"  # not a file URL: checked no further
+    return local_url(base / Path(raw).expanduser())
 
 
 def _suggestion(kind: str, path: str) -> str:

@@ -26,8 +26,8 @@ from __future__ import annotations
 import attrs
 
 from lumasched.api import CreateRequest, family_of, request_to_dict
+from lumasched.api._models import REF_PREFIX
 from lumasched.engine._digest import recorded_digest, request_digest
-from lumasched.engine._jobtable import REF_PREFIX
 from lumasched.engine._restore import rerunnable
 from lumasched.manifest import Manifest, ManifestItem, ManifestProblem
 from lumasched.pricing import PriceTable, estimate_cost_cents

@@ -14,6 +14,8 @@ import codecs
 import csv
 import json
 import re
+import types
+import typing
 from collections.abc import Callable, Generator, Iterator
 from functools import partial
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any
 import attrs
 import yaml
 
-from lumasched.api._models import REFRAME_INT_FIELDS
+from lumasched.api._models import REQUEST_CLASSES
 
 __all__ = ["MAX_DEPTH", "MAX_LINE_BYTES", "Record", "read_records"]
 
@@ -284,27 +286,46 @@ def _json_record(line: int, text: str) -> Record:
 
 # -- CSV ----------------------------------------------------------------------
 
+
+def _cell_types() -> dict[str, type]:
+    """Field name -> what a CSV cell of that name holds, read off the request models
+    (the schema is written once, in ``lumasched.api``): ``bool``, ``int``, ``float``,
+    or ``dict`` for JSON (an object or a list: a nested model, a tuple, a union of
+    models); a name missing is a string. A name of two kinds would be ambiguous."""
+    kinds: dict[str, type] = {}
+    todo: list[type] = list(REQUEST_CLASSES.values())
+    seen: set[type] = set()
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        for name, hint in typing.get_type_hints(cls).items():
+            if typing.get_origin(hint) is typing.ClassVar:
+                continue
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            options = [t for t in typing.get_args(hint) if union] or [hint]
+            options = [t for t in options if t is not type(None)]
+            models = [t for t in options if attrs.has(t)]
+            todo.extend(models)
+            if models or any(typing.get_origin(t) is tuple for t in options):
+                kind: type = dict
+            elif len(options) == 1 and options[0] in (bool, int, float):
+                kind = options[0]
+            else:
+                continue  # a string (what every cell already is)
+            if kinds.setdefault(name.lstrip("_"), kind) is not kind:
+                raise TypeError(f"field {name!r} has two kinds in the request models")
+    return kinds
+
+
+_CELL_TYPES = _cell_types()
 # Cells are strings, except: these fields hold JSON (an object or a list) ...
-_CSV_JSON_FIELDS = frozenset(
-    {
-        "keyframes",
-        "frame0",
-        "frame1",
-        "concepts",
-        "image_ref",
-        "style_ref",
-        "character_ref",
-        "identity0",
-        "images",
-        "modify_image_ref",
-        "media",
-        "first_frame",
-    }
-)
+_CSV_JSON_FIELDS = frozenset(name for name, kind in _CELL_TYPES.items() if kind is dict)
 # ... these are true/false, and these are numbers.
-_CSV_BOOL_FIELDS = frozenset({"loop", "sync"})
-_CSV_FLOAT_FIELDS = frozenset({"weight", "sync_timeout"})
-_CSV_INT_FIELDS = frozenset(REFRAME_INT_FIELDS)
+_CSV_BOOL_FIELDS = frozenset(name for name, kind in _CELL_TYPES.items() if kind is bool)
+_CSV_FLOAT_FIELDS = frozenset(name for name, kind in _CELL_TYPES.items() if kind is float)
+_CSV_INT_FIELDS = frozenset(name for name, kind in _CELL_TYPES.items() if kind is int)
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
 

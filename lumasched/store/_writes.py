@@ -13,7 +13,13 @@ order, the journal never holds an update without its row, nor a later state
 before an earlier one.
 
 SQLite commits fsync, so commits run in a worker thread, shielded: a cancelled
-task must not leave a job half recorded. Without a journal every write is a
+task must not leave a job half recorded. Reads never touch SQLite on the event
+loop either: ``open()`` reads the journal's records once in a worker thread
+and watches it (``Journal.watch``): every commit, this writer's or a direct
+one's (the CLI seeding rows from the claims), hands over the rows it changed,
+read back in the thread that committed. So ``get``, ``records`` and
+``owners_of`` answer from memory, as last committed (memory grows with the
+journal: a record is a few hundred bytes plus its generation). Without a journal every write is a
 no-op, so callers need not check. Once the disk refuses a commit
 (``StorageError``), every later write fails with that same error without
 touching the journal: what is on disk stays exactly as last committed.
@@ -22,6 +28,7 @@ touching the journal: what is on disk stays exactly as last committed.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -29,7 +36,7 @@ from typing import Any
 import anyio
 
 from lumasched.errors import StorageError
-from lumasched.store.journal import Journal, JournalBatch, NewJob, Write
+from lumasched.store.journal import Journal, JournalBatch, JournalRecord, NewJob, Write
 
 __all__ = ["JournalWriter"]
 
@@ -64,6 +71,56 @@ class JournalWriter:
         self._done_through = 0
         self.broken: StorageError | None = None
         """The error that stopped all writes (the disk refused a commit), if any."""
+        self._records: dict[str, JournalRecord] = {}
+        self._records_lock = threading.Lock()
+        """The journal's worker threads update the records while the loop reads them."""
+        self._owners: dict[str, set[str]] = {}
+        """Generation id -> the keys of the records that hold it."""
+
+    # -- reads, from memory ---------------------------------------------------------
+
+    async def open(self) -> None:
+        """Read the journal's records (in a worker thread) and follow its commits;
+        call once, before any read, and ``close()`` when done."""
+        journal = self.journal
+        if journal is None:
+            return
+        self._remember(await anyio.to_thread.run_sync(journal.watch, self._remember))
+
+    def close(self) -> None:
+        """Stop following the journal's commits."""
+        if self.journal is not None:
+            self.journal.unwatch(self._remember)
+
+    def get(self, key: str) -> JournalRecord | None:
+        """The record of ``key`` as last committed (None without a journal)."""
+        with self._records_lock:
+            return self._records.get(key)
+
+    def records(self) -> list[JournalRecord]:
+        """Every record, in submission order, as last committed."""
+        with self._records_lock:
+            records = list(self._records.values())
+        return sorted(records, key=lambda record: record.seq)
+
+    def owners_of(self, generation_id: str) -> list[str]:
+        """See ``Journal.owners_of``, as last committed."""
+        with self._records_lock:
+            return sorted(self._owners.get(generation_id, ()))
+
+    def _remember(self, records: list[JournalRecord]) -> None:
+        """Called by the journal, in the thread that committed ``records``."""
+        with self._records_lock:
+            self._remember_locked(records)
+
+    def _remember_locked(self, records: list[JournalRecord]) -> None:
+        for record in records:
+            old = self._records.get(record.key)
+            if old is not None and old.generation_id is not None:
+                self._owners.get(old.generation_id, set()).discard(record.key)
+            self._records[record.key] = record
+            if record.generation_id is not None:
+                self._owners.setdefault(record.generation_id, set()).add(record.key)
 
     # -- queued, committed in batches ---------------------------------------------
 

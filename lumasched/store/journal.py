@@ -15,11 +15,14 @@ against the list endpoint before anything else). Commits use
 of new jobs are batched into one transaction.
 
 All methods are synchronous, short and thread-safe: writes go through one
-connection behind a lock, reads through a second one, so that a read (the
-scheduler looking up a submitted key, on its event loop) never waits for a
-write's fsync. The scheduler runs writes in a worker thread, several at once
-in one transaction (``Journal.apply``: one fsync for all of them); the CLI's
-``status`` command reads directly.
+connection behind a lock, reads through a second one, so that a read never
+waits for a write's fsync. Async code never calls them on its event loop: the
+scheduler reaches the journal only through ``store._writes.JournalWriter``,
+which reads it once in a worker thread and keeps the records in memory, kept
+true by ``watch`` (every commit hands its watchers the rows it changed), and
+commits several writes at once in one transaction in a worker thread
+(``Journal.apply``: one fsync for all of them); the CLI's ``status`` command
+reads directly.
 
 A journal has one owner at a time: opening one takes an exclusive OS lock on
 ``<path>.lock`` (``lumasched.store._ownership``), so a second ``Journal`` on the same
@@ -31,6 +34,7 @@ takes no lock and works while a run holds the journal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -215,6 +219,9 @@ class Journal:
         self.read_only = read_only
         self.batch = batch
         self._lock = threading.Lock()
+        self._order = threading.RLock()
+        """Held from a write's transaction through its watchers' calls."""
+        self._watchers: list[Callable[[list[JournalRecord]], object]] = []
         self._owner: OwnerLock | None = None
         if read_only:
             self._open_reader_only()
@@ -372,6 +379,41 @@ class Journal:
     def _tx(self) -> Journal._Tx:
         return Journal._Tx(self)
 
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[JournalBatch]:
+        """One transaction's writes; once committed, the watchers see what changed."""
+        touched: set[str] = set()
+        with self._order:
+            with self._tx() as cur:
+                yield JournalBatch(self, cur, touched)
+            self._notify(touched)
+
+    # -- watchers -----------------------------------------------------------
+
+    def watch(self, listener: Callable[[list[JournalRecord]], object]) -> list[JournalRecord]:
+        """Call ``listener(records)`` after every later commit with the rows it
+        changed, as committed, in the thread that committed (commits and their
+        calls keep their order); returns every record as committed now.
+
+        For a copy of the records in memory (``store._writes.JournalWriter``):
+        it stays true whoever writes, the scheduler or the CLI beside it.
+        """
+        with self._order:
+            self._watchers = [*self._watchers, listener]
+            return list(self.records())
+
+    def unwatch(self, listener: Callable[[list[JournalRecord]], object]) -> None:
+        """Stop calling ``listener`` (at once: it never waits for a commit)."""
+        # A new list, not a change to the one a commit may be iterating.
+        self._watchers = [known for known in self._watchers if known != listener]
+
+    def _notify(self, touched: set[str]) -> None:
+        if not touched or not self._watchers:
+            return
+        records = self.get_many(touched)
+        for listener in self._watchers:
+            listener(records)
+
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._lock:
             row = self._conn.execute(sql, params).fetchone()
@@ -404,8 +446,8 @@ class Journal:
 
         Returns how many rows were inserted.
         """
-        with self._tx() as cur:
-            return JournalBatch(self, cur).add(jobs)
+        with self._batch() as batch:
+            return batch.add(jobs)
 
     def record_intent(
         self,
@@ -419,8 +461,8 @@ class Journal:
     ) -> None:
         """Commit the intent to create (call it before the request is sent);
         ``digest`` identifies the request as submitted (to notice later edits)."""
-        with self._tx() as cur:
-            JournalBatch(self, cur).record_intent(
+        with self._batch() as batch:
+            batch.record_intent(
                 key, lease_id=lease_id, body=body, sent_at=sent_at, owner=owner, digest=digest
             )
 
@@ -430,20 +472,18 @@ class Journal:
         """Make ``key`` a job never sent, with ``request``: its next run creates it
         anew (``--redo-changed``, ``--retry-failed``). What it had (generation id,
         file, failure) is forgotten; the file on disk stays until replaced."""
-        with self._tx() as cur:
-            JournalBatch(self, cur).restart(
-                key, request=request, kind=kind, family=family, reason=reason
-            )
+        with self._batch() as batch:
+            batch.restart(key, request=request, kind=kind, family=family, reason=reason)
 
     def clear_intent(self, key: str, *, state: str = "queued", reason: str | None = None) -> None:
         """The create surely did not happen (refused, 429, 4xx): forget the intent."""
-        with self._tx() as cur:
-            JournalBatch(self, cur).clear_intent(key, state=state, reason=reason)
+        with self._batch() as batch:
+            batch.clear_intent(key, state=state, reason=reason)
 
     def record_submitted(self, key: str, generation_id: str, *, at: float | None = None) -> None:
         """The server returned (or reconcile found) the generation id."""
-        with self._tx() as cur:
-            JournalBatch(self, cur).record_submitted(key, generation_id, at=at)
+        with self._batch() as batch:
+            batch.record_submitted(key, generation_id, at=at)
 
     def update(self, key: str, **fields: Any) -> None:
         """Set columns of one job (``generation`` and ``request`` as dicts)."""
@@ -451,8 +491,8 @@ class Journal:
 
     def update_many(self, changes: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Apply many ``(key, {column: value})`` changes in one transaction."""
-        with self._tx() as cur:
-            JournalBatch(self, cur).update_many(changes)
+        with self._batch() as batch:
+            batch.update_many(changes)
 
     def apply(self, writes: Sequence[Write]) -> list[Exception | None]:
         """Run ``writes`` in order in one transaction (one commit, one fsync).
@@ -461,9 +501,16 @@ class Journal:
         that raises leaves nothing behind, and the others are committed all
         the same. Raises only if the commit itself fails.
         """
+        touched: set[str] = set()
+        with self._order:
+            errors = self._apply(writes, touched)
+            self._notify(touched)
+        return errors
+
+    def _apply(self, writes: Sequence[Write], touched: set[str]) -> list[Exception | None]:
         try:
             with self._tx() as cur:
-                batch = JournalBatch(self, cur)
+                batch = JournalBatch(self, cur, touched)
                 for write in writes:
                     write(batch)
             return [None] * len(writes)
@@ -476,7 +523,7 @@ class Journal:
         # again, each in a savepoint of its own, to commit all but the failures.
         errors: list[Exception | None] = []
         with self._tx() as cur:
-            batch = JournalBatch(self, cur)
+            batch = JournalBatch(self, cur, touched)
             for write in writes:
                 cur.execute("SAVEPOINT one_write")
                 try:
@@ -497,6 +544,20 @@ class Journal:
             # fetchall: the statement is done at once, so no read stays open
             rows = self._reader.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchall()
         return JournalRecord._from_row(rows[0]) if rows else None
+
+    def get_many(self, keys: Iterable[str]) -> list[JournalRecord]:
+        """The records of those of ``keys`` the journal holds (in no set order)."""
+        wanted = list(keys)
+        found: list[JournalRecord] = []
+        for start in range(0, len(wanted), 500):  # under SQLite's bound-parameter limit
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            with self._read_lock:
+                rows = self._reader.execute(
+                    f"SELECT * FROM jobs WHERE key IN ({marks})", chunk
+                ).fetchall()
+            found.extend(JournalRecord._from_row(row) for row in rows)
+        return found
 
     def owners_of(self, generation_id: str) -> list[str]:
         """The keys of the jobs that own a generation id (an upscale or audio job may
@@ -554,9 +615,13 @@ Write = Callable[["JournalBatch"], object]
 class JournalBatch:
     """The journal's writes, inside a transaction that is open (see ``Journal.apply``)."""
 
-    def __init__(self, journal: Journal, cur: sqlite3.Cursor) -> None:
+    def __init__(
+        self, journal: Journal, cur: sqlite3.Cursor, touched: set[str] | None = None
+    ) -> None:
         self._journal = journal
         self._cur = cur
+        self._touched = set() if touched is None else touched
+        """The keys written in this batch (see ``Journal.apply_and_read``)."""
 
     def add(self, jobs: Iterable[NewJob]) -> int:
         """See ``Journal.add``."""
@@ -564,6 +629,7 @@ class JournalBatch:
         now = time.time()
         inserted = 0
         for job in jobs:
+            self._touched.add(job.key)
             self._cur.execute(
                 "INSERT OR IGNORE INTO jobs (key, seq, kind, request, family, priority,"
                 " depends_on, state, queued_at, updated_at)"
@@ -647,6 +713,7 @@ class JournalBatch:
             self.update(key, **fields)
 
     def _update(self, key: str, assignments: str, params: tuple[Any, ...]) -> None:
+        self._touched.add(key)
         self._cur.execute(
             f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
             (*params, time.time(), key),

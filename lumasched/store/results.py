@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterable, Set
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ class ResultsWriter:
     A line the disk refuses (no space, read-only) is taken back whole, so the
     file never ends in a partial line, and ``StorageError`` is raised.
 
+    Every method does file I/O (``close`` fsyncs): async code calls them in a
+    worker thread (``anyio.to_thread.run_sync``), and ``write`` and ``close``
+    are thread-safe.
+
     ``forget``: items this run creates anew (``--redo-changed``,
     ``--retry-failed``): their old lines go at once, so that the file never
     shows a result that no longer stands. ``manifest_ids``: the items of the
@@ -51,6 +56,7 @@ class ResultsWriter:
         """Item id -> the line to put in place of its old one."""
         self._forget = set(forget)
         self._manifest_ids = manifest_ids
+        self._lock = threading.Lock()
         try:
             untidy = self._load()
             if untidy or self._forget & set(self._outcomes) or self._marks_to_change():
@@ -63,6 +69,10 @@ class ResultsWriter:
         self._forget.clear()
 
     def write(self, line: dict[str, Any]) -> None:
+        with self._lock:
+            self._write(line)
+
+    def _write(self, line: dict[str, Any]) -> None:
         assert self._fd is not None
         key = str(line["id"])
         outcome = _outcome(line)
@@ -89,6 +99,10 @@ class ResultsWriter:
             raise storage_error(exc, self.path, "results") from exc
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
