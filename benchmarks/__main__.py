@@ -26,6 +26,7 @@ BENCHMARKS = {
     "memory": "benchmarks.memory",
     "scale": "benchmarks.scale",
     "redis": "benchmarks.redis_scale",
+    "gallery": "benchmarks.gallery",
 }
 
 

@@ -21,7 +21,8 @@ The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``), ``RedisLimiter``,
 the observability names (``SchedulerMetrics``, ``SharedLimitsMetrics``,
 ``configure_logging``: ``lumasched.observe``) and the uploads of local input
 files (``Uploads``, ``S3Target``, ``EmulatorTarget``, ``UploadLog``:
-``lumasched.inputs``) are imported on first use, so ``import lumasched`` stays
+``lumasched.inputs``) and the gallery (``Dashboard``, ``write_gallery``:
+``lumasched.gallery``) are imported on first use, so ``import lumasched`` stays
 light.
 
 The package is a stack of layers, lowest first; a module imports only its own
@@ -36,6 +37,7 @@ tests/test_architecture.py)::
     engine/     Scheduler, job table, create/follow/restore/reconcile, poller, downloads
     manifest/   JSONL / CSV / YAML -> validated requests; the dry-run plan
     claims/     cross-host item claims in Redis
+    gallery/    the run's page (DIR/index.html, plots) and the live Dashboard
     observe/    metrics (Prometheus, OpenTelemetry) and JSON logs, from outside the engine
     facade/     Luma, LumaSync: one object owning client, limiter, journal, scheduler
     web/        callback routes and live events (SSE) for aiohttp and ASGI apps
@@ -157,6 +159,7 @@ from lumasched.store.journal import Journal
 
 if typing.TYPE_CHECKING:
     from lumasched.emulator import Emulator, EmulatorConfig, Faults
+    from lumasched.gallery import Dashboard, write_gallery
     from lumasched.inputs import EmulatorTarget, S3Target, UploadLog, Uploads
     from lumasched.limits.redis import RedisLimiter
     from lumasched.observe import SchedulerMetrics, SharedLimitsMetrics, configure_logging
@@ -176,6 +179,9 @@ _LAZY = {
     "S3Target": "lumasched.inputs",
     "UploadLog": "lumasched.inputs",
     "Uploads": "lumasched.inputs",
+    # The run's page and the live dashboard (aiohttp.web loads with them).
+    "Dashboard": "lumasched.gallery",
+    "write_gallery": "lumasched.gallery",
 }
 
 # 0.1 exported these at the top; they still resolve there, with a warning naming
@@ -243,6 +249,7 @@ __all__ = [
     "Counters",
     "CreateRequest",
     "Credits",
+    "Dashboard",
     "DependencyFailed",
     "DownloadError",
     "Downloader",
@@ -324,4 +331,5 @@ __all__ = [
     "make_limiter",
     "request_from_dict",
     "request_to_dict",
+    "write_gallery",
 ]

@@ -20,6 +20,8 @@ DEFAULT_JOB_TIMEOUT = 3600.0
 DEFAULT_MAX_ASSET_SIZE = 4 * 1024**3
 """The largest asset downloaded (a 4K, 10 s video is well under 1 GiB)."""
 DEFAULT_USER_AGENT_PRODUCT = "lumasched"
+DEFAULT_DASHBOARD_PORT = 8765
+"""Where ``--dashboard`` serves the live page (on 127.0.0.1) when no port is given."""
 # Local input files (lumasched.inputs). The API documents no limits; these are
 # what its hosted inputs look like in practice, and what it can fetch quickly.
 MAX_INPUT_IMAGE_BYTES = 10 * 1024**2

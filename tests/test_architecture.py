@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engine", ("engine",)),
     ("manifest", ("manifest",)),
     ("claims", ("claims",)),
+    ("gallery", ("gallery",)),
     ("observe", ("observe",)),
     ("facade", ("facade",)),
     ("web", ("web",)),

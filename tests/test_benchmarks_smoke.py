@@ -114,7 +114,7 @@ def test_runner_help_lists_every_benchmark() -> None:
         text=True,
         check=True,
     ).stdout
-    for name in ("makespan", "client_cost", "memory", "scale", "redis", "all"):
+    for name in ("makespan", "client_cost", "memory", "scale", "redis", "gallery", "all"):
         assert name in out
 
 
@@ -168,6 +168,13 @@ def test_scale_benchmark_runs_tiny(tmp_path: Path) -> None:
     """The scale benchmark reports jobs/s per size and the largest/smallest ratio."""
     doc = _run_tiny("scale", tmp_path)
     assert {"jobs / s", "jobs/s ratio (largest / smallest)"} <= _metrics(doc)
+
+
+@pytest.mark.slow
+def test_gallery_benchmark_runs_tiny(tmp_path: Path) -> None:
+    """The gallery benchmark times the page of a large folder, first and again."""
+    doc = _run_tiny("gallery", tmp_path)
+    assert {"page again per 1,000 items", "page size per item"} <= _metrics(doc)
 
 
 @pytest.mark.slow

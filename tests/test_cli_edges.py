@@ -91,6 +91,8 @@ def test_a_misbehaving_server_ends_every_item_with_its_reason(
     assert "redirect loop" in reasons["redirect-asset"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["limits.toml", "m.jsonl", "out"]
     assert sorted(p.name for p in out.iterdir()) == [
+        ".gallery",  # the page's thumbnails
+        "index.html",  # the page of the run
         "journal.sqlite",
         "journal.sqlite.lock",  # the run's ownership of the folder (empty once it ends)
         "ok.mp4",

@@ -39,6 +39,8 @@ def test_quickstart_batch_runs_and_resumes_without_creating_again(
     for row in results.values():
         assert Path(str(row["path"])).stat().st_size == row["bytes"]
     assert "creates 10," in first
+    page = (out / "index.html").read_text()
+    assert all(f'id="item-{key}"' in page for key in manifest_ids), "the gallery shows every item"
 
     assert cli.main([*args, "--emulator-speed", "2000", "--no-progress"]) == 0
     assert "creates 0," in capsys.readouterr().out

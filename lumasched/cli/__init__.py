@@ -35,6 +35,7 @@ import attrs
 
 from lumasched._config import (
     API_KEY_HELP,
+    DEFAULT_DASHBOARD_PORT,
     DEFAULT_JOB_TIMEOUT,
     DEFAULT_MAX_ASSET_SIZE,
     ENV_API_KEY,
@@ -355,7 +356,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="plain timestamped log lines instead of the live display",
     )
+    run.add_argument(
+        "--dashboard",
+        metavar="PORT",
+        nargs="?",
+        type=_port,
+        const=DEFAULT_DASHBOARD_PORT,
+        help="serve a live page of the run on http://127.0.0.1:PORT/ "
+        f"(default port {DEFAULT_DASHBOARD_PORT}; 0 picks a free one)",
+    )
     _api_options(run)
+
+    gallery = sub.add_parser(
+        "gallery",
+        help="write DIR/index.html, the page of a run's results",
+        description="Write (or bring up to date) DIR/index.html: every item of the run "
+        "with its thumbnail or video, prompt, options, state and failure reason, chains "
+        "side by side, and a report with plots. `lumasched run` writes it too; use this "
+        "for a folder made by an older version or by several hosts' results merged. "
+        "Reads only the folder; sends nothing.",
+    )
+    gallery.add_argument("dir", metavar="DIR", type=Path, help="the --out directory of a run")
+    gallery.add_argument(
+        "--journal",
+        metavar="PATH",
+        type=Path,
+        help=f"journal file to read (default: DIR/{JOURNAL_NAME}, if there is one)",
+    )
 
     status = sub.add_parser(
         "status",
@@ -877,6 +904,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         metrics_linger=args.metrics_linger,
         log_json=args.log_format == "json",
         upload=upload,
+        dashboard_port=args.dashboard,
+        family_totals=totals,
     )
     try:
         outcome = asyncio.run(_runner.run_batch(options, display))
@@ -1162,8 +1191,41 @@ def _usd(cents: float) -> str:
     return f"${dollars:,.3f}" if 0 < dollars < 0.01 else f"${dollars:,.2f}"
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port}: must be 0..65535")
+    return port
+
+
+def _cmd_gallery(args: argparse.Namespace) -> int:
+    from lumasched.gallery import write_gallery
+
+    folder: Path = args.dir
+    if not folder.is_dir():
+        _err(f"{folder}: not a directory")
+        return EXIT_USAGE
+    if args.journal is None and not (folder / JOURNAL_NAME).is_file():
+        if not (folder / RESULTS_NAME).is_file():
+            _err(f"{folder}: neither {JOURNAL_NAME} nor {RESULTS_NAME} there (not a run's --out)")
+            return EXIT_USAGE
+    elif args.journal is not None and not args.journal.is_file():
+        _err(f"--journal {args.journal}: no such file")
+        return EXIT_USAGE
+    try:
+        page = write_gallery(folder, journal_path=args.journal)
+    except OSError as exc:
+        raise StorageError(str(exc.strerror or exc), path=str(folder), what="gallery") from exc
+    _out(f"gallery: {page}")
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
+    "gallery": _cmd_gallery,
     "status": _cmd_status,
     "get": _cmd_get,
     "list": _cmd_list,

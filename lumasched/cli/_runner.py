@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from collections import Counter
@@ -37,6 +38,7 @@ from lumasched.engine.jobs import Job, JobDeferred, JobResult
 from lumasched.errors import (
     APIUnreachableError,
     AuthenticationError,
+    ConfigurationError,
     ItemsChangedError,
     LumaError,
     PermissionDeniedError,
@@ -101,6 +103,10 @@ class RunOptions:
     upload: UploadOptions | None = None
     """Where the manifest's local files go (``--upload``); the emulator's store
     with ``emulator``."""
+    dashboard_port: int | None = None
+    """``--dashboard``: serve the live page on 127.0.0.1 on this port (0: a free one)."""
+    family_totals: dict[Family, int] = attrs.Factory(dict)
+    """Items per family in the manifest (for the dashboard's ETA)."""
 
 
 @attrs.define
@@ -197,7 +203,24 @@ async def run_batch(options: RunOptions, display: Display) -> RunOutcome:
             )
             if found.changed and not options.redo_changed:
                 raise ItemsChangedError(found.changed, cost_cents=found.changed_cents)
-        return await _run_owned(options, journal, display, outcome, started)
+        await _run_owned(options, journal, display, outcome, started)
+        if outcome.storage_error is None:
+            await anyio.to_thread.run_sync(_write_gallery, options, journal, outcome, display)
+        return outcome
+
+
+def _write_gallery(
+    options: RunOptions, journal: Journal, outcome: RunOutcome, display: Display
+) -> None:
+    """``DIR/index.html`` brought up to date, with what the report needs from this
+    run (the limits, the counters) kept in the journal for ``lumasched gallery``."""
+    from lumasched.gallery import GALLERY_NAME, report_meta, write_gallery
+
+    try:
+        journal.set_meta("report", json.dumps(report_meta(options.limits, outcome.counters)))
+        write_gallery(options.out_dir, journal_path=options.journal_path)
+    except Exception as exc:  # the files are made; a page that fails must not fail the run
+        display.note(f"{GALLERY_NAME} not written: {exc}")
 
 
 async def _run_owned(
@@ -342,6 +365,9 @@ async def _run(
             )
         )
         stack.push_async_callback(anyio.to_thread.run_sync, results.close)
+        if options.dashboard_port is not None:
+            # Before the scheduler starts: a port in use ends the run with nothing sent.
+            await _open_dashboard(stack, options, scheduler, display)
         await stack.enter_async_context(scheduler)
         display.start(scheduler, options.out_dir)
         try:
@@ -357,6 +383,27 @@ async def _run(
             # Leaving the scheduler with an exception stops it at once; what is
             # in flight stays in the journal for the next run.
             raise _HardStop
+
+
+async def _open_dashboard(
+    stack: AsyncExitStack, options: RunOptions, scheduler: Any, display: Display
+) -> None:
+    from lumasched.gallery import Dashboard
+
+    dashboard = Dashboard(
+        scheduler,
+        port=options.dashboard_port or 0,
+        totals=options.family_totals,
+    )
+    try:
+        await stack.enter_async_context(dashboard)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigurationError(
+            f"--dashboard {options.dashboard_port}: cannot listen on 127.0.0.1 ({reason}); "
+            "nothing was sent"
+        ) from exc
+    display.note(f"dashboard: {dashboard.url}")
 
 
 async def _claim_store(
