@@ -41,6 +41,7 @@ def test_quickstart_batch_runs_and_resumes_without_creating_again(
     assert "creates 10," in first
     page = (out / "index.html").read_text()
     assert all(f'id="item-{key}"' in page for key in manifest_ids), "the gallery shows every item"
+    assert f"gallery: {out / 'index.html'}" in first, "the summary says where the page is"
 
     assert cli.main([*args, "--emulator-speed", "2000", "--no-progress"]) == 0
     assert "creates 0," in capsys.readouterr().out

@@ -183,6 +183,8 @@ class _Base:
         out.print(Text(", ".join(parts)))
         if self.out_dir is not None:
             out.print(Text(f"results: {self.out_dir / 'results.jsonl'}"))
+        if outcome.gallery is not None:
+            out.print(Text(f"gallery: {outcome.gallery} (open it in a browser)"))
         if outcome.failed:
             out.print(Text(f"{len(outcome.failed)} failed:"))
             for key, reason in outcome.failed:

@@ -138,6 +138,8 @@ class RunOutcome:
     """Why creating stopped for good in this run (a rejected key, an unreachable API)."""
     review: Review | None = None
     """What the journal held before the run (changed, failed, reset items)."""
+    gallery: Path | None = None
+    """``DIR/index.html``, once this run brought it up to date."""
 
     @property
     def not_run_total(self) -> int:
@@ -218,7 +220,7 @@ def _write_gallery(
 
     try:
         journal.set_meta("report", json.dumps(report_meta(options.limits, outcome.counters)))
-        write_gallery(options.out_dir, journal_path=options.journal_path)
+        outcome.gallery = write_gallery(options.out_dir, journal_path=options.journal_path)
     except Exception as exc:  # the files are made; a page that fails must not fail the run
         display.note(f"{GALLERY_NAME} not written: {exc}")
 
