@@ -144,6 +144,8 @@ class ClaimStore:
     re-seeded). ``remembered``: the epoch and sites an earlier process of this
     site knew (what ``on_join(epoch, sites)`` was last given): a state lost
     while no process of the site ran is then noticed too, and re-seeded.
+    ``on_join`` runs in a worker thread (it may write a journal: never SQLite on
+    the event loop), one call at a time, in order.
     ``clock``: what the heartbeat and the waits run on (a fake one in tests).
 
     Also the scheduler's claim hooks (``before_create``, ``created``,
@@ -197,6 +199,7 @@ class ClaimStore:
         self._remembered_epoch, sites = remembered
         self._sites.update(sites)
         self._on_join = on_join
+        self._joins_told = anyio.Lock()
         self._lost_noted: str | None = None
         self._joined = asyncio.Lock()
         self._background = Supervisor("lumasched-claims-heartbeat", logger)
@@ -594,9 +597,9 @@ class ClaimStore:
             )
         )
         epoch = as_text(raw[0])
-        self._learn(pairs(raw[2]))
+        await self._learn(pairs(raw[2]))
         if as_text(raw[3]) != "1":
-            self._joined_epoch(epoch)
+            await self._joined_epoch(epoch)
             return None
         facts = [
             Reseed(key, record.digest or self._digests.get(key), record)
@@ -608,22 +611,31 @@ class ClaimStore:
         # The epoch is ours only once all is back: if Redis drops mid-way, the next
         # call joins and re-seeds again (the writes are idempotent).
         written = await self._put(facts, done=True, held=held, epoch=epoch)
-        self._joined_epoch(epoch)
+        await self._joined_epoch(epoch)
         return written
 
-    def _joined_epoch(self, epoch: str) -> None:
+    async def _joined_epoch(self, epoch: str) -> None:
         self._epoch = self._remembered_epoch = epoch
-        if self._on_join is not None:
-            self._on_join(epoch, dict(self._sites))
+        await self._tell_joined(epoch)
 
-    def _learn(self, sites: dict[str, str]) -> None:
+    async def _learn(self, sites: dict[str, str]) -> None:
         """Remember the sites that work the batch (and let ``on_join`` keep them)."""
         new = {site: label for site, label in sites.items() if self._sites.get(site) != label}
         if not new:
             return
         self._sites.update(new)
-        if self._on_join is not None and self._epoch is not None:
-            self._on_join(self._epoch, dict(self._sites))
+        if self._epoch is not None:
+            await self._tell_joined(self._epoch)
+
+    async def _tell_joined(self, epoch: str) -> None:
+        """``on_join`` in a worker thread, one call at a time (the heartbeat and a
+        join may both learn something), each given the state as it is by then: a
+        slower call never writes an older state over a newer one."""
+        if self._on_join is None:
+            return
+        async with self._joins_told:
+            epoch = self._epoch or epoch
+            await anyio.to_thread.run_sync(self._on_join, epoch, dict(self._sites))
 
     async def _put(
         self,
@@ -722,7 +734,7 @@ class ClaimStore:
         # within a heartbeat and re-seeds it.
         raw = await self._run("RENEW", "", *(self._field(key) for key in keys))
         self._note_up()
-        self._learn(pairs(raw[1]))
+        await self._learn(pairs(raw[1]))
         fields = {self._field(key): key for key in keys}
         for field in map(as_text, raw[0]):
             key = fields.get(field, field)
