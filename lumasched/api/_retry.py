@@ -17,7 +17,10 @@ Each failure has one retry layer: a create's connect error is not retried by
 the client (``retry_connect=False``) but re-queued by the scheduler, which
 paces the probes (``engine._reachability``); a 429 on a create is the
 limiter's (``retry_rate_limited=False``); an asset GET is retried by the
-downloader only.
+downloader only; a status read (``get``/``list``) made by the poller is one
+attempt (``retry=False``), the poller rescheduling it with this policy's
+back-off (and pausing every check on a 429), while the same read made directly
+by library code is retried by the client, as documented for ``LumaClient``.
 """
 
 from __future__ import annotations
