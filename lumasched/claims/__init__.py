@@ -257,6 +257,7 @@ class ClaimStore:
         if digest:
             self._digests[key] = digest
         waited = False
+        # Not a retry loop: waiting for other sites to re-seed (outages: _retrying).
         while True:
             raw = await self._retrying(self._run, "CLAIM", key)
             status = as_text(raw[0])
@@ -284,6 +285,7 @@ class ClaimStore:
         ``CLAIMED``/``ADOPTED`` here mean: free to claim."""
         wanted = list(keys)
         fields = [self._field(key) for key in wanted]
+        # Not a retry loop: read again once re-joined under the new epoch.
         while True:
             raw = await self._retrying(
                 self._client.eval, lua.PEEK, len(self._keys), *self._keys, *fields
@@ -475,6 +477,7 @@ class ClaimStore:
         that site's journal). Returns how many records were written. For a store
         that works no items (an importer): it does not join the batch as a site."""
         facts = list(facts)
+        # Not a retry loop: written again under the epoch that replaced a lost one.
         while True:
             if self._epoch is None:
                 # Under the current epoch (created if the state is new), as no site:
@@ -514,20 +517,22 @@ class ClaimStore:
     async def _retrying(self, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
         """``fn(...)``, called again while Redis is unreachable (claiming and
         recording pause; nothing is lost)."""
-        down = 0
-        while True:
-            try:
-                result = await fn(*args, **kw)
-            except REDIS_DOWN as exc:
-                self._note_down(exc)
-                down += 1
-                await self._clock.sleep(_REDIS_RETRY.backoff(down))
-            else:
-                self._note_up()
-                return result
+
+        async def attempt() -> T:
+            return await fn(*args, **kw)  # some fns (``eval``) return an awaitable
+
+        result = await _REDIS_RETRY.call(
+            attempt,
+            should_retry=lambda exc: isinstance(exc, REDIS_DOWN),
+            on_retry=lambda exc, _wait: self._note_down(exc),
+            sleep=self._clock.sleep,
+        )
+        self._note_up()
+        return result
 
     async def _run(self, name: str, key: str, *args: Any) -> Any:
         """Run a script of ours; after a loss of the state, re-seed and run it again."""
+        # Not a retry loop: once per loss of the state (no wait: the re-seed is the work).
         while True:
             if self._epoch is None:
                 await self._recover(None)
@@ -555,6 +560,7 @@ class ClaimStore:
                     "or a flush): re-seeding what this host knows; creates pause meanwhile"
                 )
             before = self._remembered_epoch
+            # Not a retry loop: join again only when the state was lost again meanwhile.
             while True:
                 try:
                     written = await self._join(lost_epoch or self._remembered_epoch or "")
@@ -715,6 +721,7 @@ class ClaimStore:
             self._event(f"Redis reachable again after {down:.0f}s: creates resume")
 
     async def _heartbeat(self) -> None:
+        # Not a retry loop: a renewal every ttl/3 for the store's life.
         while True:
             await self._clock.sleep(self.ttl / 3 * random.uniform(0.9, 1.0))
             if self._epoch is None:
