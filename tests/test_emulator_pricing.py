@@ -91,7 +91,7 @@ def test_bad_price_files(tmp_path):
     bad.write_text('[image_usd_per_image]\n"photon-1" = "cheap"\n')
     with pytest.raises(ConfigurationError):
         PriceTable.from_file(bad)
-    bad.write_text('fps = 0\naudio_usd = -1\nvideo_usd_per_megapixel = 5\ndiscount = 1\n')
+    bad.write_text("fps = 0\naudio_usd = -1\nvideo_usd_per_megapixel = 5\ndiscount = 1\n")
     with pytest.raises(ConfigurationError) as info:
         PriceTable.from_file(bad)
     assert str(info.value).splitlines() == [
