@@ -33,6 +33,7 @@ from typing import Any, Self
 import attrs
 
 from lumasched.api import _models as api_models
+from lumasched.api._converter import config_from_dict, register_config
 from lumasched.errors import ConfigurationError
 
 __all__ = [
@@ -128,29 +129,15 @@ class PriceTable:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "prices") -> Self:
         """A table from a mapping; fields left out keep their defaults, the two
-        per-model tables are merged into the defaults."""
-        fields = {a.name for a in attrs.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise ConfigurationError(f"{source}: unknown price fields: {', '.join(unknown)}")
+        per-model tables are merged into the defaults. Through the wire's
+        converter: every problem at once, one ``SOURCE: field: problem`` line each."""
         default = cls()
-        values: dict[str, Any] = {}
-        for name, value in data.items():
-            if name in ("video_usd_per_megapixel", "image_usd_per_image"):
-                if not isinstance(value, Mapping) or not all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
-                    for v in value.values()
-                ):
-                    raise ConfigurationError(
-                        f"{source}: {name}: must map model names to non-negative numbers"
-                    )
-                values[name] = {**getattr(default, name), **value}
-            else:
-                values[name] = value
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"{source}: {exc}") from exc
+        values = dict(data)
+        for name in _PER_MODEL:
+            given = values.get(name)
+            if isinstance(given, Mapping):
+                values[name] = {**getattr(default, name), **given}
+        return config_from_dict(values, cls, source=source, what="prices")
 
     @classmethod
     def from_file(cls, path: str | Path) -> Self:
@@ -217,6 +204,39 @@ class PriceTable:
             return self.audio_usd
         raise ValueError(f"unknown request kind {kind!r}")
 
+
+_PER_MODEL = ("video_usd_per_megapixel", "image_usd_per_image")
+
+
+def _per_model(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise TypeError("must be a table of model names to prices")
+    for model, price in value.items():
+        _price(price, what=f"the price of {model!r}")
+    return {str(model): float(price) for model, price in value.items()}
+
+
+def _price(value: Any, *, what: str = "") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{what}{' ' if what else ''}must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def _positive(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"must be a positive number, got {value!r}")
+    return value
+
+
+register_config(
+    PriceTable,
+    video_usd_per_megapixel=_per_model,
+    image_usd_per_image=_per_model,
+    upscale_usd_per_megapixel=_price,
+    audio_usd=_price,
+    fps=_positive,
+    assumed_seconds=_positive,
+)
 
 DEFAULT_PRICES = PriceTable()
 

@@ -46,6 +46,34 @@ def test_backoff_doubles_to_the_cap_with_jitter() -> None:
     assert all(0.375 <= policy.backoff(1) <= 0.5 for _ in range(50))
 
 
+def test_backoff_stays_at_the_cap_through_a_long_outage() -> None:
+    """Retry 5,000 of a loop that lasts an outage (Redis down) waits the cap, where
+    2**4999 would not convert to a float."""
+    policy = RetryPolicy(initial=0.05, max=1.0, jitter=0.0)
+    assert policy.backoff(5000) == 1.0
+
+
+async def test_a_policy_waits_on_the_sleep_it_is_given() -> None:
+    """``call(sleep=...)``: the waits go to an injected clock, one per retry."""
+    slept: list[float] = []
+    failures = iter([ConnectionError(), ConnectionError()])
+
+    async def attempt() -> str:
+        for exc in failures:
+            raise exc
+        return "ok"
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    policy = RetryPolicy(initial=0.5, max=8.0, jitter=0.0)
+    result = await policy.call(
+        attempt, should_retry=lambda exc: isinstance(exc, ConnectionError), sleep=sleep
+    )
+    assert result == "ok"
+    assert slept == [0.5, 1.0]
+
+
 def test_sane_retry_after_wins() -> None:
     """A Retry-After in (0, 60] s is used; zero, negative or > 60 s falls back to backoff."""
     policy = RetryPolicy(jitter=0.0)

@@ -134,13 +134,13 @@ async def test_claims_heartbeat_lives_through_an_unexpected_error(
         renewed = True
         return reply
 
-    def broken_learn(*args: Any) -> None:
+    async def broken_learn(*args: Any) -> None:
         # Only the heartbeat renews: its replies (the first three) are "odd".
         nonlocal renewed
         after_renew, renewed = renewed, False
         if after_renew and beats <= odd_until:
             raise LookupError("odd sites reply")
-        learn(*args)
+        await learn(*args)
 
     holder._scripts["RENEW"] = counted_renew  # type: ignore[assignment]
     monkeypatch.setattr(holder, "_learn", broken_learn)

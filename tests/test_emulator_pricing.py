@@ -91,6 +91,18 @@ def test_bad_price_files(tmp_path):
     bad.write_text('[image_usd_per_image]\n"photon-1" = "cheap"\n')
     with pytest.raises(ConfigurationError):
         PriceTable.from_file(bad)
+    bad.write_text("fps = 0\naudio_usd = -1\nvideo_usd_per_megapixel = 5\ndiscount = 1\n")
+    with pytest.raises(ConfigurationError) as info:
+        PriceTable.from_file(bad)
+    assert str(info.value).splitlines() == [
+        "invalid prices:",
+        f"{bad}: video_usd_per_megapixel: must be a table of model names to prices",
+        f"{bad}: audio_usd: must be a non-negative number, got -1",
+        f"{bad}: fps: must be a positive number, got 0",
+        f"{bad}: discount: unknown field (expected video_usd_per_megapixel, "
+        "image_usd_per_image, upscale_usd_per_megapixel, audio_usd, fps, assumed_seconds, "
+        "assumed_resolution, default_video_model, default_image_model)",
+    ]
     with pytest.raises(ConfigurationError):
         PriceTable.from_file(tmp_path / "missing.toml")
 

@@ -37,9 +37,23 @@ def test_toml_errors_name_file_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as info:
         Limits.from_toml(path)
     text = str(info.value)
-    assert f"{path}: video.concurrency: must be a positive integer" in text
-    assert f"{path}: video.requets: unknown field" in text
-    assert f"{path}: [audio]: unknown family" in text
+    assert f"{path}: video.concurrency: must be a positive integer, got 0" in text
+    assert f"{path}: video.requets: unknown field (expected concurrency, " in text
+    assert f"{path}: audio: unknown field (expected video, image)" in text
+
+
+def test_a_section_that_is_not_a_table_is_named(tmp_path: Path) -> None:
+    """``video = 5`` and a number given as text name their field; good fields parse."""
+    path = tmp_path / "limits.toml"
+    path.write_text('video = 5\n[image]\nper_seconds = "60"\nrequests = 2.5\n')
+    with pytest.raises(ConfigurationError) as info:
+        Limits.from_toml(path)
+    assert str(info.value).splitlines() == [
+        "invalid limits:",
+        f"{path}: video: must be a table",
+        f"{path}: image.requests: must be a positive integer, got 2.5",
+        f"{path}: image.per_seconds: must be a positive number, got '60'",
+    ]
 
 
 def test_unknown_tier_is_a_clear_error() -> None:

@@ -20,10 +20,12 @@ from lumasched.store.journal import Journal, NewJob
 from tests import _cli_fixtures as fx
 from tests._cli_fixtures import MIXED_ITEMS, ThreadedEmulator, write_jsonl
 from tests._engine_fixtures import engine
+from tests._redis_fixtures import RedisServer, redis_process
 
 emulator = fx.emulator
 cli_env = fx.cli_env
 limits_file = fx.limits_file
+__all__ = ["redis_process"]
 
 
 class LoopThreadWatch:
@@ -113,6 +115,31 @@ def test_cli_runs_touch_journal_and_results_off_the_loop(
     (out / "bear.mp4").unlink()  # the rerun verifies every file and fetches this one again
     assert cli.main(args) == 0
     assert (out / "bear.mp4").is_file()
+    assert seen.offences == []
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name files")
+def test_redis_runs_touch_journal_off_the_loop(
+    watch: Callable[..., LoopThreadWatch],
+    cli_env: ThreadedEmulator,
+    redis_process: RedisServer,
+    limits_file: Path,
+    tmp_path: Path,
+) -> None:
+    """A ``--redis`` run (joining the batch's claims writes the epoch and sites to
+    the journal) and its rerun keep SQLite, fsync and results.jsonl off the loop."""
+    seen = watch(ignore={cli_env._thread.ident})
+    manifest = write_jsonl(tmp_path / "mixed.jsonl", MIXED_ITEMS)
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--out", str(out), "--limits", str(limits_file)]
+    args += ["--no-progress", "--redis", redis_process.url]
+    assert cli.main(args) == 0
+    redis_process.stop()
+    redis_process.start()  # a new, empty state: the rerun joins and re-seeds it
+    assert cli.main(args) == 0
+    with Journal(out / "journal.sqlite", read_only=True) as reader:
+        assert reader.meta("claims_epoch") is not None
     assert seen.offences == []
 
 

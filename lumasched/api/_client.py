@@ -312,11 +312,11 @@ class LumaClient:
         error = exc.error if isinstance(exc, _Failed) else exc
         log.info("retrying in %.2fs after %s", wait, error)
 
-    async def _run(self, attempt: Callable[[], Any]) -> Any:
+    async def _run(self, attempt: Callable[[], Any], *, retry: bool = True) -> Any:
         try:
             return await self.retry.call(
                 attempt,
-                should_retry=lambda exc: isinstance(exc, _Failed) and exc.retryable,
+                should_retry=lambda exc: retry and isinstance(exc, _Failed) and exc.retryable,
                 retry_after=lambda exc: exc.retry_after if isinstance(exc, _Failed) else None,
                 on_retry=self._note_failure,
             )
@@ -326,7 +326,9 @@ class LumaClient:
 
     # -- reads -------------------------------------------------------------------------
 
-    async def _read(self, op: _Op, method: str, path: str, parse: Callable[[Any], T]) -> T:
+    async def _read(
+        self, op: _Op, method: str, path: str, parse: Callable[[Any], T], *, retry: bool = True
+    ) -> T:
         async def attempt() -> T:
             self._counts[op] += 1
             try:
@@ -357,22 +359,26 @@ class LumaClient:
                 )
                 raise _Failed(unreadable, retryable=True) from exc
 
-        result: T = await self._run(attempt)
+        result: T = await self._run(attempt, retry=retry)
         return result
 
     def _note_status(self, error: APIStatusError) -> None:
         if error.status == 429:
             self._counts["rate_limited"] += 1
 
-    async def get(self, generation_id: str) -> Generation:
-        """``GET /generations/{id}``."""
+    async def get(self, generation_id: str, *, retry: bool = True) -> Generation:
+        """``GET /generations/{id}``. ``retry=False``: one attempt, whatever the error
+        (for a caller that owns the retry, as the poller does)."""
         path = f"/generations/{quote_id(generation_id)}"
-        return await self._read("get", "GET", path, structure_generation)
+        return await self._read("get", "GET", path, structure_generation, retry=retry)
 
-    async def list(self, limit: int = 100, offset: int = 0) -> GenerationPage:
-        """``GET /generations?limit=&offset=``: one page (order as the server gives it)."""
+    async def list(
+        self, limit: int = 100, offset: int = 0, *, retry: bool = True
+    ) -> GenerationPage:
+        """``GET /generations?limit=&offset=``: one page (order as the server gives it).
+        ``retry=False``: one attempt, as for ``get``."""
         path = f"/generations?limit={int(limit)}&offset={int(offset)}"
-        return await self._read("list", "GET", path, structure_page)
+        return await self._read("list", "GET", path, structure_page, retry=retry)
 
     async def iter_generations(self, page_size: int = 100) -> AsyncIterator[Generation]:
         """Every generation, page after page (``offset`` advances while ``has_more``)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from cattrs.errors import (
     IterableValidationError,
     IterableValidationNote,
 )
-from cattrs.gen import make_dict_structure_fn
+from cattrs.gen import make_dict_structure_fn, override
 from cattrs.preconf.json import make_converter
 
 from lumasched.api._models import (
@@ -44,10 +44,12 @@ from lumasched.api._models import (
     Media,
     Ping,
 )
-from lumasched.errors import Problem, ValidationError
+from lumasched.errors import ConfigurationError, Problem, ValidationError
 
 __all__ = [
+    "config_from_dict",
     "dumps_body",
+    "register_config",
     "request_body",
     "request_from_dict",
     "request_to_dict",
@@ -200,28 +202,68 @@ def _leaf_message(exc: BaseException) -> str:
     return f"invalid value ({type(exc).__name__})"
 
 
-def problems_from_cattrs(exc: BaseException, path: tuple[str | int, ...] = ()) -> list[Problem]:
-    """Flatten a cattrs structuring error into ``Problem(path, message)`` lines."""
+def problems_from_cattrs(
+    exc: BaseException, path: tuple[str | int, ...] = (), *, expected: bool = False
+) -> list[Problem]:
+    """Flatten a cattrs structuring error into ``Problem(path, message)`` lines;
+    ``expected``: an unknown field's line names the fields there are."""
     if isinstance(exc, _Located):
         return [Problem(_join(path + exc.path), exc.message)]
     if isinstance(exc, ForbiddenExtraKeysError):
-        return [Problem(_join((*path, key)), "unknown field") for key in sorted(exc.extra_fields)]
+        known = ", ".join(a.name for a in attrs.fields(exc.cl)) if expected else ""
+        what = f"unknown field (expected {known})" if known else "unknown field"
+        return [Problem(_join((*path, key)), what) for key in sorted(exc.extra_fields)]
     if isinstance(exc, ClassValidationError | IterableValidationError):
         problems: list[Problem] = []
         inner: list[tuple[BaseException, Any]] = list(exc.group_exceptions()[0])
         for sub, note in inner:
             if note is None:
-                problems.extend(problems_from_cattrs(sub, path))
+                problems.extend(problems_from_cattrs(sub, path, expected=expected))
                 continue
             step: str | int = note.index if isinstance(note, IterableValidationNote) else note.name
             if isinstance(sub, KeyError):
                 problems.append(Problem(_join((*path, step)), "required field missing"))
             else:
-                problems.extend(problems_from_cattrs(sub, (*path, step)))
+                problems.extend(problems_from_cattrs(sub, (*path, step), expected=expected))
         for sub in exc.group_exceptions()[1]:
-            problems.extend(problems_from_cattrs(sub, path))
+            problems.extend(problems_from_cattrs(sub, path, expected=expected))
         return problems
     return [Problem(_join(path), _leaf_message(exc))]
+
+
+# -- settings files (limits, prices) ---------------------------------------------------
+
+
+def register_config(cls: type[Any], **checks: Callable[[Any], Any]) -> None:
+    """Structure the attrs class ``cls`` strictly (an unknown key is a problem), each
+    field named in ``checks`` through its check first: it returns the value to
+    structure as the field's type, or raises ``ValueError``/``TypeError`` saying
+    what is wrong (``must be a positive integer, got 0``)."""
+
+    def checked(check: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
+        return lambda value, type_: _converter.structure(check(value), type_)
+
+    overrides: dict[str, Any] = {
+        name: override(struct_hook=checked(check)) for name, check in checks.items()
+    }
+    hook = make_dict_structure_fn(cls, _converter, _cattrs_forbid_extra_keys=True, **overrides)
+    _converter.register_structure_hook(cls, hook)
+
+
+def config_from_dict(data: Any, cls: type[T], *, source: str, what: str) -> T:
+    """A settings file's parsed ``data`` as ``cls`` (see ``register_config``); every
+    problem at once, under ``invalid WHAT:``, one ``SOURCE: field.path: problem``
+    line each."""
+    try:
+        return _converter.structure(data, cls)
+    except (ClassValidationError, IterableValidationError, TypeError, ValueError) as exc:
+        lines = [
+            f"{source}: {problem.path}: {problem.message}"
+            if problem.path
+            else f"{source}: {problem.message}"
+            for problem in problems_from_cattrs(exc, expected=True)
+        ]
+        raise ConfigurationError(f"invalid {what}:\n" + "\n".join(lines)) from None
 
 
 # -- requests --------------------------------------------------------------------------

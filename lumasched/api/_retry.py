@@ -6,18 +6,22 @@ wait between attempts (jittered exponential backoff; a sane server
 business: that depends on the operation (a create that may have reached the
 server is never retried) and lives in the client.
 
-It is lumasched's one back-off: the client's requests run through ``call``
-(tenacity); the loops whose stop rule tenacity cannot express take only its
-waits (``backoff``/``wait``): a download whose attempts reset on progress
-(``engine.downloads``), calls that go on while Redis is down (``limits.redis``,
-``claims``), the rounds of create probes during an API outage
-(``engine._reachability``) and status checks after a failure (``engine.poller``).
+It is lumasched's one back-off: the client's requests and the claims' calls
+while Redis is down (``claims``, ``limits._redis_util.redis_retry``: as long
+as the outage lasts) run through ``call`` (tenacity, on the caller's clock);
+the loops that are not plain retries take only its waits (``backoff``/``wait``):
+a limiter waiting for a slot that meets an outage (``limits.redis``), the
+rounds of create probes during an API outage (``engine._reachability``) and
+status checks rescheduled after a failure (``engine.poller``).
 
 Each failure has one retry layer: a create's connect error is not retried by
 the client (``retry_connect=False``) but re-queued by the scheduler, which
 paces the probes (``engine._reachability``); a 429 on a create is the
 limiter's (``retry_rate_limited=False``); an asset GET is retried by the
-downloader only.
+downloader only; a status read (``get``/``list``) made by the poller is one
+attempt (``retry=False``), the poller rescheduling it with this policy's
+back-off (and pausing every check on a 429), while the same read made directly
+by library code is retried by the client, as documented for ``LumaClient``.
 """
 
 from __future__ import annotations
@@ -88,7 +92,9 @@ class RetryPolicy:
 
     def backoff(self, retry_number: int, *, jitter_draw: float | None = None) -> float:
         """Seconds before retry ``retry_number`` (1 = the first retry), without Retry-After."""
-        base = min(self.initial * 2 ** (retry_number - 1), self.max)
+        # The exponent is capped: a retry loop that lasts an outage counts past
+        # 1,024, where 2**n no longer converts to a float.
+        base = min(self.initial * 2.0 ** min(retry_number - 1, 64), self.max)
         draw = random.random() if jitter_draw is None else jitter_draw
         return float(base * (1 - min(self.jitter, 1.0) * draw))
 
@@ -107,10 +113,12 @@ class RetryPolicy:
         should_retry: Callable[[BaseException], bool],
         retry_after: Callable[[BaseException], float | None] = lambda exc: None,
         on_retry: Callable[[BaseException, float], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> T:
         """Run ``attempt`` until it succeeds, ``should_retry`` says no, or the budget ends.
 
-        The last error is re-raised unchanged.
+        The last error is re-raised unchanged. ``on_retry(error, wait)`` is called
+        before each wait; ``sleep`` waits (an injected clock's, in the engine).
         """
 
         def wait(state: RetryCallState) -> float:
@@ -128,6 +136,6 @@ class RetryPolicy:
             retry=retry_if_exception(should_retry),
             before_sleep=before_sleep,
             reraise=True,
-            sleep=asyncio.sleep,
+            sleep=sleep,
         )
         return await retrying(attempt)

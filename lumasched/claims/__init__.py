@@ -144,6 +144,8 @@ class ClaimStore:
     re-seeded). ``remembered``: the epoch and sites an earlier process of this
     site knew (what ``on_join(epoch, sites)`` was last given): a state lost
     while no process of the site ran is then noticed too, and re-seeded.
+    ``on_join`` runs in a worker thread (it may write a journal: never SQLite on
+    the event loop), one call at a time, in order.
     ``clock``: what the heartbeat and the waits run on (a fake one in tests).
 
     Also the scheduler's claim hooks (``before_create``, ``created``,
@@ -197,6 +199,7 @@ class ClaimStore:
         self._remembered_epoch, sites = remembered
         self._sites.update(sites)
         self._on_join = on_join
+        self._joins_told = anyio.Lock()
         self._lost_noted: str | None = None
         self._joined = asyncio.Lock()
         self._background = Supervisor("lumasched-claims-heartbeat", logger)
@@ -254,6 +257,7 @@ class ClaimStore:
         if digest:
             self._digests[key] = digest
         waited = False
+        # Not a retry loop: waiting for other sites to re-seed (outages: _retrying).
         while True:
             raw = await self._retrying(self._run, "CLAIM", key)
             status = as_text(raw[0])
@@ -281,6 +285,7 @@ class ClaimStore:
         ``CLAIMED``/``ADOPTED`` here mean: free to claim."""
         wanted = list(keys)
         fields = [self._field(key) for key in wanted]
+        # Not a retry loop: read again once re-joined under the new epoch.
         while True:
             raw = await self._retrying(
                 self._client.eval, lua.PEEK, len(self._keys), *self._keys, *fields
@@ -472,6 +477,7 @@ class ClaimStore:
         that site's journal). Returns how many records were written. For a store
         that works no items (an importer): it does not join the batch as a site."""
         facts = list(facts)
+        # Not a retry loop: written again under the epoch that replaced a lost one.
         while True:
             if self._epoch is None:
                 # Under the current epoch (created if the state is new), as no site:
@@ -511,20 +517,22 @@ class ClaimStore:
     async def _retrying(self, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
         """``fn(...)``, called again while Redis is unreachable (claiming and
         recording pause; nothing is lost)."""
-        down = 0
-        while True:
-            try:
-                result = await fn(*args, **kw)
-            except REDIS_DOWN as exc:
-                self._note_down(exc)
-                down += 1
-                await self._clock.sleep(_REDIS_RETRY.backoff(down))
-            else:
-                self._note_up()
-                return result
+
+        async def attempt() -> T:
+            return await fn(*args, **kw)  # some fns (``eval``) return an awaitable
+
+        result = await _REDIS_RETRY.call(
+            attempt,
+            should_retry=lambda exc: isinstance(exc, REDIS_DOWN),
+            on_retry=lambda exc, _wait: self._note_down(exc),
+            sleep=self._clock.sleep,
+        )
+        self._note_up()
+        return result
 
     async def _run(self, name: str, key: str, *args: Any) -> Any:
         """Run a script of ours; after a loss of the state, re-seed and run it again."""
+        # Not a retry loop: once per loss of the state (no wait: the re-seed is the work).
         while True:
             if self._epoch is None:
                 await self._recover(None)
@@ -552,6 +560,7 @@ class ClaimStore:
                     "or a flush): re-seeding what this host knows; creates pause meanwhile"
                 )
             before = self._remembered_epoch
+            # Not a retry loop: join again only when the state was lost again meanwhile.
             while True:
                 try:
                     written = await self._join(lost_epoch or self._remembered_epoch or "")
@@ -594,9 +603,9 @@ class ClaimStore:
             )
         )
         epoch = as_text(raw[0])
-        self._learn(pairs(raw[2]))
+        await self._learn(pairs(raw[2]))
         if as_text(raw[3]) != "1":
-            self._joined_epoch(epoch)
+            await self._joined_epoch(epoch)
             return None
         facts = [
             Reseed(key, record.digest or self._digests.get(key), record)
@@ -608,22 +617,31 @@ class ClaimStore:
         # The epoch is ours only once all is back: if Redis drops mid-way, the next
         # call joins and re-seeds again (the writes are idempotent).
         written = await self._put(facts, done=True, held=held, epoch=epoch)
-        self._joined_epoch(epoch)
+        await self._joined_epoch(epoch)
         return written
 
-    def _joined_epoch(self, epoch: str) -> None:
+    async def _joined_epoch(self, epoch: str) -> None:
         self._epoch = self._remembered_epoch = epoch
-        if self._on_join is not None:
-            self._on_join(epoch, dict(self._sites))
+        await self._tell_joined(epoch)
 
-    def _learn(self, sites: dict[str, str]) -> None:
+    async def _learn(self, sites: dict[str, str]) -> None:
         """Remember the sites that work the batch (and let ``on_join`` keep them)."""
         new = {site: label for site, label in sites.items() if self._sites.get(site) != label}
         if not new:
             return
         self._sites.update(new)
-        if self._on_join is not None and self._epoch is not None:
-            self._on_join(self._epoch, dict(self._sites))
+        if self._epoch is not None:
+            await self._tell_joined(self._epoch)
+
+    async def _tell_joined(self, epoch: str) -> None:
+        """``on_join`` in a worker thread, one call at a time (the heartbeat and a
+        join may both learn something), each given the state as it is by then: a
+        slower call never writes an older state over a newer one."""
+        if self._on_join is None:
+            return
+        async with self._joins_told:
+            epoch = self._epoch or epoch
+            await anyio.to_thread.run_sync(self._on_join, epoch, dict(self._sites))
 
     async def _put(
         self,
@@ -703,6 +721,7 @@ class ClaimStore:
             self._event(f"Redis reachable again after {down:.0f}s: creates resume")
 
     async def _heartbeat(self) -> None:
+        # Not a retry loop: a renewal every ttl/3 for the store's life.
         while True:
             await self._clock.sleep(self.ttl / 3 * random.uniform(0.9, 1.0))
             if self._epoch is None:
@@ -722,7 +741,7 @@ class ClaimStore:
         # within a heartbeat and re-seeds it.
         raw = await self._run("RENEW", "", *(self._field(key) for key in keys))
         self._note_up()
-        self._learn(pairs(raw[1]))
+        await self._learn(pairs(raw[1]))
         fields = {self._field(key): key for key in keys}
         for field in map(as_text, raw[0]):
             key = fields.get(field, field)

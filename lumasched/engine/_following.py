@@ -148,10 +148,12 @@ class Follower:
     async def _reread_for_asset(self, generation: Generation) -> Generation | None:
         """Re-read a generation that completed without an asset URL, with waits
         between reads; the first answer that names one, else None."""
+        # Not a retry loop: waiting for the asset to be published; a read that
+        # fails is one attempt (retry=False), the next round its only retry.
         for delay in ASSET_REREAD_DELAYS:
             await self._clock.sleep(delay)
             try:
-                fresh = await self._client.get(generation.id)
+                fresh = await self._client.get(generation.id, retry=False)
             except LumaError as exc:
                 logger.info("re-reading generation %s for its asset: %s", generation.id, exc)
                 continue

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import anyio
 import attrs
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
 from lumasched._config import DEFAULT_MAX_ASSET_SIZE
 from lumasched.api._retry import RetryPolicy
@@ -113,6 +114,29 @@ class _Expired(Exception):
     def __init__(self, status: int) -> None:
         self.status = status
         super().__init__(f"HTTP {status}")
+
+
+class _Again(Exception):
+    """Another attempt, after ``wait`` seconds (``Downloader._try`` decided)."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        super().__init__(f"again in {wait:.2f}s")
+
+
+@attrs.define
+class _Tries:
+    """One download's attempts so far, and the URL the next one uses."""
+
+    url: str
+    failures: int = 0
+    """Failed attempts in a row that received no bytes."""
+    refreshes: int = 0
+
+
+def _wait_asked(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return exc.wait if isinstance(exc, _Again) else 0.0
 
 
 def safe_target(out_dir: Path, name: str, ext: str) -> Path:
@@ -221,8 +245,8 @@ class Downloader:
         self._limiter = anyio.CapacityLimiter(max_concurrent)
         self._chunk = chunk_size
         self._attempts = attempts
-        # The waits only: an attempt that made progress resets the count, which
-        # tenacity's stop conditions cannot express, so the loop is _fetch's own.
+        # The waits only: an attempt that made progress resets the count, so
+        # _try, not a stop rule, decides when to give up.
         self._retry = RetryPolicy(
             attempts=attempts, total_timeout=math.inf, initial=backoff, max=max_backoff, jitter=0.0
         )
@@ -301,49 +325,68 @@ class Downloader:
         part: _Part,
         refresh_url: Callable[[], Awaitable[str]] | None,
     ) -> str:
-        """Complete ``part`` (retrying, resuming, refreshing); return its sha256."""
-        failures = 0
-        refreshes = 0
-        while True:
-            before = part.size
-            try:
-                await self._attempt(url, part)
-                break
-            except DownloadError:
-                raise  # final (too large): no second attempt
-            except TooManyRedirects as exc:
-                raise DownloadError(f"{target.name}: {exc}") from exc
-            except _Expired as exc:
-                if refresh_url is None:
-                    raise DownloadError(
-                        f"asset URL answered {exc.status} (expired?) and cannot be refreshed"
-                    ) from None
-                refreshes += 1
-                if refreshes > self._attempts:
-                    raise DownloadError(
-                        f"asset URL still answers {exc.status} after {refreshes - 1} refreshes"
-                    ) from None
-                try:
-                    url = await refresh_url()
-                except LumaError as refresh_exc:
-                    raise DownloadError(
-                        f"could not refresh the asset URL: {refresh_exc}"
-                    ) from refresh_exc
-                self._stats["refreshes"] += 1
-            except (_Retry, LumaError) as exc:
-                failures = 0 if part.size > before else failures + 1
-                if failures >= self._attempts:
-                    raise DownloadError(
-                        f"download of {target.name} failed after {failures} attempts: {exc}"
-                    ) from exc
-                self._stats["retries"] += 1
-                wait = self._retry.wait(max(failures, 1), None)
-                logger.info("download of %s interrupted (%s); retrying", target.name, exc)
-                await anyio.sleep(wait)
-            except OSError as exc:
-                raise DownloadError(f"{target.name}: {os_reason(exc, part.path)}") from exc
+        """Complete ``part`` (retrying, resuming, refreshing); return its sha256.
+
+        Tenacity runs the attempts; ``_try`` decides each one's fate, since an
+        attempt that made progress resets the failure count (a stop rule of
+        tenacity's cannot see that) and a refreshed URL is tried at once."""
+        tries = _Tries(url)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Again),
+            wait=_wait_asked,
+            stop=stop_never,
+            reraise=True,
+            sleep=anyio.sleep,
+        )
+        await retrying(self._try, target, part, refresh_url, tries)
         digest: str = part.hasher.hexdigest()
         return digest
+
+    async def _try(
+        self,
+        target: Path,
+        part: _Part,
+        refresh_url: Callable[[], Awaitable[str]] | None,
+        tries: _Tries,
+    ) -> None:
+        """One attempt: done, ``_Again`` (with the wait before the next), or a
+        ``DownloadError`` that ends the download."""
+        before = part.size
+        try:
+            await self._attempt(tries.url, part)
+        except DownloadError:
+            raise  # final (too large): no second attempt
+        except TooManyRedirects as exc:
+            raise DownloadError(f"{target.name}: {exc}") from exc
+        except _Expired as exc:
+            if refresh_url is None:
+                raise DownloadError(
+                    f"asset URL answered {exc.status} (expired?) and cannot be refreshed"
+                ) from None
+            tries.refreshes += 1
+            if tries.refreshes > self._attempts:
+                raise DownloadError(
+                    f"asset URL still answers {exc.status} after {tries.refreshes - 1} refreshes"
+                ) from None
+            try:
+                tries.url = await refresh_url()
+            except LumaError as refresh_exc:
+                raise DownloadError(
+                    f"could not refresh the asset URL: {refresh_exc}"
+                ) from refresh_exc
+            self._stats["refreshes"] += 1
+            raise _Again(0.0) from exc
+        except (_Retry, LumaError) as exc:
+            tries.failures = 0 if part.size > before else tries.failures + 1
+            if tries.failures >= self._attempts:
+                raise DownloadError(
+                    f"download of {target.name} failed after {tries.failures} attempts: {exc}"
+                ) from exc
+            self._stats["retries"] += 1
+            logger.info("download of %s interrupted (%s); retrying", target.name, exc)
+            raise _Again(self._retry.wait(max(tries.failures, 1), None)) from exc
+        except OSError as exc:
+            raise DownloadError(f"{target.name}: {os_reason(exc, part.path)}") from exc
 
     async def _attempt(self, url: str, part: _Part) -> None:
         """One GET from ``part.size`` on; returns when the part file is whole and synced."""

@@ -12,7 +12,10 @@ never the callback's body, decides.
 
 Requests per job stay near one: a warm estimator checks once at the expected
 time, batches share a ``list`` call, and only late generations cost more.
-Errors (transport, 5xx, 429) never stop the loop; the checks are retried later.
+Errors (transport, 5xx, 429) never stop the loop; the checks are retried later,
+by this loop alone: a ``LumaClient``'s status reads made here are one attempt each
+(``retry=False``), so one failed read costs one request, not the client's retries
+and then the loop's.
 
 Example::
 
@@ -34,6 +37,7 @@ import anyio
 import attrs
 
 from lumasched._clock import SYSTEM_CLOCK, Clock
+from lumasched.api._client import LumaClient
 from lumasched.api._retry import RetryPolicy
 from lumasched.errors import GenerationTimeout, LumaError, NotFoundError, RateLimitError
 
@@ -553,7 +557,7 @@ class Poller:
             sent = self._clock.monotonic()
             self._stats["lists"] += 1
             try:
-                page = await self._client.list(limit=self._page_size, offset=offset)
+                page = await self._list(offset)
             except Exception as exc:
                 self._failed("list", exc, due)
                 return []
@@ -586,7 +590,7 @@ class Poller:
             sent = self._clock.monotonic()
             self._stats["gets"] += 1
             try:
-                g = await self._client.get(w.id)
+                g = await self._get(w.id)
             except NotFoundError as exc:
                 # Just-created ids can 404 briefly; a generation that keeps 404ing is gone.
                 w.not_found += 1
@@ -602,6 +606,19 @@ class Poller:
             self._report(None)
             w.not_found = 0
             await self._apply(w, g, sent, self._clock.monotonic())
+
+    # The poller owns the retry of a status read (it reschedules with back-off,
+    # and pauses the lot on a 429): a LumaClient makes each read one attempt.
+
+    async def _get(self, generation_id: str) -> Generation:
+        if isinstance(self._client, LumaClient):
+            return await self._client.get(generation_id, retry=False)
+        return await self._client.get(generation_id)
+
+    async def _list(self, offset: int) -> GenerationPage:
+        if isinstance(self._client, LumaClient):
+            return await self._client.list(limit=self._page_size, offset=offset, retry=False)
+        return await self._client.list(limit=self._page_size, offset=offset)
 
     def _failed(self, what: str, exc: Exception, watches: list[_Watch]) -> None:
         self._report(exc)

@@ -12,6 +12,7 @@ from typing import Any, Protocol, Self
 
 import attrs
 
+from lumasched.api._converter import config_from_dict, register_config
 from lumasched.api._taxonomy import Family
 from lumasched.errors import ConfigurationError
 
@@ -70,38 +71,37 @@ class Limits:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], *, source: str = "limits") -> Self:
+        """Limits from a parsed limits file: through the wire's converter, every
+        problem at once (``limits.toml: video.concurrency: must be a positive
+        integer, got 0``)."""
         default = cls()
-        problems: list[str] = []
-        families: dict[str, FamilyLimits] = {}
-        for key in data:
-            if key not in ("video", "image"):
-                problems.append(f"{source}: [{key}]: unknown family (expected video or image)")
-        for family in Family:
-            section = data.get(family.value, {})
-            base = default[family]
-            if not isinstance(section, dict):
-                problems.append(f"{source}: {family.value}: must be a table")
-                families[family.value] = base
-                continue
-            values: dict[str, Any] = attrs.asdict(base)
-            for field, value in section.items():
-                where = f"{source}: {family.value}.{field}"
-                if field not in values:
-                    problems.append(
-                        f"{where}: unknown field (expected concurrency, requests, per_seconds)"
-                    )
-                    continue
-                want_int = field != "per_seconds"
-                ok_type = isinstance(value, int) if want_int else isinstance(value, int | float)
-                if isinstance(value, bool) or not ok_type or value <= 0:
-                    kind = "a positive integer" if want_int else "a positive number"
-                    problems.append(f"{where}: must be {kind}, got {value!r}")
-                    continue
-                values[field] = float(value) if field == "per_seconds" else value
-            families[family.value] = FamilyLimits(**values)
-        if problems:
-            raise ConfigurationError("invalid limits:\n" + "\n".join(problems))
-        return cls(video=families["video"], image=families["image"])
+        merged: dict[str, Any] = {family.value: attrs.asdict(default[family]) for family in Family}
+        for key, section in data.items():
+            base = merged.get(key)
+            merged[key] = {**base, **section} if base and isinstance(section, dict) else section
+        return config_from_dict(merged, cls, source=source, what="limits")
+
+
+def _table(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise TypeError("must be a table")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"must be a positive number, got {value!r}")
+    return float(value)
+
+
+register_config(FamilyLimits, concurrency=_count, requests=_count, per_seconds=_seconds)
+register_config(Limits, video=_table, image=_table)
 
 
 BUILD_TIER = Limits()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import sys
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
@@ -43,9 +44,12 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
 
 
 def redis_retry(max_wait: float) -> RetryPolicy:
-    """The waits between calls while Redis is down: 50 ms doubling up to ``max_wait``.
-    (The callers retry for as long as the outage lasts: they take only the waits.)"""
-    return RetryPolicy(initial=0.05, max=max_wait, jitter=0.0, total_timeout=math.inf)
+    """Calls retried while Redis is down: 50 ms doubling up to ``max_wait``, for
+    as long as the outage lasts (no attempt or time limit: nothing is lost, the
+    work pauses)."""
+    return RetryPolicy(
+        attempts=sys.maxsize, initial=0.05, max=max_wait, jitter=0.0, total_timeout=math.inf
+    )
 
 
 T = TypeVar("T")

@@ -385,6 +385,8 @@ class RedisLimiter:
         outage = redis_retry(self.poll_max)
         down = 0
         try:
+            # Not a retry loop: waiting for a slot (woken by a nudge, or polling);
+            # only a Redis outage inside it takes the one back-off's waits.
             while True:
                 delay: float
                 waiter.wake = anyio.Event()  # before the call: a nudge during it counts
@@ -632,6 +634,8 @@ class RedisLimiter:
                     await self._release_remote(family, lease_id, "")
 
     async def _heartbeat_loop(self) -> None:
+        # Not a retry loop: a beat every ``heartbeat`` for the limiter's life; while
+        # Redis is down it beats sooner, so leases are renewed as soon as it is back.
         while True:
             try:
                 await self._beat()
@@ -648,6 +652,8 @@ class RedisLimiter:
 
     async def _wakeup_loop(self) -> None:
         channels = {config.channel: family for family, config in self._families.items()}
+        # Not a retry loop: a subscription kept for the limiter's life, re-opened
+        # after a pause when it drops (waiters poll meanwhile: nothing waits on it).
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
