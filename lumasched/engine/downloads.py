@@ -195,8 +195,13 @@ def _existing_match(target: Path, expected: str) -> int | None:
 
 
 def _open_part(path: Path, *, append: bool) -> BinaryIO:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "ab" if append else "wb")
+    mode = "ab" if append else "wb"
+    try:
+        # The folder is there for all but the first file: no mkdir call per job.
+        return open(path, mode)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, mode)
 
 
 def _publish(part: Path, target: Path) -> None:
