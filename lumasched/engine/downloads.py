@@ -195,13 +195,12 @@ def _existing_match(target: Path, expected: str) -> int | None:
 
 
 def _open_part(path: Path, *, append: bool) -> BinaryIO:
-    mode = "ab" if append else "wb"
     try:
         # The folder is there for all but the first file: no mkdir call per job.
-        return open(path, mode)
+        return open(path, "ab" if append else "wb")
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, mode)
+        return open(path, "ab" if append else "wb")
 
 
 def _publish(part: Path, target: Path) -> None:
