@@ -114,6 +114,48 @@ async def test_total_time_budget_stops_retrying() -> None:
     assert time.monotonic() - started < 0.08 + 0.16  # and it did not sleep it first
 
 
+async def test_the_budget_counts_the_first_attempt_too() -> None:
+    """The first attempt runs outside tenacity, yet its time still counts against
+    total_timeout: a first attempt that used the budget up is not retried."""
+    calls = 0
+
+    async def attempt() -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.06)
+        raise OSError("down")
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    policy = RetryPolicy(attempts=5, total_timeout=0.05, initial=0.0, jitter=0.0)
+    with pytest.raises(OSError):
+        await policy.call(attempt, should_retry=lambda exc: True, sleep=sleep)
+    assert calls == 1
+
+
+async def test_a_first_failure_is_seen_by_the_retry_hooks() -> None:
+    """on_retry sees the first attempt's error and wait; a final error is raised unchanged."""
+    seen: list[tuple[str, float]] = []
+    errors = iter([OSError("one"), OSError("two"), ValueError("final")])
+
+    async def attempt() -> None:
+        raise next(errors)
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    policy = RetryPolicy(attempts=5, initial=0.5, jitter=0.0)
+    with pytest.raises(ValueError, match="final"):
+        await policy.call(
+            attempt,
+            should_retry=lambda exc: isinstance(exc, OSError),
+            on_retry=lambda exc, wait: seen.append((str(exc), wait)),
+            sleep=sleep,
+        )
+    assert seen == [("one", 0.5), ("two", 1.0)]
+
+
 async def test_retry_after_is_used_for_the_wait() -> None:
     """The policy sleeps the retry_after the error reports."""
     waits: list[float] = []

@@ -16,8 +16,7 @@ import anyio
 from lumasched._config import Settings
 from lumasched.engine.scheduler import Scheduler
 from lumasched.errors import ConfigurationError
-from lumasched.limits._redis_util import account_id
-from lumasched.observe import MetricsSource, SchedulerMetrics, SharedLimitsMetrics, log_job_events
+from lumasched.observe import MetricsSource, SchedulerMetrics, log_job_events
 
 __all__ = ["METRICS_EXTRA_HELP", "check_metrics_available", "observe_run"]
 
@@ -56,6 +55,10 @@ async def observe_run(
 
     sources: list[MetricsSource] = [await stack.enter_async_context(SchedulerMetrics(scheduler))]
     if settings.redis_url is not None:
+        # Here, not at the top: the redis client costs ~0.1 s of every run's start.
+        from lumasched.limits._redis_util import account_id
+        from lumasched.observe import SharedLimitsMetrics
+
         sources.append(
             await stack.enter_async_context(
                 SharedLimitsMetrics(settings.redis_url, accounts=[account_id(settings.api_key)])
