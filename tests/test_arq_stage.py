@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,11 +64,23 @@ async def test_two_arq_workers_share_one_keys_limits(
             "LUMASCHED_LIMITS": str(tmp_path / "limits.toml"),
             "LUMA_OUT": str(tmp_path / "out"),
             "LUMA_ARQ_MAX_JOBS": "4",
+            "PYTHONFAULTHANDLER": "1",
         }
-        workers = [
-            await anyio.open_process([sys.executable, str(EXAMPLE)], env=env, cwd=tmp_path)
-            for _ in range(2)
-        ]
+        # Each worker's output goes to a file: an unread pipe could fill and block a
+        # worker, and the file tells what a worker that would not stop was doing.
+        logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
+        workers = []
+        for log in logs:
+            with log.open("wb") as sink:
+                workers.append(
+                    await anyio.open_process(
+                        [sys.executable, str(EXAMPLE)],
+                        env=env,
+                        cwd=tmp_path,
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         pool = await arq.create_pool(RedisSettings.from_dsn(redis_process.url))
         try:
             jobs = []
@@ -88,9 +101,20 @@ async def test_two_arq_workers_share_one_keys_limits(
             await pool.aclose()
             for worker in workers:
                 worker.send_signal(signal.SIGTERM)
-            with anyio.fail_after(20):
+            with anyio.move_on_after(20) as waiting:
                 for worker in workers:
                     await worker.wait()
+            if waiting.cancelled_caught:
+                for worker in workers:
+                    if worker.returncode is None:
+                        worker.send_signal(signal.SIGABRT)  # faulthandler: every stack
+                        with anyio.move_on_after(5):
+                            await worker.wait()
+                    if worker.returncode is None:
+                        worker.kill()
+                        await worker.wait()
+                tails = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+                pytest.fail(f"a worker did not stop within 20 s of SIGTERM:\n{tails}")
     assert [r["key"] for r in results] == [f"cat-{i}" for i in range(JOBS)]
     assert all(Path(r["path"]).is_file() for r in results)
     assert len({r["worker"] for r in results}) == 2, "both workers took jobs"
