@@ -6,7 +6,9 @@ from __future__ import annotations
 import lumaai
 import pytest
 
+from lumasched.testing import fast_emulator_config
 from tests._emulator_fixtures import (  # noqa: F401 (fixtures)
+    API_KEY,
     http,
     luma_emulator,
     luma_emulator_config,
@@ -81,6 +83,9 @@ async def test_loop_on_interpolations(sdk, luma_emulator):
         assert await _bad_request(call) == detail
 
 
+# Speed 1 (a ray-2 video takes tens of seconds): the generation is still running at
+# every check, however slow the machine; the test never waits for it.
+@pytest.mark.parametrize("luma_emulator_config", [fast_emulator_config(api_key=API_KEY, speed=1.0)])
 async def test_keyframe_generation_must_be_completed(sdk, luma_emulator):
     """Extending, upscaling or adding audio to a running or unknown generation answers 400."""
     running = await sdk.generations.create(model="ray-2", prompt="a tiger")
