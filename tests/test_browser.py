@@ -52,9 +52,14 @@ class Browser:
         self.page.on("requestfailed", self._request_failed)
 
     def _request_failed(self, request: Any) -> None:
-        # A browser stops fetching a video once it has what it needs (metadata,
-        # enough to play): that abort is normal, any other failure is not.
-        if request.resource_type == "media" and "ERR_ABORTED" in str(request.failure):
+        # ERR_ABORTED is the page's own doing, not a failure: a browser stops fetching
+        # a video once it has what it needs (metadata, enough to play), and the
+        # dashboard closes its event stream itself when the final numbers arrive,
+        # which may be before the server has ended the response. A server that breaks
+        # a response shows another error (refused, reset, incomplete chunked body).
+        if request.resource_type in ("media", "eventsource") and "ERR_ABORTED" in str(
+            request.failure
+        ):
             return
         self.errors.append(f"request failed: {request.url} {request.failure}")
 
