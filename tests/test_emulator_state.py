@@ -44,6 +44,18 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def done_at(emu: Emulator, gen_id: str) -> float:
+    """When the generation ends, on ``time.monotonic`` (it goes on while the emulator is down)."""
+    record = emu.store.get(gen_id)
+    assert record is not None
+    return record.timeline.done_at
+
+
+async def until_past(moment: float) -> None:
+    """A wait derived from the emulator's own timeline, not a guessed sleep."""
+    await asyncio.sleep(max(0.0, moment - time.monotonic()) + 0.01)
+
+
 async def test_generations_and_asset_urls_survive_a_restart(tmp_path: Path) -> None:
     """After a restart on the same file: same generations, request echoes, order,
     deletions and credits, and asset URLs handed out before still serve the same bytes."""
@@ -55,7 +67,7 @@ async def test_generations_and_asset_urls_survive_a_restart(tmp_path: Path) -> N
         )
         gone = await client.generations.image.create(prompt="a blue jay", model="photon-1")
         await client.generations.delete(gone.id)
-        await asyncio.sleep(0.1)
+        await until(lambda: emu.generation_json(video.id)["state"] == "completed")  # type: ignore[index]
         done = await client.generations.get(video.id)
         listed = [g.id for g in (await client.generations.list()).generations]
         balance = (await client.credits.get()).credit_balance
@@ -89,11 +101,12 @@ async def test_jobs_go_on_along_their_timelines_while_the_emulator_is_down(
     due is still running, keeps its slot, and completes on time."""
     state = tmp_path / "emu.sqlite"
     limits = Limits(image=FamilyLimits(concurrency=2, requests=100, per_seconds=60))
-    async with Emulator(config(state, limits=limits, fixed_latency=0.2)) as emu, sdk(emu) as c:
+    async with Emulator(config(state, limits=limits, fixed_latency=0.1)) as emu, sdk(emu) as c:
         short = await c.generations.image.create(prompt="a short job", model="photon-1")
+        due = done_at(emu, short.id)
     async with Emulator(config(state, limits=limits, fixed_latency=3.0)) as emu, sdk(emu) as c:
         long = await c.generations.image.create(prompt="a long job", model="photon-1")
-    await asyncio.sleep(0.25)
+    await until_past(due)
 
     async with Emulator(config(state, limits=limits, fixed_latency=3.0)) as emu, sdk(emu) as c:
         assert (await c.generations.get(short.id)).state == "completed"
@@ -111,7 +124,8 @@ async def test_charges_and_refunds_survive_a_restart(tmp_path: Path) -> None:
         start = emu.config.credit_balance_cents
         doomed = await client.generations.image.create(prompt="an nsfw poster", model="photon-1")
         assert (await client.credits.get()).credit_balance < start
-    await asyncio.sleep(0.1)
+        due = done_at(emu, doomed.id)
+    await until_past(due)  # it fails while the emulator is down
     async with Emulator(config(state, credit_balance_cents=1.0)) as emu, sdk(emu) as client:
         failed = await client.generations.get(doomed.id)
         assert failed.state == "failed"
@@ -243,7 +257,8 @@ async def test_a_same_id_restart_survives_a_restart(tmp_path: Path) -> None:
         source = await client.generations.video.create(prompt="a slow river", model="ray-2")
         await until(lambda: emu.generation_json(source.id)["state"] == "completed")  # type: ignore[index]
         await client.generations.upscale(source.id, resolution="1080p")
-    await asyncio.sleep(0.1)
+        due = done_at(emu, source.id)
+    await until_past(due)
     async with Emulator(config(state, **settings)) as emu:
         served = emu.generation_json(source.id)
         assert served is not None and served["state"] == "completed"
