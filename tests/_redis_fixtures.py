@@ -36,12 +36,25 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
     persistent: bool = False
     """Append-only file, fsync'd on every write: a restart keeps every key (an outage)."""
+    started: bool = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start on ``port``; a first start whose port was taken meanwhile (tests in
+        parallel pick free ports too) moves to another one."""
+        for _ in range(5):
+            if self._start_once():
+                self.started = True
+                return
+            if self.started:
+                break  # a restart must keep its port: the clients know it
+            self.port = free_port()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _start_once(self) -> bool:
         binary = shutil.which("redis-server")
         assert binary is not None
         self.process = subprocess.Popen(
@@ -59,16 +72,26 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    # the pid, not a PONG: another test's server may answer on this port
+                    sock.sendall(b"INFO server\r\n")
+                    reply = b""
+                    while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        reply += chunk
+                    if f"process_id:{self.process.pid}\r\n".encode() in reply:
+                        return True
+                    if b"process_id:" in reply:
+                        break  # someone else's server holds the port
             except OSError:
                 pass
             time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self.process is not None:
