@@ -74,13 +74,28 @@ async def _wait_for_creates(emu: Emulator, count: int, timeout: float = 20.0) ->
         await asyncio.sleep(0.01)
 
 
+async def _read_until(
+    process: asyncio.subprocess.Process, marker: str, count: int = 1, timeout: float = 30.0
+) -> str:
+    """The run's stdout up to its ``count``-th line holding ``marker``. What the run
+    printed proves it got there (a ``created`` line: the id is journalled); the
+    emulator counting a create does not, and a sleep after it can overshoot."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(timeout):
+        while sum(marker in line for line in lines) < count:
+            line = (await process.stdout.readline()).decode()
+            assert line, f"stdout closed before {count} x {marker!r}: {''.join(lines)}"
+            lines.append(line)
+    return "".join(lines)
+
+
 async def test_sigkill_then_rerun_finishes_without_duplicates(
     emu: Emulator, tmp_path: Path
 ) -> None:
     """A run killed with SIGKILL mid-batch resumes: every item done, none created twice."""
     process = await _start(emu, tmp_path)
-    await _wait_for_creates(emu, 4)
-    await asyncio.sleep(0.2)
+    await _read_until(process, " created ", 4)
     process.send_signal(signal.SIGKILL)
     await process.communicate()
     assert process.returncode == -signal.SIGKILL
@@ -100,11 +115,10 @@ async def test_sigkill_then_rerun_finishes_without_duplicates(
 async def test_ctrl_c_waits_for_in_flight_then_exits_130(emu: Emulator, tmp_path: Path) -> None:
     """First Ctrl-C: no new creates, in-flight ones finish, exit 130; a rerun does the rest."""
     process = await _start(emu, tmp_path)
-    await _wait_for_creates(emu, 4)
-    await asyncio.sleep(0.2)
+    head = await _read_until(process, " created ", 4)
     process.send_signal(signal.SIGINT)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    text = stdout.decode()
+    text = head + stdout.decode()
     assert process.returncode == 130, (text, stderr.decode())
     assert "Ctrl-C: creating no more; waiting for 4 in flight" in text
     created = emu.inspect.creates_total
@@ -139,10 +153,9 @@ async def test_piped_output_is_plain_timestamped_lines(emu: Emulator, tmp_path: 
 async def test_second_ctrl_c_stops_at_once_and_rerun_resumes(emu: Emulator, tmp_path: Path) -> None:
     """Ctrl-C twice exits 130 at once; a rerun polls the in-flight jobs, never re-creating them."""
     process = await _start(emu, tmp_path)
-    await _wait_for_creates(emu, 4)
-    await asyncio.sleep(0.1)
+    await _read_until(process, " created ", 4)
     process.send_signal(signal.SIGINT)
-    await asyncio.sleep(0.05)
+    await _read_until(process, "creating no more")  # the first one was handled
     process.send_signal(signal.SIGINT)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 10)
     assert process.returncode == 130, (stdout.decode(), stderr.decode())
