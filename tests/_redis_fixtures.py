@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 
+from tests._waiting import wait_until_async
+
 if TYPE_CHECKING:
+    from lumasched.limits import Family
     from lumasched.limits.redis import RedisLimiter
 
-__all__ = ["RedisServer", "free_port", "redis_process", "redis_server"]
+__all__ = ["RedisServer", "free_port", "redis_process", "redis_server", "until_waiting"]
 
 
 def free_port() -> int:
@@ -128,6 +131,16 @@ def redis_process(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+async def until_waiting(limiter: RedisLimiter, family: Family, count: int) -> None:
+    """Until ``count`` acquires wait in the family's queue in Redis: the sync point
+    before reading what a waiter looks like (not a sleep that may be too short)."""
+
+    async def queued() -> bool:
+        return (await limiter.statistics())[family].waiting == count
+
+    await wait_until_async(queued, f"{count} waiter(s) queued")
 
 
 # --- worker processes -----------------------------------------------------------

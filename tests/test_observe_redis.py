@@ -18,7 +18,7 @@ from lumasched.limits.redis import RedisLimiter, account_id
 from lumasched.observe import SharedLimitsMetrics
 from lumasched.observe.prometheus import MetricsServer
 from tests._observe_fixtures import Scrape, scrape, scrape_sync, value
-from tests._redis_fixtures import free_port, redis_server  # noqa: F401
+from tests._redis_fixtures import free_port, redis_server, until_waiting  # noqa: F401
 
 KEY = "sk-observe-test-key-456"
 V = Family.VIDEO
@@ -51,7 +51,7 @@ async def test_shared_state_is_read_at_each_scrape_and_matches_limits_json(
         await limiter.mark_submitted(V, "lease-two", "gen-1")
         async with anyio.create_task_group() as tg:
             tg.start_soon(limiter.acquire, V, "lease-three")
-            await anyio.sleep(0.1)
+            await until_waiting(limiter, V, 1)
             busy = await scrape(server.url)
             monkeypatch.setenv("LUMAAI_API_KEY", KEY)
             code = await anyio.to_thread.run_sync(
