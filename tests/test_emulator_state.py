@@ -20,6 +20,7 @@ from lumasched.emulator import Emulator, EmulatorConfig
 from lumasched.errors import ConfigurationError
 from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.testing import fast_emulator_config
+from tests._waiting import wait_until
 
 API_KEY = "lm-state-test-secret-key"
 
@@ -35,13 +36,6 @@ def sdk(emu: Emulator) -> AsyncLumaAI:
 async def fetch(url: str) -> tuple[int, bytes]:
     async with aiohttp.ClientSession() as http, http.get(url) as response:
         return response.status, await response.read()
-
-
-async def until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never met"
-        await asyncio.sleep(0.01)
 
 
 def done_at(emu: Emulator, gen_id: str) -> float:
@@ -67,7 +61,7 @@ async def test_generations_and_asset_urls_survive_a_restart(tmp_path: Path) -> N
         )
         gone = await client.generations.image.create(prompt="a blue jay", model="photon-1")
         await client.generations.delete(gone.id)
-        await until(lambda: emu.generation_json(video.id)["state"] == "completed")  # type: ignore[index]
+        await wait_until(lambda: emu.generation_json(video.id)["state"] == "completed", "done")  # type: ignore[index]
         done = await client.generations.get(video.id)
         listed = [g.id for g in (await client.generations.list()).generations]
         balance = (await client.credits.get()).credit_balance
@@ -189,7 +183,7 @@ async def test_callbacks_resume_after_a_restart(tmp_path: Path) -> None:
                 prompt="a called back cat", model="photon-1", callback_url=url
             )
         async with Emulator(config(state)):
-            await until(lambda: any(r["state"] == "completed" for r in received))
+            await wait_until(lambda: any(r["state"] == "completed" for r in received), "a callback")
     assert [r["id"] for r in received] == [created.id] * len(received)
     assert [r["state"] for r in received][-1] == "completed"
 
@@ -255,7 +249,7 @@ async def test_a_same_id_restart_survives_a_restart(tmp_path: Path) -> None:
     settings = {"fixed_latency": 0.05, "derived_new_id": False}
     async with Emulator(config(state, **settings)) as emu, sdk(emu) as client:
         source = await client.generations.video.create(prompt="a slow river", model="ray-2")
-        await until(lambda: emu.generation_json(source.id)["state"] == "completed")  # type: ignore[index]
+        await wait_until(lambda: emu.generation_json(source.id)["state"] == "completed", "done")  # type: ignore[index]
         await client.generations.upscale(source.id, resolution="1080p")
         due = done_at(emu, source.id)
     await until_past(due)

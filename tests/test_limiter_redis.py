@@ -508,9 +508,11 @@ async def test_dead_waiter_blocks_the_queue_only_briefly(redis_server: str) -> N
         assert _text(refused[2]) == "full"
         await limiter.release(V, "holder")
         start = time.monotonic()
-        with anyio.fail_after(2):
+        # the waiter TTL is 4 x poll_max + 0.5 s = 0.7 s: a dead waiter kept for good
+        # would fail this; an upper bound any tighter would fail on a busy machine
+        with anyio.fail_after(5):
             await limiter.acquire(V, "next")
-        assert 0.3 < time.monotonic() - start < 1.2
+        assert time.monotonic() - start > 0.3
         await limiter.release(V, "next")
 
 
