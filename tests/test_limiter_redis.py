@@ -378,7 +378,8 @@ async def test_leases_of_workers_gone_longer_than_orphan_max_cost_no_hold(
         await dead.mark_submitted(V, "left-submitted", "gen-of-the-dead")
         dead._held.clear()  # it dies: nothing released, nothing handed over
     redis = aioredis.Redis.from_url(redis_server)
-    await wait_for_silence(redis, namespace, V, 0.7)  # past orphan_max since its last call
+    # past orphan_max + lease_ttl since its last call: its submitted lease is stale too
+    await wait_for_silence(redis, namespace, V, 1.0)
     await redis.aclose()
     async with RedisLimiter(redis_server, limits, **kw) as newcomer:  # type: ignore[arg-type]
         with anyio.fail_after(1.0):
