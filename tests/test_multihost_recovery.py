@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,6 +288,31 @@ def test_a_host_gone_during_the_outage_leaves_its_items_waiting(
     assert set(_results(survivor_out)) | set(_results(victim_out)) <= set(ids)
 
 
+def _read_until(worker: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """The worker's output up to its first line holding ``marker`` (what it printed
+    proves it got there); the rest is left for ``_finish``."""
+    assert worker.stdout is not None
+    stdout = worker.stdout
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        for line in stdout:
+            lines.append(line)
+            if marker in line:
+                seen.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if not seen.wait(timeout):
+        worker.kill()
+        reader.join()
+        pytest.fail(f"the worker never printed {marker!r}:\n{''.join(lines)}")
+    reader.join()
+    return "".join(lines)
+
+
 def _media(out: Path) -> int:
     return sum(1 for path in out.iterdir() if path.suffix in (".png", ".jpg", ".mp4"))
 
@@ -310,11 +337,14 @@ def test_a_redis_outage_pauses_creates_and_resumes(
         wait_until_sync(
             lambda: _media(out) > before, "a download while Redis is down", timeout=10.0
         )
+        # the sync point for the check below: the run says it noticed and paused
+        head = _read_until(worker, "creates pause", timeout=20.0)
         creates = emu.inspect.creates_total  # any create sent before the stop has landed
-        time.sleep(2.5)  # longer than --claim-ttl: every lease ran out meanwhile
+        time.sleep(2.5)  # the outage outlasts --claim-ttl: every lease runs out meanwhile
         assert emu.inspect.creates_total == creates, "no create without Redis"
         redis_process.start()
-        (output,) = _finish([worker], timeout=60.0)
+        (rest,) = _finish([worker], timeout=60.0)
+        output = head + rest
     finally:
         if worker.poll() is None:
             worker.kill()
