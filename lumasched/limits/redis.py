@@ -634,30 +634,39 @@ class RedisLimiter:
                     await self._release_remote(family, lease_id, "")
 
     async def _heartbeat_loop(self) -> None:
-        # Not a retry loop: a beat every ``heartbeat`` for the limiter's life; while
-        # Redis is down it beats sooner, so leases are renewed as soon as it is back.
+        # Not a retry loop: a beat every ``heartbeat`` for the limiter's life. While
+        # Redis is down, the beat is retried on the one back-off (capped at a second,
+        # as the claims' calls are), so leases are renewed soon after it is back.
+        outage = redis_retry(min(1.0, self.heartbeat))
+        down = 0
         while True:
             try:
                 await self._beat()
             except REDIS_DOWN as exc:
                 self._note_down(exc)
-                await self._clock.sleep(min(0.1, self.heartbeat))
+                down += 1
+                await self._clock.sleep(outage.backoff(down))
                 continue
             except Exception as exc:  # e.g. Redis out of memory, a script error
                 self._heartbeat_trouble.failed(exc)
             else:
                 self._heartbeat_trouble.ok()
+            down = 0
             self._note_up()
             await self._clock.sleep(self.heartbeat * random.uniform(0.9, 1.0))
 
     async def _wakeup_loop(self) -> None:
         channels = {config.channel: family for family, config in self._families.items()}
-        # Not a retry loop: a subscription kept for the limiter's life, re-opened
-        # after a pause when it drops (waiters poll meanwhile: nothing waits on it).
+        # Not a retry loop: a subscription kept for the limiter's life. When it drops
+        # it is re-opened on the one back-off, reset once subscribed again (waiters
+        # poll meanwhile: nothing waits on it).
+        outage = redis_retry(1.0)
+        drops = 0
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*channels)
+                drops = 0
                 self._wake_all()  # nudges may have been missed while unsubscribed
                 async for message in pubsub.listen():
                     family = channels.get(as_text(message.get("channel", "")))
@@ -670,7 +679,8 @@ class RedisLimiter:
             finally:
                 with anyio.CancelScope(shield=True):
                     await pubsub.aclose()
-            await anyio.sleep(0.2)
+            drops += 1
+            await self._clock.sleep(outage.backoff(drops))
 
     def _wake(self, family: Family, count: int) -> None:
         for waiter in sorted(self._waiters[family], key=lambda w: w.rank)[: max(1, count)]:
