@@ -5,7 +5,6 @@ from the arguments, a client for one command, tables and dollars."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -116,6 +115,8 @@ def settings_from(args: argparse.Namespace, *, need_key: bool = True) -> Setting
 
 
 def with_client(args: argparse.Namespace, body: Callable[[Any], Awaitable[int]]) -> int:
+    import asyncio
+
     from lumasched.api import LumaClient
 
     settings = settings_from(args)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import Any
 
 from lumasched._config import (
     DEFAULT_DASHBOARD_PORT,
     DEFAULT_JOB_TIMEOUT,
     DEFAULT_MAX_ASSET_SIZE,
+    DEFAULT_UNREACHABLE_GIVE_UP,
     ENV_API_KEY,
 )
-from lumasched.engine._reachability import DEFAULT_UNREACHABLE_GIVE_UP
 
 DEFAULT_EMULATOR_SPEED = 100.0
 JOURNAL_NAME = "journal.sqlite"
@@ -41,13 +42,22 @@ def _api_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+class _Version(argparse.Action):
+    """``--version``, with the installed metadata read only when asked (reading it
+    costs every command's start otherwise)."""
 
-    try:
-        return version("lumasched")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("lumasched")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            text = "unknown"
+        print(f"lumasched {text}", flush=True)
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(or the key rejected), 69 API unreachable, 74 journal or results file cannot be "
         "written, 130 interrupted, 143 terminated.",
     )
-    parser.add_argument("--version", action="version", version=f"lumasched {_version()}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser(
