@@ -21,6 +21,7 @@ NOT_FOR_A_PLAIN_RUN = (
     "opentelemetry",
     "aioboto3",
     "av",
+    "yaml",
 )
 
 
@@ -51,8 +52,8 @@ def test_help_loads_neither_the_client_nor_the_engine() -> None:
 
 def test_a_plain_run_loads_no_optional_machinery(tmp_path: Path) -> None:
     """What `run` loads up front, and the gallery page it writes at the end, need
-    neither the emulator, Redis, the claims, the dashboard, the exporters, S3 nor
-    PyAV (a video's poster imports PyAV when it is made)."""
+    neither the emulator, Redis, the claims, the dashboard, the exporters, S3, PyAV
+    (a video's poster imports it when it is made) nor PyYAML (a YAML manifest does)."""
     code = f"""
         import pathlib
         import lumasched.cli._run, lumasched.cli._runner, lumasched.cli._progress
