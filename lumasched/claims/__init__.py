@@ -265,7 +265,7 @@ class ClaimStore:
         if digest:
             self._digests[key] = digest
         waited = False
-        # Not a retry loop: waiting for other sites to re-seed (outages: _retrying).
+        # Not a retry loop: waiting for other sites to re-seed (outages: Outage.retrying).
         while True:
             raw = await self._outage.retrying(self._run, "CLAIM", key)
             status = as_text(raw[0])
