@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,14 @@ if TYPE_CHECKING:
     from lumasched.limits import Family
     from lumasched.limits.redis import RedisLimiter
 
-__all__ = ["RedisServer", "free_port", "redis_process", "redis_server", "until_waiting"]
+__all__ = [
+    "RedisServer",
+    "free_port",
+    "redis_process",
+    "redis_server",
+    "refused_port",
+    "until_waiting",
+]
 
 
 def free_port() -> int:
@@ -27,6 +35,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A port where connections are refused while the block runs: bound but never
+    listening, so no server of a test running in parallel can take it meanwhile
+    (a port from ``free_port`` could be)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
 
 
 @attrs.define

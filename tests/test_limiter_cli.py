@@ -11,7 +11,7 @@ import pytest
 from lumasched.cli._limits import main
 from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.limits.redis import RedisLimiter, account_id
-from tests._redis_fixtures import free_port, redis_server, until_waiting  # noqa: F401
+from tests._redis_fixtures import redis_server, refused_port, until_waiting  # noqa: F401
 
 KEY = "sk-cli-test-key-123"
 V = Family.VIDEO
@@ -86,5 +86,6 @@ def test_without_a_redis_url_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -
 
 def test_unreachable_redis_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     """A Redis that does not answer: exit 1 with a message, no traceback."""
-    assert main(["--redis", f"redis://127.0.0.1:{free_port()}/0"]) == 1
+    with refused_port() as port:
+        assert main(["--redis", f"redis://127.0.0.1:{port}/0"]) == 1
     assert "cannot reach Redis" in capsys.readouterr().err
