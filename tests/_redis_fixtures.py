@@ -7,16 +7,27 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
 
+from tests._waiting import wait_until_async
+
 if TYPE_CHECKING:
+    from lumasched.limits import Family
     from lumasched.limits.redis import RedisLimiter
 
-__all__ = ["RedisServer", "free_port", "redis_process", "redis_server"]
+__all__ = [
+    "RedisServer",
+    "free_port",
+    "redis_process",
+    "redis_server",
+    "refused_port",
+    "until_waiting",
+]
 
 
 def free_port() -> int:
@@ -24,6 +35,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A port where connections are refused while the block runs: bound but never
+    listening, so no server of a test running in parallel can take it meanwhile
+    (a port from ``free_port`` could be)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
 
 
 @attrs.define
@@ -36,12 +58,25 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
     persistent: bool = False
     """Append-only file, fsync'd on every write: a restart keeps every key (an outage)."""
+    started: bool = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start on ``port``; a first start whose port was taken meanwhile (tests in
+        parallel pick free ports too) moves to another one."""
+        for _ in range(5):
+            if self._start_once():
+                self.started = True
+                return
+            if self.started:
+                break  # a restart must keep its port: the clients know it
+            self.port = free_port()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _start_once(self) -> bool:
         binary = shutil.which("redis-server")
         assert binary is not None
         self.process = subprocess.Popen(
@@ -59,16 +94,26 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    # the pid, not a PONG: another test's server may answer on this port
+                    sock.sendall(b"INFO server\r\n")
+                    reply = b""
+                    while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        reply += chunk
+                    if f"process_id:{self.process.pid}\r\n".encode() in reply:
+                        return True
+                    if b"process_id:" in reply:
+                        break  # someone else's server holds the port
             except OSError:
                 pass
             time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self.process is not None:
@@ -105,6 +150,16 @@ def redis_process(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+async def until_waiting(limiter: RedisLimiter, family: Family, count: int) -> None:
+    """Until ``count`` acquires wait in the family's queue in Redis: the sync point
+    before reading what a waiter looks like (not a sleep that may be too short)."""
+
+    async def queued() -> bool:
+        return (await limiter.statistics())[family].waiting == count
+
+    await wait_until_async(queued, f"{count} waiter(s) queued")
 
 
 # --- worker processes -----------------------------------------------------------

@@ -17,17 +17,12 @@ from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.limits.redis import RedisLimiter
 from tests._poller_fixtures import FakeClock
 from tests._redis_fixtures import redis_process, redis_server
+from tests._waiting import wait_until
 from tests.test_multihost_claims import client
 
 __all__ = ["client", "redis_process", "redis_server"]
 
 log = logging.getLogger("tests.background")
-
-
-async def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.01)
 
 
 async def test_a_failed_loop_is_logged_once_and_raised_by_check_and_close(
@@ -47,7 +42,7 @@ async def test_a_failed_loop_is_logged_once_and_raised_by_check_and_close(
 
     supervisor = Supervisor("test-loops", log)
     supervisor.start(failing, sibling)
-    await wait_for(lambda: supervisor.failure is not None)
+    await wait_until(lambda: supervisor.failure is not None, "the failure kept")
     assert stopped.is_set()
     with pytest.raises(KeyError, match="boom"):
         supervisor.check()
@@ -109,7 +104,7 @@ async def test_redis_limiter_heartbeat_failing_past_the_ttl_stops_the_limiter(
     with pytest.raises(TypeError, match="unexpected reply"):
         async with limiter:
             await limiter.acquire(Family.VIDEO, "first")  # granted: the beat is not needed
-            await wait_for(lambda: limiter._background.failure is not None)
+            await wait_until(lambda: limiter._background.failure is not None, "the failure kept")
             await limiter.acquire(Family.VIDEO, "second")
     assert any("limiter heartbeat failed (TypeError" in m for m in caplog.messages)
     assert sum(m == "lumasched-limits-background stopped" for m in caplog.messages) == 1
@@ -147,11 +142,11 @@ async def test_claims_heartbeat_lives_through_an_unexpected_error(
     with pytest.raises(LookupError):  # leaving the store raises what stopped it
         async with holder:
             assert (await holder.claim("a")).status is ClaimStatus.CLAIMED
-            await wait_for(lambda: beats >= 5)  # beats went on after three failures
+            await wait_until(lambda: beats >= 5, "five beats")  # beats went on after three failures
             assert (await rival.claim("a")).status is ClaimStatus.TAKEN
             assert sum("claims heartbeat failed (LookupError" in m for m in caplog.messages) == 3
             odd_until = 10**9  # from now on, every beat's reply is odd
-            await wait_for(lambda: holder._background.failure is not None)
+            await wait_until(lambda: holder._background.failure is not None, "the failure kept")
             with pytest.raises(LookupError):
                 await holder.claim("b")
             with pytest.raises(LookupError):

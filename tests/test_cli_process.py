@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -67,11 +66,20 @@ async def _start(emu: Emulator, tmp_path: Path) -> asyncio.subprocess.Process:
     )
 
 
-async def _wait_for_creates(emu: Emulator, count: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while emu.inspect.creates_total < count:
-        assert time.monotonic() < deadline, "the run never got going"
-        await asyncio.sleep(0.01)
+async def _read_until(
+    process: asyncio.subprocess.Process, marker: str, count: int = 1, timeout: float = 30.0
+) -> str:
+    """The run's stdout up to its ``count``-th line holding ``marker``. What the run
+    printed proves it got there (a ``created`` line: the id is journalled); the
+    emulator counting a create does not, and a sleep after it can overshoot."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(timeout):
+        while sum(marker in line for line in lines) < count:
+            line = (await process.stdout.readline()).decode()
+            assert line, f"stdout closed before {count} x {marker!r}: {''.join(lines)}"
+            lines.append(line)
+    return "".join(lines)
 
 
 async def test_sigkill_then_rerun_finishes_without_duplicates(
@@ -79,8 +87,7 @@ async def test_sigkill_then_rerun_finishes_without_duplicates(
 ) -> None:
     """A run killed with SIGKILL mid-batch resumes: every item done, none created twice."""
     process = await _start(emu, tmp_path)
-    await _wait_for_creates(emu, 4)
-    await asyncio.sleep(0.2)
+    await _read_until(process, " created ", 4)
     process.send_signal(signal.SIGKILL)
     await process.communicate()
     assert process.returncode == -signal.SIGKILL
@@ -100,11 +107,10 @@ async def test_sigkill_then_rerun_finishes_without_duplicates(
 async def test_ctrl_c_waits_for_in_flight_then_exits_130(emu: Emulator, tmp_path: Path) -> None:
     """First Ctrl-C: no new creates, in-flight ones finish, exit 130; a rerun does the rest."""
     process = await _start(emu, tmp_path)
-    await _wait_for_creates(emu, 4)
-    await asyncio.sleep(0.2)
+    head = await _read_until(process, " created ", 4)
     process.send_signal(signal.SIGINT)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    text = stdout.decode()
+    text = head + stdout.decode()
     assert process.returncode == 130, (text, stderr.decode())
     assert "Ctrl-C: creating no more; waiting for 4 in flight" in text
     created = emu.inspect.creates_total
@@ -139,10 +145,9 @@ async def test_piped_output_is_plain_timestamped_lines(emu: Emulator, tmp_path: 
 async def test_second_ctrl_c_stops_at_once_and_rerun_resumes(emu: Emulator, tmp_path: Path) -> None:
     """Ctrl-C twice exits 130 at once; a rerun polls the in-flight jobs, never re-creating them."""
     process = await _start(emu, tmp_path)
-    await _wait_for_creates(emu, 4)
-    await asyncio.sleep(0.1)
+    await _read_until(process, " created ", 4)
     process.send_signal(signal.SIGINT)
-    await asyncio.sleep(0.05)
+    await _read_until(process, "creating no more")  # the first one was handled
     process.send_signal(signal.SIGINT)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 10)
     assert process.returncode == 130, (stdout.decode(), stderr.decode())
@@ -163,9 +168,15 @@ async def test_two_runs_on_one_folder_the_second_is_refused(emu: Emulator, tmp_p
     """A second run of the same command while the first runs exits 2 at once, naming the
     first (pid, host, since); it sends nothing, so nothing is created twice."""
     first = await _start(emu, tmp_path)
-    await _wait_for_creates(emu, 1)
-    second = await _start(emu, tmp_path)
-    stdout, stderr = await asyncio.wait_for(second.communicate(), 20)
+    await _read_until(first, " created ", 1)  # it holds the folder's lock
+    # Stopped, it keeps the lock but cannot finish the batch before the second run
+    # (slow to start on a busy machine) asks for it.
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = await _start(emu, tmp_path)
+        stdout, stderr = await asyncio.wait_for(second.communicate(), 20)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2, (stdout.decode(), stderr.decode())
     text = stderr.decode()
     assert "in use by another lumasched run" in text

@@ -38,11 +38,10 @@ async def test_sigterm_stops_creating_waits_for_in_flight_then_exits_143(
 ) -> None:
     """SIGTERM is the first Ctrl-C: no new creates, in-flight ones finish, exit 143."""
     process = await proc._start(emu, tmp_path)
-    await proc._wait_for_creates(emu, 4)
-    await asyncio.sleep(0.2)
+    head = await proc._read_until(process, " created ", 4)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    text = stdout.decode()
+    text = head + stdout.decode()
     assert process.returncode == EXIT_TERMINATED, (text, stderr.decode())
     assert "SIGTERM: creating no more; waiting for 4 in flight" in text
     assert "terminated (SIGTERM): run the same command again to resume" in text
@@ -55,10 +54,9 @@ async def test_sigterm_stops_creating_waits_for_in_flight_then_exits_143(
 async def test_a_second_signal_after_sigterm_stops_at_once(emu: Emulator, tmp_path: Path) -> None:
     """SIGTERM then SIGINT: out at once, the in-flight generations journalled with their ids."""
     process = await proc._start(emu, tmp_path)
-    await proc._wait_for_creates(emu, 4)
-    await asyncio.sleep(0.1)
+    await proc._read_until(process, " created ", 4)
     process.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.05)
+    await proc._read_until(process, "creating no more")  # the first one was handled
     process.send_signal(signal.SIGINT)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 10)
     assert process.returncode == EXIT_TERMINATED, (stdout.decode(), stderr.decode())

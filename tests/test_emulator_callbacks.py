@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from lumasched.emulator import FAILURE_REASONS, Emulator
 from lumasched.testing import fast_emulator_config
 from tests._emulator_fixtures import wait_terminal
+from tests._waiting import wait_until
 
 
 @attrs.define
@@ -87,7 +88,7 @@ async def test_failed_job_posts_failed_with_reason(receiver):
             model="photon-1", prompt="gore everywhere", callback_url=receiver.url
         )
         await receiver.wait_for(1)
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: emu.callbacks.pending == 0, "every callback sent")
         assert receiver.states() == ["failed"]
         assert receiver.received[0][1]["failure_reason"] == "Contains blacklisted words"
 

@@ -26,7 +26,8 @@ async def test_same_id_mode_restarts_the_source(http):
             source = await client.generations.create(model="ray-2", prompt="a cat")
             before = await check_assets(http, await wait_terminal(client, source.id))
             upscaled = await client.generations.upscale(source.id, resolution="1080p")
-            assert upscaled.id == source.id and upscaled.state == "queued"
+            assert upscaled.id == source.id
+            assert upscaled.state in ("queued", "dreaming")  # queued lasts 10 ms
             after = await check_assets(http, await wait_terminal(client, source.id))
             assert after["video"] != before["video"]
             assert (await client.generations.list()).count == 1

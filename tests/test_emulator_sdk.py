@@ -36,7 +36,8 @@ async def test_text_to_video_lifecycle_and_shape(sdk, luma_emulator, http):
     raw = await sdk.generations.video.with_raw_response.create(**body)
     assert raw.status_code == 201
     created = await raw.parse()
-    assert created.state == "queued"
+    # speed 1000: queued lasts milliseconds, which a busy machine can overrun
+    assert created.state in ("queued", "dreaming")
     assert created.model == "ray-2"
     assert created.generation_type == "video"
     assert created.assets is None and created.failure_reason is None
@@ -136,7 +137,7 @@ async def test_image_keyframe_without_prompt(sdk, luma_emulator):
     generation = await sdk.generations.video.create(
         model="ray-2", keyframes={"frame0": {"type": "image", "url": "https://x.invalid/a.jpg"}}
     )
-    assert generation.state == "queued"
+    assert generation.state in ("queued", "dreaming")  # speed 1000: queued lasts milliseconds
 
 
 async def test_loop_concepts_callback_fields(sdk, luma_emulator):
@@ -298,7 +299,7 @@ async def test_sdk_aiohttp_backend(luma_emulator, http):
         http_client=lumaai.DefaultAioHttpClient(),
     ) as client:
         created = await client.generations.image.create(model="photon-1", prompt="a cat")
-        assert created.state == "queued"
+        assert created.state in ("queued", "dreaming")  # speed 1000: queued lasts milliseconds
         done = await wait_terminal(client, created.id)
         await check_assets(http, done)
         assert [g.id for g in (await client.generations.list()).generations] == [created.id]

@@ -20,6 +20,7 @@ from lumasched.emulator import Emulator, EmulatorConfig
 from lumasched.errors import ConfigurationError
 from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.testing import fast_emulator_config
+from tests._waiting import wait_until
 
 API_KEY = "lm-state-test-secret-key"
 
@@ -37,11 +38,16 @@ async def fetch(url: str) -> tuple[int, bytes]:
         return response.status, await response.read()
 
 
-async def until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never met"
-        await asyncio.sleep(0.01)
+def done_at(emu: Emulator, gen_id: str) -> float:
+    """When the generation ends, on ``time.monotonic`` (it goes on while the emulator is down)."""
+    record = emu.store.get(gen_id)
+    assert record is not None
+    return record.timeline.done_at
+
+
+async def until_past(moment: float) -> None:
+    """A wait derived from the emulator's own timeline, not a guessed sleep."""
+    await asyncio.sleep(max(0.0, moment - time.monotonic()) + 0.01)
 
 
 async def test_generations_and_asset_urls_survive_a_restart(tmp_path: Path) -> None:
@@ -55,7 +61,7 @@ async def test_generations_and_asset_urls_survive_a_restart(tmp_path: Path) -> N
         )
         gone = await client.generations.image.create(prompt="a blue jay", model="photon-1")
         await client.generations.delete(gone.id)
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: emu.generation_json(video.id)["state"] == "completed", "done")  # type: ignore[index]
         done = await client.generations.get(video.id)
         listed = [g.id for g in (await client.generations.list()).generations]
         balance = (await client.credits.get()).credit_balance
@@ -89,11 +95,12 @@ async def test_jobs_go_on_along_their_timelines_while_the_emulator_is_down(
     due is still running, keeps its slot, and completes on time."""
     state = tmp_path / "emu.sqlite"
     limits = Limits(image=FamilyLimits(concurrency=2, requests=100, per_seconds=60))
-    async with Emulator(config(state, limits=limits, fixed_latency=0.2)) as emu, sdk(emu) as c:
+    async with Emulator(config(state, limits=limits, fixed_latency=0.1)) as emu, sdk(emu) as c:
         short = await c.generations.image.create(prompt="a short job", model="photon-1")
+        due = done_at(emu, short.id)
     async with Emulator(config(state, limits=limits, fixed_latency=3.0)) as emu, sdk(emu) as c:
         long = await c.generations.image.create(prompt="a long job", model="photon-1")
-    await asyncio.sleep(0.25)
+    await until_past(due)
 
     async with Emulator(config(state, limits=limits, fixed_latency=3.0)) as emu, sdk(emu) as c:
         assert (await c.generations.get(short.id)).state == "completed"
@@ -107,11 +114,13 @@ async def test_jobs_go_on_along_their_timelines_while_the_emulator_is_down(
 async def test_charges_and_refunds_survive_a_restart(tmp_path: Path) -> None:
     """A job that fails while the emulator is down is refunded on restart."""
     state = tmp_path / "emu.sqlite"
-    async with Emulator(config(state, fixed_latency=0.3)) as emu, sdk(emu) as client:
+    # 1 s: it still runs when this emulator stops, even on a busy machine
+    async with Emulator(config(state, fixed_latency=1.0)) as emu, sdk(emu) as client:
         start = emu.config.credit_balance_cents
         doomed = await client.generations.image.create(prompt="an nsfw poster", model="photon-1")
-        assert (await client.credits.get()).credit_balance < start
-    await asyncio.sleep(0.1)
+        assert emu.store.balance_cents < start  # charged (read without settling the refund)
+        due = done_at(emu, doomed.id)
+    await until_past(due)  # it fails while the emulator is down
     async with Emulator(config(state, credit_balance_cents=1.0)) as emu, sdk(emu) as client:
         failed = await client.generations.get(doomed.id)
         assert failed.state == "failed"
@@ -175,7 +184,7 @@ async def test_callbacks_resume_after_a_restart(tmp_path: Path) -> None:
                 prompt="a called back cat", model="photon-1", callback_url=url
             )
         async with Emulator(config(state)):
-            await until(lambda: any(r["state"] == "completed" for r in received))
+            await wait_until(lambda: any(r["state"] == "completed" for r in received), "a callback")
     assert [r["id"] for r in received] == [created.id] * len(received)
     assert [r["state"] for r in received][-1] == "completed"
 
@@ -241,9 +250,10 @@ async def test_a_same_id_restart_survives_a_restart(tmp_path: Path) -> None:
     settings = {"fixed_latency": 0.05, "derived_new_id": False}
     async with Emulator(config(state, **settings)) as emu, sdk(emu) as client:
         source = await client.generations.video.create(prompt="a slow river", model="ray-2")
-        await until(lambda: emu.generation_json(source.id)["state"] == "completed")  # type: ignore[index]
+        await wait_until(lambda: emu.generation_json(source.id)["state"] == "completed", "done")  # type: ignore[index]
         await client.generations.upscale(source.id, resolution="1080p")
-    await asyncio.sleep(0.1)
+        due = done_at(emu, source.id)
+    await until_past(due)
     async with Emulator(config(state, **settings)) as emu:
         served = emu.generation_json(source.id)
         assert served is not None and served["state"] == "completed"

@@ -11,7 +11,7 @@ import pytest
 from lumasched.cli._limits import main
 from lumasched.limits import Family, FamilyLimits, Limits
 from lumasched.limits.redis import RedisLimiter, account_id
-from tests._redis_fixtures import free_port, redis_server  # noqa: F401
+from tests._redis_fixtures import redis_server, refused_port, until_waiting  # noqa: F401
 
 KEY = "sk-cli-test-key-123"
 V = Family.VIDEO
@@ -35,7 +35,7 @@ async def test_shows_holders_generations_and_waiters(
         await limiter.mark_submitted(V, "lease-two", "gen-123")
         async with anyio.create_task_group() as tg:
             tg.start_soon(limiter.acquire, V, "lease-three")
-            await anyio.sleep(0.1)
+            await until_waiting(limiter, V, 1)
             code = await anyio.to_thread.run_sync(
                 main, ["--redis", redis_server, "--namespace", namespace]
             )
@@ -86,5 +86,6 @@ def test_without_a_redis_url_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -
 
 def test_unreachable_redis_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     """A Redis that does not answer: exit 1 with a message, no traceback."""
-    assert main(["--redis", f"redis://127.0.0.1:{free_port()}/0"]) == 1
+    with refused_port() as port:
+        assert main(["--redis", f"redis://127.0.0.1:{port}/0"]) == 1
     assert "cannot reach Redis" in capsys.readouterr().err

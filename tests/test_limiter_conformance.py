@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ import pytest
 
 from lumasched.limits import Family, FamilyLimits, InProcessLimiter, Limiter, Limits
 from tests._redis_fixtures import redis_server  # noqa: F401
+from tests._waiting import wait_until_async
 
 V = Family.VIDEO
 
@@ -191,11 +193,14 @@ async def test_fifo_first_waiter_served_first(new_limiter: NewLimiter) -> None:
         order.append(name)
         await limiter.release(V, lease)
 
+    async def waiting(count: int) -> bool:
+        return (await fast.statistics())[V].waiting == count
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(wait, slow, "slow")
-        await anyio.sleep(0.1)
+        await wait_until_async(partial(waiting, 1), "the slow poller queued")
         tg.start_soon(wait, fast, "fast")
-        await anyio.sleep(0.1)
+        await wait_until_async(partial(waiting, 2), "the fast poller queued behind it")
         await fast.release(V, holder)
     assert order == ["slow", "fast"]
 

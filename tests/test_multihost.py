@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from tests._cli_fixtures import (
 )
 from tests._netns import NetnsHosts, skip_reason
 from tests._redis_fixtures import REPO, RedisServer, free_port, redis_process
+from tests._waiting import wait_until_sync
 
 __all__ = ["redis_process"]
 
@@ -235,14 +235,6 @@ def test_a_rerun_reports_what_it_finished_before(
     _check_exactly_once(emulator, redis_process.url, manifest)
 
 
-def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_a_killed_worker_s_items_are_taken_over(
     slow_emulator: ThreadedEmulator, redis_process: RedisServer, tmp_path: Path
 ) -> None:
@@ -267,7 +259,7 @@ def test_a_killed_worker_s_items_are_taken_over(
             )
             return sum(c.record.state == "submitted" for c in held.values()) >= 2
 
-        _wait_for(victim_has_generations_in_flight, 15.0, "the victim to have generations out")
+        wait_until_sync(victim_has_generations_in_flight, "the victim's generations", timeout=15.0)
         victim.send_signal(signal.SIGKILL)
         victim.communicate()
         (output,) = _finish([survivor])
@@ -326,7 +318,7 @@ def test_two_hosts_in_separate_network_namespaces(netns_hosts: NetnsHosts, tmp_p
     emu = ThreadedEmulator(emulator_config(speed=4000.0, host=address))
     try:
         url = f"redis://{address}:{port}/0"
-        _wait_for(lambda: _redis_up(address, port), 10.0, "redis-server")
+        wait_until_sync(lambda: _redis_up(address, port), "redis-server")
         manifest = _manifest(tmp_path)
         outs = [tmp_path / f"ns-{i}" for i in range(2)]
         workers = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -9,7 +10,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from lumasched.claims import ClaimRecord, ClaimStatus, ClaimStore, Reseed
+from lumasched.claims import Claim, ClaimRecord, ClaimStatus, ClaimStore, Reseed
 from tests._redis_fixtures import RedisServer, redis_process, redis_server
 
 __all__ = ["redis_process", "redis_server"]
@@ -31,6 +32,15 @@ async def client(redis_server: str) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 def manifest() -> str:
     return uuid.uuid4().hex[:16]
+
+
+async def claim_once_lapsed(worker: ClaimStore, key: str, timeout: float = 10.0) -> Claim:
+    """Claim ``key`` as soon as its holder's lease lapses (on Redis time): no fixed
+    sleep that a busy machine could make too short. A TAKEN answer changes nothing."""
+    with anyio.fail_after(timeout):
+        while (claim := await worker.claim(key)).status is ClaimStatus.TAKEN:
+            await anyio.sleep(max(0.01, claim.expires_in))
+    return claim
 
 
 def store(client: aioredis.Redis, manifest: str, owner: str, ttl: float = 30.0) -> ClaimStore:
@@ -60,8 +70,7 @@ async def test_an_expired_claim_is_adopted_with_what_its_holder_recorded(
     assert await dead.before_create("x", body=BODY, sent_at=1000.5, lease_id="lease-1")
     assert await dead.created("x", "gen-1")
     assert (await heir.claim("x")).status is ClaimStatus.TAKEN
-    await anyio.sleep(0.3)
-    adopted = await heir.claim("x")
+    adopted = await claim_once_lapsed(heir, "x")
     assert adopted.status is ClaimStatus.ADOPTED
     record = adopted.record
     assert (record.owner, record.state, record.generation_id) == ("dead", "submitted", "gen-1")
@@ -74,8 +83,7 @@ async def test_a_worker_that_lost_its_claim_may_not_send_the_create(
     """The intent is fenced: after a take-over the late holder is refused."""
     late, heir = store(client, manifest, "late", ttl=0.2), store(client, manifest, "heir")
     await late.claim("x")
-    await anyio.sleep(0.3)
-    assert (await heir.claim("x")).status is ClaimStatus.ADOPTED
+    assert (await claim_once_lapsed(heir, "x")).status is ClaimStatus.ADOPTED
     assert not await late.before_create("x", body=BODY, sent_at=1.0, lease_id="l")
     assert await heir.before_create("x", body=BODY, sent_at=2.0, lease_id="l2")
 
@@ -93,10 +101,14 @@ async def test_a_clean_exit_hands_unfinished_items_over_at_once(
 
 async def test_the_heartbeat_keeps_claims_alive(client: aioredis.Redis, manifest: str) -> None:
     """A live worker's claims outlast many TTLs."""
+    other = store(client, manifest, "other")
     async with store(client, manifest, "alive", ttl=1.0) as alive:
         await alive.claim("x")
-        await anyio.sleep(2.2)
-        assert (await store(client, manifest, "other").claim("x")).status is ClaimStatus.TAKEN
+        # checked all along, not once after a sleep: it never lapsed in 2.2 TTLs
+        until = time.monotonic() + 2.2
+        while time.monotonic() < until:
+            assert (await other.claim("x")).status is ClaimStatus.TAKEN
+            await anyio.sleep(0.05)
 
 
 async def test_finished_items_are_done_for_everyone(client: aioredis.Redis, manifest: str) -> None:

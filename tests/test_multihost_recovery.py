@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,8 @@ from lumasched.cli import EXIT_CLAIMS_WAIT, main
 from lumasched.manifest import Manifest
 from tests._cli_fixtures import API_KEY, LIMITS_TOML, ThreadedEmulator, emulator_config, write_jsonl
 from tests._redis_fixtures import RedisServer, redis_process
-from tests.test_multihost import _claims_view, _finish, _results, _spawn, _wait_for
+from tests._waiting import wait_until_sync
+from tests.test_multihost import _claims_view, _finish, _results, _spawn
 
 __all__ = ["redis_process"]
 
@@ -173,7 +176,11 @@ def test_two_batches_ride_through_a_redis_restart(
         for manifest, _ in runs
     ]
     try:
-        _wait_for(lambda: all(len(_results(out)) >= 3 for out in outs), 20.0, "both runs under way")
+        wait_until_sync(
+            lambda: all(len(_results(out)) >= 3 for out in outs),
+            "both runs under way",
+            timeout=20.0,
+        )
         _restart_empty(redis_process, 1.0)
         outputs = _finish(workers, timeout=60.0)
     finally:
@@ -198,7 +205,9 @@ def test_one_manifest_on_two_hosts_rides_through_a_redis_restart(
     outs = [tmp_path / "a", tmp_path / "b"]
     workers = [_spawn(manifest, out, redis_process.url, emu.base_url) for out in outs]
     try:
-        _wait_for(lambda: all(_results(out) for out in outs), 20.0, "both hosts working")
+        wait_until_sync(
+            lambda: all(_results(out) for out in outs), "both hosts working", timeout=20.0
+        )
         _restart_empty(redis_process, 1.0)
         outputs = _finish(workers, timeout=60.0)
     finally:
@@ -232,8 +241,10 @@ def test_a_host_gone_during_the_outage_leaves_its_items_waiting(
     survivor = _spawn(manifest, survivor_out, redis_process.url, emu.base_url)
     victim = _spawn(manifest, victim_out, redis_process.url, emu.base_url)
     try:
-        _wait_for(
-            lambda: _results(survivor_out) and _results(victim_out), 20.0, "both hosts working"
+        wait_until_sync(
+            lambda: _results(survivor_out) and _results(victim_out),
+            "both hosts working",
+            timeout=20.0,
         )
         redis_process.stop()
         victim.send_signal(signal.SIGKILL)
@@ -277,6 +288,31 @@ def test_a_host_gone_during_the_outage_leaves_its_items_waiting(
     assert set(_results(survivor_out)) | set(_results(victim_out)) <= set(ids)
 
 
+def _read_until(worker: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """The worker's output up to its first line holding ``marker`` (what it printed
+    proves it got there); the rest is left for ``_finish``."""
+    assert worker.stdout is not None
+    stdout = worker.stdout
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        for line in stdout:
+            lines.append(line)
+            if marker in line:
+                seen.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if not seen.wait(timeout):
+        worker.kill()
+        reader.join()
+        pytest.fail(f"the worker never printed {marker!r}:\n{''.join(lines)}")
+    reader.join()
+    return "".join(lines)
+
+
 def _media(out: Path) -> int:
     return sum(1 for path in out.iterdir() if path.suffix in (".png", ".jpg", ".mp4"))
 
@@ -295,15 +331,20 @@ def test_a_redis_outage_pauses_creates_and_resumes(
     out = manifest.parent / "out"
     worker = _spawn(manifest, out, redis_process.url, emu.base_url)
     try:
-        _wait_for(lambda: len(_results(out)) >= 3, 20.0, "the run under way")
+        wait_until_sync(lambda: len(_results(out)) >= 3, "the run under way", timeout=20.0)
         redis_process.stop()
         before = _media(out)
-        _wait_for(lambda: _media(out) > before, 10.0, "a download while Redis is down")
+        wait_until_sync(
+            lambda: _media(out) > before, "a download while Redis is down", timeout=10.0
+        )
+        # the sync point for the check below: the run says it noticed and paused
+        head = _read_until(worker, "creates pause", timeout=20.0)
         creates = emu.inspect.creates_total  # any create sent before the stop has landed
-        time.sleep(2.5)  # longer than --claim-ttl: every lease ran out meanwhile
+        time.sleep(2.5)  # the outage outlasts --claim-ttl: every lease runs out meanwhile
         assert emu.inspect.creates_total == creates, "no create without Redis"
         redis_process.start()
-        (output,) = _finish([worker], timeout=60.0)
+        (rest,) = _finish([worker], timeout=60.0)
+        output = head + rest
     finally:
         if worker.poll() is None:
             worker.kill()

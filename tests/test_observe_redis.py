@@ -18,7 +18,11 @@ from lumasched.limits.redis import RedisLimiter, account_id
 from lumasched.observe import SharedLimitsMetrics
 from lumasched.observe.prometheus import MetricsServer
 from tests._observe_fixtures import Scrape, scrape, scrape_sync, value
-from tests._redis_fixtures import free_port, redis_server  # noqa: F401
+from tests._redis_fixtures import (  # noqa: F401
+    redis_server,
+    refused_port,
+    until_waiting,
+)
 
 KEY = "sk-observe-test-key-456"
 V = Family.VIDEO
@@ -51,7 +55,7 @@ async def test_shared_state_is_read_at_each_scrape_and_matches_limits_json(
         await limiter.mark_submitted(V, "lease-two", "gen-1")
         async with anyio.create_task_group() as tg:
             tg.start_soon(limiter.acquire, V, "lease-three")
-            await anyio.sleep(0.1)
+            await until_waiting(limiter, V, 1)
             busy = await scrape(server.url)
             monkeypatch.setenv("LUMAAI_API_KEY", KEY)
             code = await anyio.to_thread.run_sync(
@@ -77,12 +81,13 @@ async def test_shared_state_is_read_at_each_scrape_and_matches_limits_json(
 
 async def test_redis_away_is_a_metric_not_a_failed_scrape() -> None:
     """Redis unreachable: the scrape still answers, with redis_up 0."""
-    async with (
-        SharedLimitsMetrics(f"redis://127.0.0.1:{free_port()}/0") as shared,
-        MetricsServer([shared], port=0) as server,
-    ):
-        with anyio.fail_after(30):
-            seen = await scrape(server.url)
+    with refused_port() as port:
+        async with (
+            SharedLimitsMetrics(f"redis://127.0.0.1:{port}/0") as shared,
+            MetricsServer([shared], port=0) as server,
+        ):
+            with anyio.fail_after(30):
+                seen = await scrape(server.url)
     assert value(seen, "lumasched_shared_redis_up") == 0
 
 
@@ -99,19 +104,21 @@ def test_limits_command_serves_metrics_until_ctrl_c(redis_server: str) -> None: 
             await limiter.mark_submitted(V, "held", "gen-9")
 
     anyio.run(hold)
-    port = free_port()
     env = {**os.environ, "LUMAAI_API_KEY": KEY}
     command = [
         sys.executable, "-m", "lumasched", "limits", "--redis", redis_server,
-        "--namespace", namespace, "--metrics-port", str(port),
+        # port 0: the one it gets is in its first line (a port picked here could
+        # be taken by a test running in parallel before the child listens)
+        "--namespace", namespace, "--metrics-port", "0",
     ]  # fmt: skip
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:
         try:
             assert proc.stdout is not None
-            assert "serving http://127.0.0.1:" in proc.stdout.readline()
-            seen = scrape_sync(f"http://127.0.0.1:{port}/metrics", timeout=10)
+            first = proc.stdout.readline()
+            assert first.startswith("serving http://127.0.0.1:"), first
+            seen = scrape_sync(first.split()[1], timeout=10)
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=20)
         finally:
