@@ -4,7 +4,6 @@ standard AWS environment variables (what botocore's credential chain reads)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,21 +12,17 @@ import pytest
 BUCKET = "lumasched-inputs"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class S3Server:
     """moto's ThreadedMotoServer; ``requests(method)`` counts what it was sent."""
 
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        self.port = _free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        # Port 0: the kernel picks a port and the server holds it from the start (a
+        # port picked beforehand could be taken by a test running in parallel).
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
+        self.port = self._server.get_host_and_port()[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
     def client(self) -> Any:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ from aiohttp import web
 from lumasched.emulator import Emulator
 from lumasched.limits import FamilyLimits, Limits
 from tests._engine_fixtures import API_KEY
+from tests._sockets import bound_socket
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Roomy limits: these tests measure the app, not the limiter.
@@ -44,16 +44,11 @@ def _example(name: str) -> ModuleType:
     return module
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @asynccontextmanager
 async def serve(kind: str, out: Path, emu: Emulator) -> AsyncIterator[str]:
     """The example app ``kind`` on a free port, with callbacks to itself."""
-    port = _free_port()
+    sock = bound_socket()
+    port = sock.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     options: dict[str, Any] = {"api_key": API_KEY, "base_url": emu.base_url, "limits": ROOMY}
     if kind == "aiohttp":
@@ -61,19 +56,18 @@ async def serve(kind: str, out: Path, emu: Emulator) -> AsyncIterator[str]:
         runner = web.AppRunner(app)
         await runner.setup()
         try:
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            await web.SockSite(runner, sock).start()
             yield base
         finally:
             await runner.cleanup()
+            sock.close()
     else:
         import uvicorn
 
         app = _example("web_fastapi").make_app(out, public_url=base, **options)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
-        )
+        config = uvicorn.Config(app, log_level="warning", ws="none", lifespan="on")
         server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             with anyio.fail_after(10):
                 while not server.started:
@@ -84,6 +78,7 @@ async def serve(kind: str, out: Path, emu: Emulator) -> AsyncIterator[str]:
         finally:
             server.should_exit = True
             await task
+            sock.close()
 
 
 KINDS = ["aiohttp", "fastapi"]

@@ -4,7 +4,6 @@ verified hints; job events stream as SSE."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,18 +24,14 @@ from lumasched.web import (
     luma_context,
 )
 from tests._engine_fixtures import API_KEY, emulator
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests._sockets import bound_socket
 
 
 @asynccontextmanager
 async def aiohttp_app(emu: Emulator, out: Path) -> AsyncIterator[tuple[str, web.Application]]:
     """A user's aiohttp app: Luma in cleanup_ctx, the callback sub-app, SSE route."""
-    port = _free_port()
+    sock = bound_socket()
+    port = sock.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     app = web.Application()
     app.cleanup_ctx.append(
@@ -52,10 +47,11 @@ async def aiohttp_app(emu: Emulator, out: Path) -> AsyncIterator[tuple[str, web.
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.SockSite(runner, sock).start()
         yield base, app
     finally:
         await runner.cleanup()
+        sock.close()
 
 
 async def _sse(session: aiohttp.ClientSession, url: str) -> list[dict[str, Any]]:
