@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import socket
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -97,8 +96,26 @@ def test_policy_rejects_nonsense() -> None:
         RetryPolicy(total_timeout=-1)
 
 
+class FakeTime:
+    """A clock that moves only when slept on (or told to): the budget's arithmetic
+    with no real waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 async def test_total_time_budget_stops_retrying() -> None:
-    """No retry starts whose wait would overrun total_timeout."""
+    """No retry starts whose wait would overrun total_timeout, measured on the
+    clock the caller gives (no real time passes here)."""
+    clock = FakeTime()
     calls = 0
 
     async def attempt() -> None:
@@ -106,31 +123,32 @@ async def test_total_time_budget_stops_retrying() -> None:
         calls += 1
         raise OSError("down")
 
-    policy = RetryPolicy(attempts=100, total_timeout=0.2, initial=0.08, jitter=0.0)
-    started = time.monotonic()
+    policy = RetryPolicy(attempts=100, total_timeout=10.0, initial=4.0, max=60.0, jitter=0.0)
     with pytest.raises(OSError):
-        await policy.call(attempt, should_retry=lambda exc: True)
-    assert calls == 2  # waits 0.08, then 0.16 would overrun
-    assert time.monotonic() - started < 0.08 + 0.16  # and it did not sleep it first
+        await policy.call(
+            attempt, should_retry=lambda exc: True, sleep=clock.sleep, monotonic=clock.monotonic
+        )
+    assert calls == 2  # waits 4 s; the next wait (8 s) would end at 12 s > 10 s
+    assert clock.slept == [4.0]  # and it did not sleep that wait first
 
 
 async def test_the_budget_counts_the_first_attempt_too() -> None:
     """The first attempt runs outside tenacity, yet its time still counts against
     total_timeout: a first attempt that used the budget up is not retried."""
+    clock = FakeTime()
     calls = 0
 
     async def attempt() -> None:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.06)
+        clock.now += 6.0  # a slow first attempt
         raise OSError("down")
 
-    async def sleep(seconds: float) -> None:
-        pass
-
-    policy = RetryPolicy(attempts=5, total_timeout=0.05, initial=0.0, jitter=0.0)
+    policy = RetryPolicy(attempts=5, total_timeout=5.0, initial=0.0, jitter=0.0)
     with pytest.raises(OSError):
-        await policy.call(attempt, should_retry=lambda exc: True, sleep=sleep)
+        await policy.call(
+            attempt, should_retry=lambda exc: True, sleep=clock.sleep, monotonic=clock.monotonic
+        )
     assert calls == 1
 
 

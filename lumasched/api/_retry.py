@@ -40,8 +40,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
 )
 
 __all__ = ["RetryPolicy"]
@@ -118,23 +116,25 @@ class RetryPolicy:
         retry_after: Callable[[BaseException], float | None] = lambda exc: None,
         on_retry: Callable[[BaseException, float], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> T:
         """Run ``attempt`` until it succeeds, ``should_retry`` says no, or the budget ends.
 
         The last error is re-raised unchanged. ``on_retry(error, wait)`` is called
-        before each wait; ``sleep`` waits (an injected clock's, in the engine).
+        before each wait. ``sleep`` waits and ``monotonic`` measures the time budget:
+        pass an injected clock's pair (``Clock.sleep``, ``Clock.monotonic``) so that
+        the waits and the budget run on one clock.
         """
 
         # The first attempt runs bare: almost every call succeeds at once, and
         # building tenacity's machinery for it cost about a tenth of a job's CPU.
-        started = time.monotonic()
+        started = monotonic()
         try:
             return await attempt()
         except Exception as exc:
             if self.attempts == 1 or not should_retry(exc):
                 raise
             first: BaseException | None = exc
-        elapsed = time.monotonic() - started
 
         async def replayed() -> T:
             # Tenacity sees the first failure as its attempt 1, so the waits,
@@ -154,10 +154,18 @@ class RetryPolicy:
             if on_retry is not None and exc is not None:
                 on_retry(exc, state.upcoming_sleep)
 
+        def stop(state: RetryCallState) -> bool:
+            # Out of attempts, or the next wait would end past the budget, which
+            # counts from the bare first attempt on the caller's clock (tenacity's
+            # own stop_before_delay reads time.monotonic).
+            upcoming = state.upcoming_sleep or 0.0
+            return (
+                state.attempt_number >= self.attempts
+                or monotonic() - started + upcoming >= self.total_timeout
+            )
+
         retrying = AsyncRetrying(
-            # The budget counts from the bare first attempt.
-            stop=stop_after_attempt(self.attempts)
-            | stop_before_delay(max(0.0, self.total_timeout - elapsed)),
+            stop=stop,
             wait=wait,
             retry=retry_if_exception(should_retry),
             before_sleep=before_sleep,

@@ -84,6 +84,7 @@ class Outage:
             should_retry=lambda exc: isinstance(exc, REDIS_DOWN),
             on_retry=lambda exc, _wait: self.down(exc),
             sleep=self._clock.sleep,
+            monotonic=self._clock.monotonic,
         )
         self.up()
         return result
