@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from lumasched.gallery._page import GALLERY_NAME, write_gallery
 from lumasched.gallery._report import report_meta
+from lumasched.gallery._thumbs import Thumbnailer
 from lumasched.gallery.dashboard import Dashboard
 
-__all__ = ["GALLERY_NAME", "Dashboard", "report_meta", "write_gallery"]
+__all__ = ["GALLERY_NAME", "Dashboard", "Thumbnailer", "report_meta", "write_gallery"]
