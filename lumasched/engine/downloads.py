@@ -194,6 +194,16 @@ def _existing_match(target: Path, expected: str) -> int | None:
     return size if hasher.hexdigest() == expected.lower() else None
 
 
+def _exists(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # let the read in the worker thread report what is wrong
+    return True
+
+
 def _open_part(path: Path, *, append: bool) -> BinaryIO:
     try:
         # The folder is there for all but the first file: no mkdir call per job.
@@ -311,9 +321,12 @@ class Downloader:
         try:
             # Without a digest to verify, the hop that syncs the part also publishes it.
             part = _Part(part_path(target), publish_to=target if expected_sha256 is None else None)
-            with contextlib.suppress(FileNotFoundError):
-                # Resume a part file a cancelled or failed download left: re-hash its bytes.
-                part.hasher, part.size = await anyio.to_thread.run_sync(_hash_file, part.path)
+            # Resume a part file a cancelled or failed download left: re-hash its bytes.
+            # Almost always there is none: a stat on the loop (as cheap as the open
+            # that follows there) spares the worker-thread hop of trying to read it.
+            if _exists(part.path):
+                with contextlib.suppress(FileNotFoundError):
+                    part.hasher, part.size = await anyio.to_thread.run_sync(_hash_file, part.path)
             digest = await self._fetch(url, target, part, refresh_url)
             if expected_sha256 is not None and digest != expected_sha256.lower() and part.resumed:
                 # The leftover part may hold other bytes (an older asset): start over once.
