@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SCENARIOS,
         help="run only these (default: all)",
     )
+    parser.add_argument(
+        "--window-margin",
+        type=float,
+        help="the client limiter's rate-window margin, seconds (default: its own)",
+    )
     parser.add_argument("--cli-jobs-c", type=int, default=120, help="jobs, cli-concurrency")
     parser.add_argument("--cli-jobs-r", type=int, default=60, help="jobs, cli-rate")
     parser.add_argument(
@@ -87,6 +92,7 @@ def scenario(
     latency: float,
     video: dict[str, Any],
     callbacks: bool = False,
+    window_margin: float | None = None,
 ) -> None:
     bound = best_makespan(
         jobs,
@@ -109,6 +115,7 @@ def scenario(
                     "kind": "video",
                     "limits": {"video": video},
                     "callbacks": callbacks,
+                    "window_margin": window_margin,
                 },
             )
             seen = emu.inspect()
@@ -263,20 +270,23 @@ def run(args: argparse.Namespace) -> Report:
     report = Report()
     chosen = args.scenario or list(SCENARIOS)
     conc = {"concurrency": args.concurrency, "requests": 100_000, "per_seconds": 1.0}
-    if "concurrency" in chosen:
-        scenario(report, "concurrency-bound", jobs=args.jobs_c, latency=args.latency, video=conc)
     rate = {"concurrency": 1000, "requests": args.requests, "per_seconds": args.per_seconds}
-    if "rate" in chosen:
-        scenario(report, "rate-bound", jobs=args.jobs_r, latency=args.latency, video=rate)
-    if "callbacks" in chosen:
-        scenario(
-            report,
-            "concurrency-bound + callbacks",
-            jobs=args.jobs_c,
-            latency=args.latency,
-            video=conc,
-            callbacks=True,
-        )
+    library = {
+        "concurrency": ("concurrency-bound", args.jobs_c, conc, False),
+        "rate": ("rate-bound", args.jobs_r, rate, False),
+        "callbacks": ("concurrency-bound + callbacks", args.jobs_c, conc, True),
+    }
+    for key, (name, jobs, video, callbacks) in library.items():
+        if key in chosen:
+            scenario(
+                report,
+                name,
+                jobs=jobs,
+                latency=args.latency,
+                video=video,
+                callbacks=callbacks,
+                window_margin=args.window_margin,
+            )
     cli = {
         "cli-concurrency": ("cli, concurrency-bound", args.cli_jobs_c, args.latency, conc),
         "cli-rate": ("cli, rate-bound", args.cli_jobs_r, args.cli_rate_latency, rate),
