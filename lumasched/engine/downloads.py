@@ -233,12 +233,13 @@ def _seal(f: BinaryIO | None, part: _Part) -> None:
     """Write what ``part`` holds in memory (when ``f`` is None), flush, fsync and
     close the whole part file; publish it at once if nothing is left to check
     (one thread hop per download instead of two)."""
+    in_memory = f is None
     if f is None:
         f = _open_part(part.path, append=False)
-        f.write(part.buffer)
-        part.buffer = bytearray()
-        part.on_disk = True
     try:
+        if in_memory:
+            f.write(part.buffer)
+            part.buffer, part.on_disk = bytearray(), True
         f.flush()
         os.fsync(f.fileno())
     finally:
