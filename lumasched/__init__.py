@@ -17,13 +17,11 @@ The top level holds the user's nouns and the types in their signatures;
 plumbing lives in its module (``lumasched.api.dumps_body``,
 ``lumasched.engine.downloads.sha256_file``, ...).
 
-The emulator (``Emulator``, ``EmulatorConfig``, ``Faults``), ``RedisLimiter``,
-the observability names (``SchedulerMetrics``, ``SharedLimitsMetrics``,
-``configure_logging``: ``lumasched.observe``) and the uploads of local input
-files (``Uploads``, ``S3Target``, ``EmulatorTarget``, ``UploadLog``:
-``lumasched.inputs``) and the gallery (``Dashboard``, ``write_gallery``:
-``lumasched.gallery``) are imported on first use, so ``import lumasched`` stays
-light.
+Every name here is imported from its module on first use, so ``import
+lumasched`` stays light: the emulator, ``RedisLimiter``, the observability names
+(``lumasched.observe``), the uploads of local input files (``lumasched.inputs``)
+and the gallery (``lumasched.gallery``) load only when used, and so do aiohttp
+and the engine (the ``lumasched`` command starts without them).
 
 The package is a stack of layers, lowest first; a module imports only its own
 layer and the ones below (docs/architecture.md, checked by
@@ -56,133 +54,159 @@ import importlib
 import typing
 import warnings
 
-from lumasched._clock import Clock
-from lumasched._config import Settings
-from lumasched.api import (
-    Assets,
-    AssetStream,
-    AudioRequest,
-    CharacterIdentity,
-    CharacterRef,
-    ClientStats,
-    Concept,
-    CreateRequest,
-    Credits,
-    Generation,
-    GenerationKeyframe,
-    GenerationPage,
-    GenerationState,
-    ImageKeyframe,
-    ImageRef,
-    ImageRequest,
-    Keyframe,
-    Keyframes,
-    LumaClient,
-    Media,
-    ModifyVideoRequest,
-    Ping,
-    ReframeImageRequest,
-    ReframeVideoRequest,
-    RetryPolicy,
-    Timeout,
-    UpscaleRequest,
-    VideoRequest,
-    request_from_dict,
-    request_to_dict,
-)
-from lumasched.engine.callbacks import CallbackReceiver, CallbackStats
-from lumasched.engine.downloads import Downloader
-from lumasched.engine.events import Counters, FamilyCounts
-from lumasched.engine.jobs import (
-    Job,
-    JobCancelled,
-    JobDeferred,
-    JobEvent,
-    JobResult,
-    JobState,
-    Timings,
-)
-from lumasched.engine.poller import Poller
-from lumasched.engine.scheduler import Scheduler
-from lumasched.errors import (
-    AmbiguousCreateError,
-    APIStatusError,
-    APITimeoutError,
-    APIUnreachableError,
-    AssetTooLargeError,
-    AuthenticationError,
-    BadRequestError,
-    ClaimLost,
-    ClaimsLostError,
-    ClaimStoreUnavailable,
-    ConfigurationError,
-    ConflictError,
-    ConnectError,
-    DependencyFailed,
-    DownloadError,
-    FailureCategory,
-    GenerationFailed,
-    GenerationTimeout,
-    InternalServerError,
-    ItemsChangedError,
-    JournalError,
-    JournalledFailure,
-    JournalLockedError,
-    LumaError,
-    MissingAssetError,
-    NotFoundError,
-    PermissionDeniedError,
-    Problem,
-    RateLimitError,
-    ResponseTooLargeError,
-    StorageError,
-    TooManyRedirects,
-    TransportError,
-    UnprocessableEntityError,
-    UploadError,
-    ValidationError,
-)
-from lumasched.facade import Luma, LumaSync, generate_sync
-from lumasched.limits import (
-    BUILD_TIER,
-    Family,
-    FamilyLimits,
-    FamilyStatistics,
-    InProcessLimiter,
-    Limiter,
-    Limits,
-    family_of,
-    make_limiter,
-)
-from lumasched.pricing import PriceTable, estimate_cost_cents
-from lumasched.store.journal import Journal
-
 if typing.TYPE_CHECKING:
+    from lumasched._clock import Clock
+    from lumasched._config import Settings
+    from lumasched.api import (
+        Assets,
+        AssetStream,
+        AudioRequest,
+        CharacterIdentity,
+        CharacterRef,
+        ClientStats,
+        Concept,
+        CreateRequest,
+        Credits,
+        Generation,
+        GenerationKeyframe,
+        GenerationPage,
+        GenerationState,
+        ImageKeyframe,
+        ImageRef,
+        ImageRequest,
+        Keyframe,
+        Keyframes,
+        LumaClient,
+        Media,
+        ModifyVideoRequest,
+        Ping,
+        ReframeImageRequest,
+        ReframeVideoRequest,
+        RetryPolicy,
+        Timeout,
+        UpscaleRequest,
+        VideoRequest,
+        request_from_dict,
+        request_to_dict,
+    )
     from lumasched.emulator import Emulator, EmulatorConfig, Faults
+    from lumasched.engine.callbacks import CallbackReceiver, CallbackStats
+    from lumasched.engine.downloads import Downloader
+    from lumasched.engine.events import Counters, FamilyCounts
+    from lumasched.engine.jobs import (
+        Job,
+        JobCancelled,
+        JobDeferred,
+        JobEvent,
+        JobResult,
+        JobState,
+        Timings,
+    )
+    from lumasched.engine.poller import Poller
+    from lumasched.engine.scheduler import Scheduler
+    from lumasched.errors import (
+        AmbiguousCreateError,
+        APIStatusError,
+        APITimeoutError,
+        APIUnreachableError,
+        AssetTooLargeError,
+        AuthenticationError,
+        BadRequestError,
+        ClaimLost,
+        ClaimsLostError,
+        ClaimStoreUnavailable,
+        ConfigurationError,
+        ConflictError,
+        ConnectError,
+        DependencyFailed,
+        DownloadError,
+        FailureCategory,
+        GenerationFailed,
+        GenerationTimeout,
+        InternalServerError,
+        ItemsChangedError,
+        JournalError,
+        JournalledFailure,
+        JournalLockedError,
+        LumaError,
+        MissingAssetError,
+        NotFoundError,
+        PermissionDeniedError,
+        Problem,
+        RateLimitError,
+        ResponseTooLargeError,
+        StorageError,
+        TooManyRedirects,
+        TransportError,
+        UnprocessableEntityError,
+        UploadError,
+        ValidationError,
+    )
+    from lumasched.facade import Luma, LumaSync, generate_sync
     from lumasched.gallery import Dashboard, write_gallery
     from lumasched.inputs import EmulatorTarget, S3Target, UploadLog, Uploads
+    from lumasched.limits import (
+        BUILD_TIER,
+        Family,
+        FamilyLimits,
+        FamilyStatistics,
+        InProcessLimiter,
+        Limiter,
+        Limits,
+        family_of,
+        make_limiter,
+    )
     from lumasched.limits.redis import RedisLimiter
     from lumasched.observe import SchedulerMetrics, SharedLimitsMetrics, configure_logging
+    from lumasched.pricing import PriceTable, estimate_cost_cents
+    from lumasched.store.journal import Journal
+
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "Emulator": "lumasched.emulator",
-    "EmulatorConfig": "lumasched.emulator",
-    "Faults": "lumasched.emulator",
-    "RedisLimiter": "lumasched.limits.redis",
-    "SchedulerMetrics": "lumasched.observe",
-    "SharedLimitsMetrics": "lumasched.observe",
-    "configure_logging": "lumasched.observe",
-    # Local files as inputs (Pillow's checks load with them).
-    "EmulatorTarget": "lumasched.inputs",
-    "S3Target": "lumasched.inputs",
-    "UploadLog": "lumasched.inputs",
-    "Uploads": "lumasched.inputs",
-    # The run's page and the live dashboard (aiohttp.web loads with them).
-    "Dashboard": "lumasched.gallery",
-    "write_gallery": "lumasched.gallery",
+# Every public name loads with its module on first use, so `import lumasched` (and
+# the `lumasched` command's start: `--help` needs neither aiohttp nor the engine)
+# costs almost nothing; the imports above tell type checkers what each name is.
+_HOMES: dict[str, str] = {
+    "lumasched._clock": "Clock",
+    "lumasched._config": "Settings",
+    "lumasched.api": (
+        "Assets AssetStream AudioRequest CharacterIdentity CharacterRef ClientStats Concept "
+        "CreateRequest Credits Generation GenerationKeyframe GenerationPage GenerationState "
+        "ImageKeyframe ImageRef ImageRequest Keyframe Keyframes LumaClient Media "
+        "ModifyVideoRequest Ping ReframeImageRequest ReframeVideoRequest RetryPolicy Timeout "
+        "UpscaleRequest VideoRequest request_from_dict request_to_dict"
+    ),
+    "lumasched.engine.callbacks": "CallbackReceiver CallbackStats",
+    "lumasched.engine.downloads": "Downloader",
+    "lumasched.engine.events": "Counters FamilyCounts",
+    "lumasched.engine.jobs": "Job JobCancelled JobDeferred JobEvent JobResult JobState Timings",
+    "lumasched.engine.poller": "Poller",
+    "lumasched.engine.scheduler": "Scheduler",
+    "lumasched.errors": (
+        "AmbiguousCreateError APIStatusError APITimeoutError APIUnreachableError "
+        "AssetTooLargeError AuthenticationError BadRequestError ClaimLost ClaimsLostError "
+        "ClaimStoreUnavailable ConfigurationError ConflictError ConnectError DependencyFailed "
+        "DownloadError FailureCategory GenerationFailed GenerationTimeout InternalServerError "
+        "ItemsChangedError JournalError JournalledFailure JournalLockedError LumaError "
+        "MissingAssetError NotFoundError PermissionDeniedError Problem RateLimitError "
+        "ResponseTooLargeError StorageError TooManyRedirects TransportError "
+        "UnprocessableEntityError UploadError ValidationError"
+    ),
+    "lumasched.facade": "Luma LumaSync generate_sync",
+    "lumasched.limits": (
+        "BUILD_TIER Family FamilyLimits FamilyStatistics InProcessLimiter Limiter Limits "
+        "family_of make_limiter"
+    ),
+    "lumasched.pricing": "PriceTable estimate_cost_cents",
+    "lumasched.store.journal": "Journal",
+    "lumasched.emulator": "Emulator EmulatorConfig Faults",
+    "lumasched.gallery": "Dashboard write_gallery",
+    "lumasched.inputs": "EmulatorTarget S3Target UploadLog Uploads",
+    "lumasched.limits.redis": "RedisLimiter",
+    "lumasched.observe": "SchedulerMetrics SharedLimitsMetrics configure_logging",
 }
+_LAZY = {name: module for module, names in _HOMES.items() for name in names.split()}
 
 # 0.1 exported these at the top; they still resolve there, with a warning naming
 # their home, but are no longer part of ``__all__``.
@@ -219,6 +243,10 @@ def __getattr__(name: str) -> typing.Any:
         raise AttributeError(f"module 'lumasched' has no attribute {name!r}")
     warnings.warn(f"lumasched.{name} is deprecated: {hint}", DeprecationWarning, stacklevel=2)
     return getattr(importlib.import_module(module), new)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

@@ -19,6 +19,8 @@ DEFAULT_JOB_TIMEOUT = 3600.0
 """Seconds a generation may stay unfinished before its job fails (a rerun polls it again)."""
 DEFAULT_MAX_ASSET_SIZE = 4 * 1024**3
 """The largest asset downloaded (a 4K, 10 s video is well under 1 GiB)."""
+DEFAULT_UNREACHABLE_GIVE_UP = 120.0
+"""Seconds the API may stay unreachable before a run stops creating."""
 DEFAULT_USER_AGENT_PRODUCT = "lumasched"
 DEFAULT_DASHBOARD_PORT = 8765
 """Where ``--dashboard`` serves the live page (on 127.0.0.1) when no port is given."""

@@ -125,7 +125,7 @@ async def test_claims_heartbeat_lives_through_an_unexpected_error(
     holder = ClaimStore(client, api_key="sk-bg", manifest=manifest, owner="holder", ttl=0.6)
     rival = ClaimStore(client, api_key="sk-bg", manifest=manifest, owner="rival", ttl=0.6)
     beats, odd_until, renewed = 0, 3, False
-    renew, learn = holder._scripts["RENEW"], holder._learn
+    renew, learn = holder._scripts["RENEW"], holder._membership.learn
 
     async def counted_renew(*args: Any, **kwargs: Any) -> Any:
         nonlocal beats, renewed
@@ -143,7 +143,7 @@ async def test_claims_heartbeat_lives_through_an_unexpected_error(
         await learn(*args)
 
     holder._scripts["RENEW"] = counted_renew  # type: ignore[assignment]
-    monkeypatch.setattr(holder, "_learn", broken_learn)
+    monkeypatch.setattr(holder._membership, "learn", broken_learn)
     with pytest.raises(LookupError):  # leaving the store raises what stopped it
         async with holder:
             assert (await holder.claim("a")).status is ClaimStatus.CLAIMED

@@ -14,7 +14,7 @@ import pytest
 
 from lumasched import cli
 from lumasched._config import Settings
-from lumasched.cli import EXIT_FAILED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, parse_size
+from lumasched.cli import EXIT_FAILED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, _console, parse_size
 from lumasched.store.journal import Journal
 from tests import _cli_fixtures as fx
 from tests._broken_server import ThreadedBrokenAPI, dumps, item
@@ -36,14 +36,14 @@ def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadedBrokenAPI]:
     monkeypatch.setenv("LUMAAI_BASE_URL", server.base_url)
     monkeypatch.delenv("LUMASCHED_REDIS_URL", raising=False)
     monkeypatch.setattr("lumasched.engine._following.ASSET_REREAD_DELAYS", (0.01, 0.02))
-    real_settings = cli._settings
+    real_settings = _console.settings_from
 
     def small_bounds(args: Any, *, need_key: bool = True) -> Settings:
         # The defaults (8 MiB, 90 s) behave the same, only slower to reach.
         settings = real_settings(args, need_key=need_key)
         return attrs.evolve(settings, max_response_bytes=256 * 1024, request_deadline=0.4)
 
-    monkeypatch.setattr(cli, "_settings", small_bounds)
+    monkeypatch.setattr(_console, "settings_from", small_bounds)
     try:
         yield server
     finally:

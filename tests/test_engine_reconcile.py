@@ -23,7 +23,9 @@ class ListOnly:
         self.generations = generations
         self.calls: list[tuple[int, int]] = []
 
-    async def list(self, limit: int = 100, offset: int = 0) -> GenerationPage:
+    async def list(
+        self, limit: int = 100, offset: int = 0, *, retry: bool = True
+    ) -> GenerationPage:
         self.calls.append((limit, offset))
         page = self.generations[offset : offset + limit]
         return GenerationPage(

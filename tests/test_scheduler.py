@@ -302,6 +302,25 @@ async def test_reconcile_give_up_runs_on_the_injected_clock() -> None:
             await job
 
 
+async def test_a_failing_list_is_retried_by_reconcile_alone() -> None:
+    """One retry layer: each reconcile round reads the list once; the client does not
+    retry a failed list under reconcile's own loop (which paces the next round)."""
+    faults = {"drop_after_create": 1.0, "server_errors": {"list": 1.0}}
+    async with engine(
+        emulator_config={"faults": faults},
+        clock=_FastForward(),
+        reconcile_give_up=300.0,
+        reconcile_interval=60.0,
+    ) as (emu, client, scheduler):
+        assert client.retry.attempts > 1  # the client would retry this list on its own
+        job = scheduler.submit(ImageRequest("a cat"), key="a")
+        with anyio.fail_after(30), pytest.raises(AmbiguousCreateError):
+            await job
+        rounds = scheduler.counters().reconciles
+    assert rounds >= 2
+    assert emu.inspect.requests_by_route["list"] == rounds
+
+
 async def test_as_completed_pulls_lazily() -> None:
     """as_completed never holds more than max_pending unfinished jobs, however long the input."""
     pulled = 0

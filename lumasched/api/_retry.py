@@ -10,7 +10,8 @@ It is lumasched's one back-off: the client's requests and the claims' calls
 while Redis is down (``claims``, ``limits._redis_util.redis_retry``: as long
 as the outage lasts) run through ``call`` (tenacity, on the caller's clock);
 the loops that are not plain retries take only its waits (``backoff``/``wait``):
-a limiter waiting for a slot that meets an outage (``limits.redis``), the
+a limiter waiting for a slot that meets an outage, its heartbeat and its
+wake-up subscription while Redis is down (``limits.redis``), the
 rounds of create probes during an API outage (``engine._reachability``) and
 status checks rescheduled after a failure (``engine.poller``).
 
@@ -20,8 +21,10 @@ paces the probes (``engine._reachability``); a 429 on a create is the
 limiter's (``retry_rate_limited=False``); an asset GET is retried by the
 downloader only; a status read (``get``/``list``) made by the poller is one
 attempt (``retry=False``), the poller rescheduling it with this policy's
-back-off (and pausing every check on a 429), while the same read made directly
-by library code is retried by the client, as documented for ``LumaClient``.
+back-off (and pausing every check on a 429); a list read by reconcile is one
+attempt too, reconcile asking again every ``reconcile_interval`` until its
+give-up (``engine._reconcile``); the same reads made directly by library code
+are retried by the client, as documented for ``LumaClient``.
 """
 
 from __future__ import annotations

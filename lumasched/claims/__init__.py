@@ -47,7 +47,6 @@ the batch has re-seeded; a site that does not (it is gone) leaves them waiting
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -55,7 +54,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import anyio
 import attrs
@@ -73,6 +72,8 @@ from lumasched.claims._identity import (
     request_digest,
     split_field,
 )
+from lumasched.claims._membership import Membership, Relost
+from lumasched.claims._outage import Outage
 from lumasched.claims._records import (
     FINISHED,
     Claim,
@@ -93,7 +94,6 @@ from lumasched.limits._redis_util import (
     as_text,
     connect,
     pairs,
-    redis_retry,
     uncancellable,
 )
 
@@ -119,13 +119,7 @@ __all__ = [
 
 logger = logging.getLogger("lumasched.claims")
 
-T = TypeVar("T")
-
 DEFAULT_CLAIM_TTL = 30.0
-RESEED_CHUNK = 200
-DOWN_REMINDER = 30.0
-_REDIS_RETRY = redis_retry(1.0)
-"""Seconds between reminders that Redis is still unreachable."""
 
 
 class ClaimStore:
@@ -180,8 +174,7 @@ class ClaimStore:
         self.site = site or self.owner
         self.site_label = site_label or self.owner
         self.manifest = manifest
-        self.reseed = reseed
-        self._on_event = on_event
+        self._outage = Outage(clock, on_event)
         self._client, self._own_client = connect(url_or_client)
         prefix = claims_prefix(namespace, account_id(api_key), manifest)
         self._keys = [f"{prefix}:{name}" for name in lua.KEY_NAMES]
@@ -193,22 +186,37 @@ class ClaimStore:
         """Items this worker holds, with the record as last written."""
         self._digests: dict[str, str] = {}
         """Item key -> the digest of its request, as given to ``claim``."""
-        self._sites: dict[str, str] = {}
-        """Every site seen working the batch (site -> label): survives a loss here."""
-        self._epoch: str | None = None
-        self._remembered_epoch, sites = remembered
-        self._sites.update(sites)
-        self._on_join = on_join
-        self._joins_told = anyio.Lock()
-        self._lost_noted: str | None = None
-        self._joined = asyncio.Lock()
+        self._membership = Membership(
+            scripts=self._scripts,
+            keys=self._keys,
+            owner=self.owner,
+            site=self.site,
+            site_label=self.site_label,
+            ttl=ttl,
+            held=self._records,
+            digests=self._digests,
+            reseed=reseed,
+            remembered=remembered,
+            on_join=on_join,
+            event=self._outage.event,
+        )
         self._background = Supervisor("lumasched-claims-heartbeat", logger)
         self._heartbeat_trouble = Tolerance("claims heartbeat", ttl, clock, logger)
         """Failing past the TTL, the heartbeat has lost every claim: it stops, loudly."""
-        self._down_since: float | None = None
-        self._down_noted = 0.0
-        self.losses = 0
+
+    @property
+    def reseed(self) -> Callable[[], Awaitable[list[Reseed]]] | None:
+        """What else to put back after a loss of the state (settable)."""
+        return self._membership.reseed
+
+    @reseed.setter
+    def reseed(self, source: Callable[[], Awaitable[list[Reseed]]] | None) -> None:
+        self._membership.reseed = source
+
+    @property
+    def losses(self) -> int:
         """How many times Redis lost the claim state under this worker (each re-seeded)."""
+        return self._membership.losses
 
     @property
     def lost(self) -> bool:
@@ -218,7 +226,7 @@ class ClaimStore:
     @property
     def redis_down_for(self) -> float | None:
         """Seconds Redis has been unreachable for (None: it is reachable)."""
-        return None if self._down_since is None else self._clock.monotonic() - self._down_since
+        return self._outage.down_for
 
     def __repr__(self) -> str:
         return f"ClaimStore(manifest={self.manifest!r}, owner={self.owner!r})"
@@ -257,9 +265,9 @@ class ClaimStore:
         if digest:
             self._digests[key] = digest
         waited = False
-        # Not a retry loop: waiting for other sites to re-seed (outages: _retrying).
+        # Not a retry loop: waiting for other sites to re-seed (outages: Outage.retrying).
         while True:
-            raw = await self._retrying(self._run, "CLAIM", key)
+            raw = await self._outage.retrying(self._run, "CLAIM", key)
             status = as_text(raw[0])
             if status != "recovering":
                 break
@@ -287,12 +295,12 @@ class ClaimStore:
         fields = [self._field(key) for key in wanted]
         # Not a retry loop: read again once re-joined under the new epoch.
         while True:
-            raw = await self._retrying(
+            raw = await self._outage.retrying(
                 self._client.eval, lua.PEEK, len(self._keys), *self._keys, *fields
             )
-            if self._epoch is None or as_text(raw[1]) == self._epoch:
+            if self._membership.epoch is None or as_text(raw[1]) == self._membership.epoch:
                 break
-            await self._retrying(self._recover, self._epoch)
+            await self._outage.retrying(self._membership.recover, self._membership.epoch)
         now = int(raw[0])
         out: dict[str, Claim] = {}
         for i, key in enumerate(wanted):
@@ -361,7 +369,9 @@ class ClaimStore:
             updated_at=time.time(),
         )
         # No intent on record, no create: while Redis is down, creates pause.
-        answer = await self._retrying(self._update, key, "intent", record, fp=fingerprint(body))
+        answer = await self._outage.retrying(
+            self._update, key, "intent", record, fp=fingerprint(body)
+        )
         if answer != "ok":
             self._records.pop(key, None)
             logger.warning("item %s: claim lost before its create; not sending it", key)
@@ -376,7 +386,7 @@ class ClaimStore:
         )
         try:
             with anyio.fail_after(self.ttl):
-                answer = await self._retrying(
+                answer = await self._outage.retrying(
                     self._update, key, "generation", record, generation_id=generation_id
                 )
         except TimeoutError as exc:
@@ -397,7 +407,7 @@ class ClaimStore:
         record = attrs.evolve(
             record, state="submitted", generation_id=generation_id, updated_at=time.time()
         )
-        answer = await self._guarded(
+        answer = await self._outage.guarded(
             self._update(key, "found", record, generation_id=generation_id, fp=fingerprint(body))
         )
         if answer == "ok":
@@ -409,7 +419,7 @@ class ClaimStore:
 
     async def taken_generations(self, key: str) -> frozenset[str]:
         """Generation ids other items own (reconcile must not adopt them)."""
-        flat = await self._guarded(self._client.hgetall(self._keys[4]))
+        flat = await self._outage.guarded(self._client.hgetall(self._keys[4]))
         field = self._field(key)
         return frozenset(as_text(g) for g, item in flat.items() if as_text(item) != field)
 
@@ -433,7 +443,7 @@ class ClaimStore:
             bytes=bytes,
             updated_at=time.time(),
         )
-        await self._retrying(self._update, key, "finish", record)
+        await self._outage.retrying(self._update, key, "finish", record)
         self._digests.pop(key, None)  # finished: memory stays flat over a long batch
 
     async def fail(self, key: str, *, reason: str, error_type: str | None = None) -> None:
@@ -446,7 +456,7 @@ class ClaimStore:
             error_type=error_type,
             updated_at=time.time(),
         )
-        await self._retrying(self._update, key, "finish", record)
+        await self._outage.retrying(self._update, key, "finish", record)
         self._digests.pop(key, None)
 
     async def release(self, key: str, *, unsent: bool = False) -> None:
@@ -467,8 +477,8 @@ class ClaimStore:
                 lease_id=None,
                 updated_at=time.time(),
             )
-            await self._retrying(self._update, key, "unsent", record)
-        await self._retrying(self._update, key, "release", record)
+            await self._outage.retrying(self._update, key, "unsent", record)
+        await self._outage.retrying(self._update, key, "release", record)
 
     async def put_back(self, facts: Iterable[Reseed], *, settle: bool = False) -> int:
         """Write ``facts`` that Redis does not hold (first writer wins; a finished
@@ -479,21 +489,21 @@ class ClaimStore:
         facts = list(facts)
         # Not a retry loop: written again under the epoch that replaced a lost one.
         while True:
-            if self._epoch is None:
+            if self._membership.epoch is None:
                 # Under the current epoch (created if the state is new), as no site:
                 # an importer must not be waited for after a later loss.
-                raw = await self._retrying(
+                raw = await self._outage.retrying(
                     self._scripts["HELLO"], keys=self._keys, args=["", "", "", 0, 0]
                 )
-                self._epoch = as_text(raw[0])
+                self._membership.epoch = as_text(raw[0])
             try:
-                written = await self._retrying(self._put, facts, done=False)
-            except _Relost:
-                self._epoch = None  # lost meanwhile: again, under the new epoch
+                written = await self._outage.retrying(self._membership.put, facts, done=False)
+            except Relost:
+                self._membership.epoch = None  # lost meanwhile: again, under the new epoch
                 continue
             break
         if settle:
-            await self._retrying(self._client.eval, lua.SETTLE, len(self._keys), *self._keys)
+            await self._outage.retrying(self._client.eval, lua.SETTLE, len(self._keys), *self._keys)
         return written
 
     # -- internals -------------------------------------------------------------------
@@ -504,177 +514,20 @@ class ClaimStore:
     def _new_record(self, key: str) -> ClaimRecord:
         return ClaimRecord(key, owner=self.owner, host=self.host, digest=self._digests.get(key))
 
-    async def _guarded(self, call: Awaitable[T]) -> T:
-        """``call``, with Redis outages as a ``LumaError`` (reconcile retries those)."""
-        try:
-            result = await call
-        except REDIS_DOWN as exc:
-            self._note_down(exc)
-            raise ClaimStoreUnavailable(f"Redis unreachable: {exc}") from exc
-        self._note_up()
-        return result
-
-    async def _retrying(self, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
-        """``fn(...)``, called again while Redis is unreachable (claiming and
-        recording pause; nothing is lost)."""
-
-        async def attempt() -> T:
-            return await fn(*args, **kw)  # some fns (``eval``) return an awaitable
-
-        result = await _REDIS_RETRY.call(
-            attempt,
-            should_retry=lambda exc: isinstance(exc, REDIS_DOWN),
-            on_retry=lambda exc, _wait: self._note_down(exc),
-            sleep=self._clock.sleep,
-        )
-        self._note_up()
-        return result
-
     async def _run(self, name: str, key: str, *args: Any) -> Any:
         """Run a script of ours; after a loss of the state, re-seed and run it again."""
         # Not a retry loop: once per loss of the state (no wait: the re-seed is the work).
         while True:
-            if self._epoch is None:
-                await self._recover(None)
-            epoch = self._epoch or ""
+            if self._membership.epoch is None:
+                await self._membership.recover(None)
+            epoch = self._membership.epoch or ""
             argv: list[Any] = [epoch, self.owner, round(self.ttl * 1000)]
             argv.append(self._field(key) if key else "")
             result = await uncancellable(self._scripts[name](keys=self._keys, args=[*argv, *args]))
             if isinstance(result, list) and result and as_text(result[0]) == "state_lost":
-                await self._recover(epoch)
+                await self._membership.recover(epoch)
                 continue
             return result
-
-    async def _recover(self, lost_epoch: str | None) -> None:
-        """Join the batch (``lost_epoch`` None), or re-join it after Redis lost the
-        state (the epoch we knew is gone): register this site, and re-seed what we
-        hold and what ``reseed`` knows if the epoch began with a loss."""
-        async with self._joined:
-            if self._epoch != lost_epoch:
-                return  # another task of ours did it meanwhile
-            if lost_epoch is not None and self._lost_noted != lost_epoch:
-                self._lost_noted = lost_epoch  # once, even if Redis drops while we re-seed
-                self.losses += 1
-                self._event(
-                    "Redis lost the claim state (a restart without persistence, a failover "
-                    "or a flush): re-seeding what this host knows; creates pause meanwhile"
-                )
-            before = self._remembered_epoch
-            # Not a retry loop: join again only when the state was lost again meanwhile.
-            while True:
-                try:
-                    written = await self._join(lost_epoch or self._remembered_epoch or "")
-                except _Relost:
-                    lost_epoch = lost_epoch or "?"  # lost again while we re-seeded
-                    continue
-                break
-            if written is None:
-                return
-            others = [label for site, label in self._sites.items() if site != self.site]
-            wait = (
-                f"; other hosts have {self.ttl / 2:.1f}s to re-seed theirs ({len(others)} known)"
-                if others
-                else ""
-            )
-            since = (
-                "the claim state in Redis was lost since this host last worked the batch; "
-                if lost_epoch is None and before not in (None, self._epoch)
-                else ""
-            )
-            self._event(f"{since}claims re-seeded: {written} record(s) put back from here{wait}")
-
-    async def _join(self, known_epoch: str) -> int | None:
-        """HELLO, then RESEED when the epoch is not the one this site knew or began
-        with a loss (returns how many records were written; None when there was
-        nothing to re-seed)."""
-        ttl_ms = round(self.ttl * 1000)
-        known = [v for pair in self._sites.items() for v in pair]
-        raw = await uncancellable(
-            self._scripts["HELLO"](
-                keys=self._keys,
-                args=[
-                    known_epoch,
-                    self.site,
-                    self.site_label,
-                    ttl_ms // 2,  # every live worker's heartbeat notices within ttl/3
-                    ttl_ms * 10,
-                    *known,
-                ],
-            )
-        )
-        epoch = as_text(raw[0])
-        await self._learn(pairs(raw[2]))
-        if as_text(raw[3]) != "1":
-            await self._joined_epoch(epoch)
-            return None
-        facts = [
-            Reseed(key, record.digest or self._digests.get(key), record)
-            for key, record in self._records.items()
-        ]
-        held = {fact.key for fact in facts}
-        if self.reseed is not None:
-            facts += [fact for fact in await self.reseed() if fact.key not in held]
-        # The epoch is ours only once all is back: if Redis drops mid-way, the next
-        # call joins and re-seeds again (the writes are idempotent).
-        written = await self._put(facts, done=True, held=held, epoch=epoch)
-        await self._joined_epoch(epoch)
-        return written
-
-    async def _joined_epoch(self, epoch: str) -> None:
-        self._epoch = self._remembered_epoch = epoch
-        await self._tell_joined(epoch)
-
-    async def _learn(self, sites: dict[str, str]) -> None:
-        """Remember the sites that work the batch (and let ``on_join`` keep them)."""
-        new = {site: label for site, label in sites.items() if self._sites.get(site) != label}
-        if not new:
-            return
-        self._sites.update(new)
-        if self._epoch is not None:
-            await self._tell_joined(self._epoch)
-
-    async def _tell_joined(self, epoch: str) -> None:
-        """``on_join`` in a worker thread, one call at a time (the heartbeat and a
-        join may both learn something), each given the state as it is by then: a
-        slower call never writes an older state over a newer one."""
-        if self._on_join is None:
-            return
-        async with self._joins_told:
-            epoch = self._epoch or epoch
-            await anyio.to_thread.run_sync(self._on_join, epoch, dict(self._sites))
-
-    async def _put(
-        self,
-        facts: list[Reseed],
-        *,
-        done: bool,
-        held: frozenset[str] | set[str] = frozenset(),
-        epoch: str | None = None,
-    ) -> int:
-        """RESEED ``facts`` in chunks; ``done``: this site has re-seeded all it knows."""
-        written = 0
-        for start in range(0, max(1, len(facts)), RESEED_CHUNK):
-            flat: list[Any] = []
-            for fact in facts[start : start + RESEED_CHUNK]:
-                record = fact.record
-                body = record.intent_body
-                flat += [
-                    claim_field(fact.key, fact.digest),
-                    record.state,
-                    attrs.evolve(record, item=fact.key, digest=fact.digest).to_json(),
-                    record.generation_id or "",
-                    "1" if fact.key in held else "0",
-                    fingerprint(body) if body is not None else "",
-                    record.owner or self.site_label,
-                ]
-            last = start + RESEED_CHUNK >= len(facts)
-            argv: list[Any] = [epoch or self._epoch or "", self.owner, round(self.ttl * 1000), ""]
-            argv += [self.site, "1" if done and last else "0", *flat]
-            result = await uncancellable(self._scripts["RESEED"](keys=self._keys, args=argv))
-            if isinstance(result, list):
-                raise _Relost
-            written += int(result)
-        return written
 
     async def _update(
         self,
@@ -693,43 +546,16 @@ class ClaimStore:
             self._records[key] = record
         return answer
 
-    def _event(self, text: str) -> None:
-        if self._on_event is None:
-            logger.warning("%s", text)
-        else:
-            logger.info("%s", text)
-            self._on_event(text)
-
-    def _note_down(self, exc: BaseException) -> None:
-        now = self._clock.monotonic()
-        if self._down_since is None:
-            self._down_since = self._down_noted = now
-            self._event(
-                f"Redis unreachable ({type(exc).__name__}): creates pause; generations "
-                "already created keep being polled and downloaded"
-            )
-        elif now - self._down_noted >= DOWN_REMINDER:
-            self._down_noted = now
-            self._event(
-                f"Redis unreachable for {now - self._down_since:.0f}s: creates still paused"
-            )
-
-    def _note_up(self) -> None:
-        if self._down_since is not None:
-            down = self._clock.monotonic() - self._down_since
-            self._down_since = None
-            self._event(f"Redis reachable again after {down:.0f}s: creates resume")
-
     async def _heartbeat(self) -> None:
         # Not a retry loop: a renewal every ttl/3 for the store's life.
         while True:
             await self._clock.sleep(self.ttl / 3 * random.uniform(0.9, 1.0))
-            if self._epoch is None:
+            if self._membership.epoch is None:
                 continue  # never used the batch (``lumasched status``): not a site of it
             try:
                 await self._beat()
             except REDIS_DOWN as exc:
-                self._note_down(exc)
+                self._outage.down(exc)
             except Exception as exc:  # e.g. Redis out of memory, a hook that failed
                 self._heartbeat_trouble.failed(exc)
             else:
@@ -740,14 +566,10 @@ class ClaimStore:
         # Also when holding nothing: every live worker notices a lost state
         # within a heartbeat and re-seeds it.
         raw = await self._run("RENEW", "", *(self._field(key) for key in keys))
-        self._note_up()
-        await self._learn(pairs(raw[1]))
+        self._outage.up()
+        await self._membership.learn(pairs(raw[1]))
         fields = {self._field(key): key for key in keys}
         for field in map(as_text, raw[0]):
             key = fields.get(field, field)
             if self._records.pop(key, None) is not None:
                 logger.warning("item %s: claim lost (another worker took it over)", key)
-
-
-class _Relost(Exception):
-    """The state was lost again while we re-seeded it."""

@@ -12,7 +12,6 @@ import aiohttp
 import anyio
 import attrs
 
-from lumasched.emulator._inputs import uploads_folder
 from lumasched.errors import ConfigurationError
 from lumasched.inputs import (
     UPLOADS_NAME,
@@ -129,6 +128,9 @@ async def plan_uploads(
         if upload is not None:
             target = await stack.enter_async_context(upload.target())
         else:
+            # Only a dry run with --emulator: a plain run starts without the emulator.
+            from lumasched.emulator._inputs import uploads_folder
+
             assert emulator_state is not None
             target = _Folder(uploads_folder(emulator_state))
         # The run's log if there is one (a dry run creates no files).

@@ -17,12 +17,10 @@ import time
 import attrs
 
 from lumasched._clock import Clock
+from lumasched._config import DEFAULT_UNREACHABLE_GIVE_UP
 from lumasched.api._retry import RetryPolicy
 
 __all__ = ["DEFAULT_UNREACHABLE_GIVE_UP", "Outage", "Reachability"]
-
-DEFAULT_UNREACHABLE_GIVE_UP = 120.0
-"""Seconds the API may stay unreachable before a run stops creating."""
 
 _MAX_BACKOFF = 15.0
 _PROBES = RetryPolicy(initial=1.0, max=_MAX_BACKOFF, jitter=0.0)

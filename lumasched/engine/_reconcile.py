@@ -154,7 +154,9 @@ async def find_created(
     """Search the account's generations for the one a create of ``body`` at ``sent_at`` made.
 
     ``sent_at`` is the wall-clock UNIX time the request left; ``is_taken(id)``
-    says whether another job already owns a generation.
+    says whether another job already owns a generation. Each page is read once
+    (``retry=False``): a failed read raises, and the caller's loop, which asks
+    again until its give-up time anyway, is the one retry layer.
     """
     cutoff = sent_at - skew
     best: Generation | None = None
@@ -165,7 +167,7 @@ async def find_created(
     while True:
         if pages >= max_pages:
             return _result(best, unknown, pages, complete=False, why="page limit reached")
-        page = await client.list(limit=page_size, offset=offset)
+        page = await client.list(limit=page_size, offset=offset, retry=False)
         pages += 1
         times: list[float] = []
         for generation in page.generations:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import importlib.util
 import io
 import logging
 import os
@@ -131,8 +132,6 @@ def _make_poster(source: Path) -> Image.Image | None:
 
 
 def _have_av() -> bool:
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    # Found, not imported: importing PyAV costs about 0.1 s, paid only when a video
+    # needs its poster (an install too broken to import fails there, per video).
+    return importlib.util.find_spec("av") is not None

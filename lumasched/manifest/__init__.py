@@ -31,12 +31,10 @@ request holds its ``file://`` URL until the run uploads it. ::
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import attrs
 
@@ -47,11 +45,23 @@ from lumasched.api import (
     replace_generation_refs,
     request_from_dict,
 )
-from lumasched.api._inputs import is_local, local_path, local_url, media_slots
-from lumasched.api._models import KINDS, REF_PREFIX, REQUEST_CLASSES
+from lumasched.api._inputs import is_local, local_path, media_slots
+from lumasched.api._models import KINDS
 from lumasched.errors import Problem, ValidationError
 from lumasched.inputs._checks import InputFile, InputProblem, check_input
 from lumasched.manifest._formats import Record, read_records
+from lumasched.manifest._items import (
+    VIDEO_RESULT_KINDS,
+    VIDEO_SOURCE_KINDS,
+    Edge,
+    cycles,
+    kind_of,
+    locate,
+    ref_placeholder,
+    suggestion,
+    take_paths,
+    take_refs,
+)
 
 __all__ = [
     "KINDS",
@@ -64,13 +74,6 @@ __all__ = [
     "ref_placeholder",
 ]
 
-_SOURCE_KINDS = frozenset({"upscale", "audio"})
-# Kinds whose result is a video: the only generations a keyframe, an upscale or
-# an audio request can build on.
-# Kinds whose ``media`` is a video (every other local input is an image).
-_VIDEO_SOURCE_KINDS = frozenset({"reframe_video", "modify_video"})
-_VIDEO_RESULT_KINDS = frozenset({"video", "reframe_video", "modify_video", "upscale", "audio"})
-
 _ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\Z")
 _MAX_ID_LENGTH = 128
 
@@ -82,13 +85,6 @@ _FORMATS = {
     ".yaml": "yaml",
     ".yml": "yaml",
 }
-
-
-def ref_placeholder(item_id: str) -> str:
-    """The stand-in generation id used for a reference to item ``item_id``: the
-    scheduler's own placeholder (``job:<item_id>``, ``Scheduler.ref``), so an item's
-    request can go to the scheduler as it is; ``ManifestItem.resolve`` swaps it."""
-    return REF_PREFIX + item_id
 
 
 class ManifestProblem(Problem):
@@ -190,14 +186,6 @@ class _Built:
     refs: list[tuple[str, str]] = attrs.Factory(list)
 
 
-@attrs.define
-class _Edge:
-    item: str
-    line: int
-    field: str
-    dep: str
-
-
 class Manifest:
     """A manifest file. ``format`` is taken from the suffix unless given
     (``jsonl``/``ndjson``, ``json``, ``csv``, ``yaml``/``yml``)."""
@@ -229,7 +217,7 @@ class Manifest:
         """
         problems: list[ManifestProblem] = []
         seen: dict[str, tuple[int, str]] = {}
-        edges: list[_Edge] = []
+        edges: list[Edge] = []
         groups: dict[tuple[Family, str, str | None], int] = {}
         count = 0
         if self.format not in ("jsonl", "json", "csv", "yaml"):
@@ -263,7 +251,7 @@ class Manifest:
                     else:
                         seen[built.id] = (record.line, built.kind or "")
                     for field, dep in built.refs:
-                        edges.append(_Edge(built.id, _locate(record, field), field, dep))
+                        edges.append(Edge(built.id, locate(record, field), field, dep))
                 item = built.item
                 if item is None:
                     continue
@@ -287,10 +275,10 @@ class Manifest:
         return ManifestSummary(self.path, self.format, count, groups, dependent)
 
     def _check_refs(
-        self, seen: dict[str, tuple[int, str]], edges: list[_Edge]
+        self, seen: dict[str, tuple[int, str]], edges: list[Edge]
     ) -> list[ManifestProblem]:
         problems: list[ManifestProblem] = []
-        graph: dict[str, list[_Edge]] = {}
+        graph: dict[str, list[Edge]] = {}
         for edge in edges:
             target = seen.get(edge.dep)
             if target is None:
@@ -300,7 +288,7 @@ class Manifest:
                     )
                 )
                 continue
-            if target[1] and target[1] not in _VIDEO_RESULT_KINDS:
+            if target[1] and target[1] not in VIDEO_RESULT_KINDS:
                 problems.append(
                     ManifestProblem(
                         self.name,
@@ -310,7 +298,7 @@ class Manifest:
                     )
                 )
             graph.setdefault(edge.item, []).append(edge)
-        for cycle_edge, path in _cycles(graph):
+        for cycle_edge, path in cycles(graph):
             problems.append(
                 ManifestProblem(
                     self.name, cycle_edge.line, cycle_edge.field, "cycle: " + " -> ".join(path)
@@ -361,7 +349,7 @@ class Manifest:
     # -- one item -----------------------------------------------------------
 
     def _problem(self, record: Record, path: str, message: str) -> ManifestProblem:
-        return ManifestProblem(self.name, _locate(record, path), path, message)
+        return ManifestProblem(self.name, locate(record, path), path, message)
 
     def _build(self, record: Record) -> _Built:
         problems = [self._problem(record, path, msg) for path, msg in record.problems]
@@ -395,19 +383,19 @@ class Manifest:
         def problem(path: str, message: str) -> ManifestProblem:
             return self._problem(record, path, message)
 
-        kind = _kind(data, problems, problem)
+        kind = kind_of(data, problems, problem)
         if kind is None:
             return _Built(None, problems, item_id)
 
         refs: list[tuple[str, str]] = []
         renamed: dict[str, str] = {}
-        _take_refs(kind, data, refs, renamed, problems, problem)
+        take_refs(kind, data, refs, renamed, problems, problem)
         files: list[tuple[str, str, str]] = []
         for key, value in data.items():
-            data[key] = _take_paths(value, key, self.path.parent, files, problems, problem)
+            data[key] = take_paths(value, key, self.path.parent, files, problems, problem)
         for field, url, where in files:
             renamed[where if field.endswith("].path") else f"{where}.url"] = field
-            expect = "video" if kind in _VIDEO_SOURCE_KINDS and where == "media" else "image"
+            expect = "video" if kind in VIDEO_SOURCE_KINDS and where == "media" else "image"
             wrong = self._check_file(local_path(url), expect) if is_local(url) else None
             if wrong is not None:
                 problems.append(problem(field, wrong))
@@ -421,7 +409,7 @@ class Manifest:
                     continue  # already said in manifest terms
                 message = api_problem.message
                 if message == "unknown field":
-                    message += _suggestion(kind, path)
+                    message += suggestion(kind, path)
                 problems.append(problem(path, message))
             return _Built(None, problems, item_id, kind, refs)
         named = {url for _, url, _ in files}
@@ -454,200 +442,3 @@ def load_manifest(path: str | os.PathLike[str]) -> list[ManifestItem]:
     manifest = Manifest(path)
     manifest.check()
     return list(manifest.submission_order())
-
-
-# -- item helpers -------------------------------------------------------------
-
-
-def _kind(
-    data: dict[str, Any],
-    problems: list[ManifestProblem],
-    problem: Callable[[str, str], ManifestProblem],
-) -> str | None:
-    kind = data.pop("type", None)
-    if kind is not None:
-        if kind in KINDS:
-            return str(kind)
-        problems.append(
-            problem("type", f"unknown type {kind!r}: expected one of {', '.join(KINDS)}")
-        )
-        return None
-    model = data.get("model")
-    if isinstance(model, str) and model.startswith("photon"):
-        return "image"
-    if isinstance(model, str) and model.startswith("ray"):
-        return "video"
-    what = f"from model {model!r}" if model is not None else "without a model"
-    problems.append(
-        problem(
-            "type",
-            f"missing, and cannot be inferred {what} (photon-* → image, ray-* → video); "
-            f"give one of {', '.join(KINDS)}",
-        )
-    )
-    return None
-
-
-def _take_refs(
-    kind: str,
-    data: dict[str, Any],
-    refs: list[tuple[str, str]],
-    renamed: dict[str, str],
-    problems: list[ManifestProblem],
-    problem: Callable[[str, str], ManifestProblem],
-) -> None:
-    """Turn item references into placeholder generation ids, in place."""
-    keyframes = data.get("keyframes")
-    if isinstance(keyframes, dict):
-        keyframes = data["keyframes"] = dict(keyframes)
-        for frame in ("frame0", "frame1"):
-            keyframe = keyframes.get(frame)
-            if not isinstance(keyframe, dict) or "ref" not in keyframe:
-                continue
-            field = f"keyframes.{frame}.ref"
-            keyframe = dict(keyframe)
-            ref = keyframe.pop("ref")
-            if keyframe.get("type", "generation") != "generation":
-                problems.append(
-                    problem(field, "only a keyframe of type 'generation' can name an item")
-                )
-                continue
-            if "id" in keyframe:
-                problems.append(problem(field, "give either id (a generation) or ref (an item)"))
-                continue
-            if not isinstance(ref, str) or not ref:
-                problems.append(problem(field, "must be an item id (a string)"))
-                continue
-            keyframe["type"] = "generation"
-            keyframe["id"] = ref_placeholder(ref)
-            keyframes[frame] = keyframe
-            renamed[f"keyframes.{frame}.id"] = field
-            refs.append((field, ref))
-    if kind not in _SOURCE_KINDS:
-        return
-    if "source" not in data:
-        if "generation_id" not in data:
-            problems.append(
-                problem(
-                    "source",
-                    f"required: the id of the manifest item to {kind} "
-                    "(or generation_id for an existing generation)",
-                )
-            )
-            renamed["generation_id"] = "source"
-        return
-    source = data.pop("source")
-    if "generation_id" in data:
-        problems.append(problem("source", "give either source (an item) or generation_id"))
-        return
-    if not isinstance(source, str) or not source:
-        problems.append(problem("source", "must be an item id (a string)"))
-        data["generation_id"] = ref_placeholder("")
-        renamed["generation_id"] = "source"
-        return
-    data["generation_id"] = ref_placeholder(source)
-    renamed["generation_id"] = "source"
-    refs.append(("source", source))
-
-
-def _take_paths(
-    value: Any,
-    where: str,
-    base: Path,
-    files: list[tuple[str, str, str]],
-    problems: list[ManifestProblem],
-    problem: Callable[[str, str], ManifestProblem],
-) -> Any:
-    """``{"path": P, ...}`` -> ``{"url": "file://...", ...}`` (``P`` relative to
-    ``base``), recursively; in a list of URLs (character images), ``{"path": P}``
-    becomes the URL itself. ``files`` gets (field, URL, where) of each."""
-    if isinstance(value, list):
-        out = []
-        for i, element in enumerate(value):
-            here = f"{where}[{i}]"
-            if isinstance(element, dict) and set(element) == {"path"}:
-                url = _file_url(element["path"], f"{here}.path", base, problems, problem)
-                files.append((f"{here}.path", url, here))
-                out.append(url)
-            else:
-                out.append(_take_paths(element, here, base, files, problems, problem))
-        return out
-    if not isinstance(value, dict):
-        return value
-    value = {
-        key: _take_paths(child, f"{where}.{key}", base, files, problems, problem)
-        for key, child in value.items()
-    }
-    if "path" not in value:
-        return value
-    field = f"{where}.path"
-    raw = value.pop("path")
-    if where in ("keyframes.frame0", "keyframes.frame1"):
-        value.setdefault("type", "image")
-    if "url" in value:
-        problems.append(problem(field, "give either url or path (a local file)"))
-        return value
-    if value.get("type") == "generation":
-        problems.append(problem(field, "a keyframe of type 'generation' names an id, not a file"))
-        return value
-    value["url"] = _file_url(raw, field, base, problems, problem)
-    files.append((field, value["url"], where))
-    return value
-
-
-def _file_url(
-    raw: Any,
-    field: str,
-    base: Path,
-    problems: list[ManifestProblem],
-    problem: Callable[[str, str], ManifestProblem],
-) -> str:
-    if not isinstance(raw, str) or not raw.strip():
-        problems.append(problem(field, "must be a file path (a non-empty string)"))
-        return "-"  # not a file URL: checked no further
-    return local_url(base / Path(raw).expanduser())
-
-
-def _suggestion(kind: str, path: str) -> str:
-    """``" (did you mean 'prompt'?)"`` for a typo'd top-level field, else ``""``."""
-    if "." in path or "[" in path:
-        return ""
-    cls = REQUEST_CLASSES.get(kind)
-    if cls is None:
-        return ""
-    names = [a.name for a in attrs.fields(cls)]
-    if kind in _SOURCE_KINDS:
-        names.append("source")
-    close = difflib.get_close_matches(path, names, n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _cycles(graph: dict[str, list[_Edge]]) -> Iterator[tuple[_Edge, list[str]]]:
-    """Each cycle once, as (the edge closing it, the ids around it)."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
-    for root in graph:
-        if root in state:
-            continue
-        path: list[str] = [root]
-        state[root] = 1
-        stack: list[Iterator[_Edge]] = [iter(graph.get(root, []))]
-        while stack:
-            edge = next(stack[-1], None)
-            if edge is None:
-                stack.pop()
-                state[path.pop()] = 2
-                continue
-            seen = state.get(edge.dep)
-            if seen == 1:
-                start = path.index(edge.dep)
-                yield edge, [*path[start:], edge.dep]
-            elif seen is None:
-                state[edge.dep] = 1
-                path.append(edge.dep)
-                stack.append(iter(graph.get(edge.dep, [])))
-
-
-def _locate(record: Record, path: str) -> int:
-    if record.locate is None or not path:
-        return record.line
-    return record.locate(path)
