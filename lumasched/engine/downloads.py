@@ -233,20 +233,24 @@ def _seal(f: BinaryIO | None, part: _Part) -> None:
     """Write what ``part`` holds in memory (when ``f`` is None), flush, fsync and
     close the whole part file; publish it at once if nothing is left to check
     (one thread hop per download instead of two)."""
-    in_memory = f is None
     if f is None:
-        f = _open_part(part.path, append=False)
-    try:
-        if in_memory:
-            f.write(part.buffer)
+        with _open_part(part.path, append=False) as fresh:
+            fresh.write(part.buffer)
             part.buffer, part.on_disk = bytearray(), True
-        f.flush()
-        os.fsync(f.fileno())
-    finally:
-        f.close()
+            _sync(fresh)
+    else:
+        try:
+            _sync(f)
+        finally:
+            f.close()
     if part.publish_to is not None:
         _publish(part.path, part.publish_to)
         part.published = True
+
+
+def _sync(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _close(f: BinaryIO | None) -> None:
