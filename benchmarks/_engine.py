@@ -44,6 +44,7 @@ async def run_batch(
     offset: int = 0,
     max_pending: int | None = None,
     start_at: float | None = None,
+    window_margin: float | None = None,
 ) -> dict[str, Any]:
     """Run ``jobs`` generations through a Scheduler; returns timings and counters.
 
@@ -56,7 +57,8 @@ async def run_batch(
     from lumasched.store.journal import Journal
 
     limit_obj = Limits.from_mapping(limits or {})
-    limiter = make_limiter(limit_obj, redis_url=redis_url, api_key=api_key)
+    margin = {} if window_margin is None else {"window_margin": window_margin}
+    limiter = make_limiter(limit_obj, redis_url=redis_url, api_key=api_key, **margin)
     finished_at: list[float] = []
     failed = 0
     async with contextlib.AsyncExitStack() as stack:

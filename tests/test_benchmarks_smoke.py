@@ -157,6 +157,19 @@ def test_makespan_benchmark_runs_tiny(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_makespan_cli_scenario_runs_tiny(tmp_path: Path) -> None:
+    """The cli scenario times the real command from spawn to exit, split on the server's clock."""
+    doc = _run_tiny("makespan", tmp_path, "--scenario", "cli-rate")
+    assert {
+        "makespan / bound",
+        "first create to exit / bound",
+        "spawn to first create",
+        "last asset fetched to exit",
+        "429s",
+    } <= _metrics(doc)
+
+
+@pytest.mark.slow
 def test_client_cost_benchmark_runs_tiny(tmp_path: Path) -> None:
     """The client-cost benchmark compares lumasched with the SDK baseline in one run."""
     doc = _run_tiny("client_cost", tmp_path)

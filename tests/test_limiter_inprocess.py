@@ -45,6 +45,35 @@ async def test_window_is_widened_by_the_margin() -> None:
     assert clock.now == pytest.approx(1062.0)
 
 
+async def test_answered_create_counts_one_window_from_its_answer() -> None:
+    """A create answered before its window's end counts from the answer, without the margin."""
+    clock = JumpClock()
+    limiter = InProcessLimiter(build(), clock=clock, window_margin=2.0)
+    await limiter.acquire(V, "a")
+    await limiter.acquire(V, "b")
+    clock.now += 0.5
+    await limiter.mark_submitted(V, "a", "gen-a")
+    await limiter.release(V, "b")  # refused: the server counted it by now at the latest
+    await limiter.acquire(V, "c")
+    assert clock.now == pytest.approx(1060.5)
+    await limiter.acquire(V, "d")
+    assert clock.now == pytest.approx(1060.5)
+    assert (await limiter.statistics())[V].window_used == 2
+
+
+async def test_unanswered_create_keeps_the_margin() -> None:
+    """A create unanswered at its window's end counts for the window plus the margin; its
+    late answer counts again, one window from then (the server may have counted it then)."""
+    clock = JumpClock()
+    limiter = InProcessLimiter(build(requests=1), clock=clock, window_margin=2.0)
+    await limiter.acquire(V, "a")
+    await limiter.acquire(V, "b")
+    assert clock.now == pytest.approx(1062.0)
+    await limiter.mark_submitted(V, "a", "gen-a")
+    await limiter.mark_submitted(V, "b", "gen-b")
+    assert (await limiter.statistics())[V].window_used == 2
+
+
 async def test_default_margin_scales_with_the_window() -> None:
     """The default margin is 3% of the window, clamped to [20 ms, 2 s]."""
     assert default_window_margin(60.0) == pytest.approx(1.8)

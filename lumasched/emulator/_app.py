@@ -396,7 +396,7 @@ class _Routes:
             request.transport.close()
             return response
         await response.write_eof()
-        emu.inspect.downloads_completed += 1
+        emu.inspect.note_download()
         return response
 
     # -- uploaded inputs ---------------------------------------------------------

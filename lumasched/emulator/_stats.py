@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -132,6 +133,13 @@ class Inspector:
     callbacks_reordered: int = 0
     """Generations whose callbacks were sent out of order (``callback_reorder``)."""
     faults_injected: dict[str, int] = attrs.field(factory=dict)
+    first_create_at: float | None = None
+    """Wall-clock time (``time.time()``) the first accepted create arrived: with
+    ``last_create_at`` and ``last_download_at``, where a client's makespan went,
+    on the server's clock (``benchmarks/makespan.py``)."""
+    last_create_at: float | None = None
+    last_download_at: float | None = None
+    """When the last complete asset download ended."""
     _bodies: dict[str, int] = attrs.field(factory=dict, repr=False)
 
     @classmethod
@@ -167,6 +175,13 @@ class Inspector:
     def note_create(self, kind: str, fingerprint: str) -> None:
         self.count(self.creates_by_kind, kind)
         self.count(self._bodies, fingerprint)
+        self.last_create_at = time.time()
+        if self.first_create_at is None:
+            self.first_create_at = self.last_create_at
+
+    def note_download(self) -> None:
+        self.downloads_completed += 1
+        self.last_download_at = time.time()
 
     def note_existing(self, fingerprint: str) -> None:
         """Remember a create from before a restart (state file), so that
@@ -201,4 +216,7 @@ class Inspector:
             "faults_injected": dict(self.faults_injected),
             "duplicate_creates": self.duplicate_creates,
             "duplicate_bodies": self.duplicate_bodies,
+            "first_create_at": self.first_create_at,
+            "last_create_at": self.last_create_at,
+            "last_download_at": self.last_download_at,
         }

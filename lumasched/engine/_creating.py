@@ -355,13 +355,15 @@ class Creator:
         self.reachability.answered()
         job.generation_id = generation.id
         self._table.generation_owners[generation.id] = job.key
+        limiter = self._slots.limiter
+        # First: the limiter learns the create was answered now, not one journal
+        # commit later (an in-process limiter counts its rate token from then).
+        await limiter.mark_submitted(job.family, lease, generation.id)
         await self._writes.record_submitted(job.key, generation.id)
         if self._claims is not None:
             await self._claims.created(job.key, generation.id)
         job.timings = attrs.evolve(job.timings, created=time.time())
         self.counts["creates"] += 1
-        limiter = self._slots.limiter
-        await limiter.mark_submitted(job.family, lease, generation.id)
         if not reconciled:
             await limiter.note_success(job.family)
         logger.info(

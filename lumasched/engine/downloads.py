@@ -64,6 +64,10 @@ logger = logging.getLogger(__name__)
 
 _EXPIRED = frozenset({403, 404, 410})
 _HASH_CHUNK = 1 << 20
+_IN_MEMORY = 1 << 20
+"""A body up to this size is kept in memory and written, synced and published in
+one worker-thread call: creating a file on the event loop stalls it (the
+folder's lock is shared with the renames and syncs running beside it)."""
 _MAX_NAME_BYTES = 255
 
 
@@ -194,6 +198,16 @@ def _existing_match(target: Path, expected: str) -> int | None:
     return size if hasher.hexdigest() == expected.lower() else None
 
 
+def _exists(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # let the read in the worker thread report what is wrong
+    return True
+
+
 def _open_part(path: Path, *, append: bool) -> BinaryIO:
     try:
         # The folder is there for all but the first file: no mkdir call per job.
@@ -215,15 +229,33 @@ def _publish(part: Path, target: Path) -> None:
         os.close(fd)
 
 
-def _seal(f: BinaryIO, part: _Part) -> None:
-    """Flush, fsync and close the whole part file; publish it at once if nothing
-    is left to check (one thread hop per download instead of two)."""
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
+def _seal(f: BinaryIO | None, part: _Part) -> None:
+    """Write what ``part`` holds in memory (when ``f`` is None), flush, fsync and
+    close the whole part file; publish it at once if nothing is left to check
+    (one thread hop per download instead of two)."""
+    if f is None:
+        with _open_part(part.path, append=False) as fresh:
+            fresh.write(part.buffer)
+            part.buffer, part.on_disk = bytearray(), True
+            _sync(fresh)
+    else:
+        try:
+            _sync(f)
+        finally:
+            f.close()
     if part.publish_to is not None:
         _publish(part.path, part.publish_to)
         part.published = True
+
+
+def _sync(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _close(f: BinaryIO | None) -> None:
+    if f is not None:
+        f.close()
 
 
 def _unlink(path: Path) -> None:
@@ -311,9 +343,13 @@ class Downloader:
         try:
             # Without a digest to verify, the hop that syncs the part also publishes it.
             part = _Part(part_path(target), publish_to=target if expected_sha256 is None else None)
-            with contextlib.suppress(FileNotFoundError):
-                # Resume a part file a cancelled or failed download left: re-hash its bytes.
-                part.hasher, part.size = await anyio.to_thread.run_sync(_hash_file, part.path)
+            # Resume a part file a cancelled or failed download left: re-hash its bytes.
+            # Almost always there is none: a stat on the loop (as cheap as the open
+            # that follows there) spares the worker-thread hop of trying to read it.
+            if _exists(part.path):
+                with contextlib.suppress(FileNotFoundError):
+                    part.hasher, part.size = await anyio.to_thread.run_sync(_hash_file, part.path)
+                    part.on_disk = True
             digest = await self._fetch(url, target, part, refresh_url)
             if expected_sha256 is not None and digest != expected_sha256.lower() and part.resumed:
                 # The leftover part may hold other bytes (an older asset): start over once.
@@ -425,7 +461,9 @@ class Downloader:
             total = stream.total_size
             if status == 416:
                 if part.size > 0 and total == part.size:
-                    return  # the part file is already whole
+                    # The part is already whole: sync (and publish) it as a body would be.
+                    await anyio.to_thread.run_sync(_seal, self._reopen(part), part)
+                    return
                 self._restart(part)
                 raise _Retry(f"range {part.size}- not satisfiable (size {total})")
             if status == 206:
@@ -449,18 +487,31 @@ class Downloader:
             if limit is not None and declared is not None and declared > limit:
                 self._drop(part)
                 raise AssetTooLargeError(part.name, limit, declared)
-            with _open_part(part.path, append=start > 0) as f:
+            # Bytes already on disk are appended to; a new body stays in memory
+            # while it is small (see _IN_MEMORY).
+            f = self._reopen(part)
+            try:
                 async for chunk in stream.iter_chunks(self._chunk):
                     if limit is not None and part.size + len(chunk) > limit:
-                        f.close()
+                        _close(f)
+                        f = None
                         self._drop(part)
                         raise AssetTooLargeError(part.name, limit)
-                    f.write(chunk)
+                    if f is None and len(part.buffer) + len(chunk) > _IN_MEMORY:
+                        f = _open_part(part.path, append=False)
+                        f.write(part.buffer)
+                        part.buffer = bytearray()
+                        part.on_disk = True
+                    if f is None:
+                        part.buffer += chunk
+                    else:
+                        f.write(chunk)
                     part.hasher.update(chunk)
                     part.size += len(chunk)
                     self._stats["bytes"] += len(chunk)
                     if total is not None and part.size > total:
-                        f.close()
+                        _close(f)
+                        f = None
                         self._restart(part)
                         raise _Retry(f"received more than the announced {total} bytes")
                 got = part.size - start
@@ -469,16 +520,43 @@ class Downloader:
                 if total is not None and part.size != total:
                     raise _Retry(f"have {part.size} of {total} bytes")
                 # Not cancellable: the file is closed only after fsync returns.
-                await anyio.to_thread.run_sync(_seal, f, part)
+                sealing, f = f, None
+                await anyio.to_thread.run_sync(_seal, sealing, part)
+            finally:
+                _close(f)
+                if part.buffer:
+                    # Cut, failed or cancelled: what came is left in the part file to
+                    # resume from, as when every byte went to disk at once.
+                    self._spill(part)
+
+    @staticmethod
+    def _reopen(part: _Part) -> BinaryIO | None:
+        """The part file to append to when its bytes are on disk; None when they
+        are in memory (or there are none yet)."""
+        return _open_part(part.path, append=True) if part.on_disk else None
 
     def _restart(self, part: _Part) -> None:
         self._stats["restarts"] += 1
         self._drop(part)
 
     @staticmethod
+    def _spill(part: _Part) -> None:
+        try:
+            with _open_part(part.path, append=False) as f:
+                f.write(part.buffer)
+        except OSError:
+            # Start over rather than resume from bytes no file holds (the failure
+            # that brought us here is the one to report).
+            part.hasher, part.size, part.resumed = hashlib.sha256(), 0, False
+            part.buffer, part.on_disk = bytearray(), False
+            return
+        part.buffer, part.on_disk = bytearray(), True
+
+    @staticmethod
     def _drop(part: _Part) -> None:
         _unlink(part.path)
         part.hasher, part.size, part.resumed = hashlib.sha256(), 0, False
+        part.buffer, part.on_disk = bytearray(), False
 
 
 @attrs.define
@@ -489,6 +567,9 @@ class _Part:
     resumed: bool = False
     publish_to: Path | None = None
     published: bool = False
+    buffer: bytearray = attrs.field(factory=bytearray)
+    """The part's bytes while they are only in memory (then ``on_disk`` is False)."""
+    on_disk: bool = False
 
     @property
     def name(self) -> str:

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from lumasched.gallery._page import GALLERY_NAME, write_gallery
 from lumasched.gallery._report import report_meta
+from lumasched.gallery._thumbs import Thumbnailer
 
 if TYPE_CHECKING:
     from lumasched.gallery.dashboard import Dashboard
 
-__all__ = ["GALLERY_NAME", "Dashboard", "report_meta", "write_gallery"]
+__all__ = ["GALLERY_NAME", "Dashboard", "Thumbnailer", "report_meta", "write_gallery"]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from lumasched.gallery._collect import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
 __all__ = ["THUMBS_DIR", "Thumbnailer", "inline_thumbnail"]
 
 logger = logging.getLogger("lumasched.gallery")
@@ -46,6 +48,15 @@ class Thumbnailer:
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             for _ in pool.map(lambda job: self._cached(*job), jobs):
                 pass
+
+    def prepare_one(self, source: Path) -> None:
+        """Make ``source``'s thumbnail (an image) or poster (a video) now, if it has
+        none yet: ``lumasched run`` makes them as files arrive, off its critical path."""
+        suffix = source.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            self.thumbnail(source)
+        elif suffix in VIDEO_SUFFIXES:
+            self.poster(source)
 
     def thumbnail(self, source: Path) -> Path | None:
         """A JPEG at most ``THUMB_SIZE`` of ``source``, or None if it cannot be read."""

@@ -210,6 +210,8 @@ def default_window_margin(per_seconds: float) -> float:
     The server counts *arrivals*; two grants exactly one window apart can arrive
     closer together if the first was delayed more on its way. Widening the
     window by more than that jitter keeps every true window within the limit.
+    (The in-process limiter needs it only for creates not yet answered: an
+    answered one counts one window from its answer.)
     """
     return min(MAX_WINDOW_MARGIN, max(0.02, per_seconds * 0.03))
 

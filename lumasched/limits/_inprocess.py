@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from typing import Self
@@ -58,7 +59,10 @@ class _Family:
         self.min_factor = min_factor
         self.recovery = recovery_step(limits) if recovery is None else recovery
         self.held: dict[str, str | None] = {}
-        self.log: deque[float] = deque()
+        self.log: list[float] = []
+        """When each create counted in the window stops counting, ascending."""
+        self.unanswered: dict[str, float] = {}
+        """Lease -> its entry in ``log`` while its create's fate is unknown."""
         self.queue: deque[_Waiter] = deque()
         self.pending: dict[str, _Waiter] = {}
         self.penalty_until = -math.inf
@@ -77,9 +81,7 @@ class _Family:
         return scaled(self.limits.requests, self.factor)
 
     def prune(self, now: float) -> None:
-        horizon = now - self.window
-        while self.log and self.log[0] <= horizon:
-            self.log.popleft()
+        del self.log[: bisect.bisect_right(self.log, now)]
 
     def blocked_for(self, now: float, *, rate: bool = True) -> float | None:
         """0 if a grant is possible now; seconds until one may be (penalty or
@@ -94,14 +96,32 @@ class _Family:
         self.prune(now)
         over = len(self.log) - self.effective_requests
         if over >= 0:
-            return max(1e-3, self.log[over] + self.window - now)
+            return max(1e-3, self.log[over] - now)
         return 0.0
 
     def grant(self, lease_id: str, now: float, *, rate: bool = True) -> None:
         self.held[lease_id] = None
         if rate:
-            self.log.append(now)
+            # No entry ends later than a new grant's: the log stays sorted.
+            self.log.append(now + self.window)
+            self.unanswered[lease_id] = now + self.window
             self.granted += 1
+
+    def answered(self, lease_id: str, now: float) -> None:
+        """The create of ``lease_id`` was answered (or surely never sent) by ``now``.
+
+        The server counted its arrival at the latest now, so from ``now +
+        per_seconds`` it is out of every window the server can count, exactly,
+        with no margin for the request's own delays: the margin stays only on
+        creates still unanswered at their window's end.
+        """
+        until = self.unanswered.pop(lease_id, None)
+        if until is None:
+            return
+        at = bisect.bisect_left(self.log, until)
+        if at < len(self.log) and self.log[at] == until:
+            del self.log[at]
+        bisect.insort(self.log, now + self.limits.per_seconds)
 
     def kick_head(self) -> None:
         if self.queue:
@@ -129,9 +149,13 @@ class InProcessLimiter:
 
     Per family, a concurrency cap and an exact sliding log of grants: in any
     window of ``per_seconds + window_margin`` seconds at most ``requests``
-    grants. A slot and a rate token are taken together, waiters are served
-    strictly first come, first served, and a waiter cancelled while waiting
-    takes nothing. A 429 (``note_rate_limited``) pauses the family and halves
+    grants. A grant's create once answered (``mark_submitted``, or ``release``
+    when it was refused or never sent) counts from its answer instead, for
+    ``per_seconds`` exactly: the server cannot have counted it later than that,
+    so the margin only covers creates still in flight at their window's end.
+    A slot and a rate token are taken together, waiters are served strictly
+    first come, first served, and a waiter cancelled while waiting takes
+    nothing. A 429 (``note_rate_limited``) pauses the family and halves
     its effective limits; ``note_success`` wins them back step by step, never
     above the configured limits.
 
@@ -235,6 +259,7 @@ class InProcessLimiter:
 
     async def release(self, family: Family, lease_id: str) -> None:
         state = self._families[Family(family)]
+        state.answered(lease_id, self._clock.monotonic())
         if state.held.pop(lease_id, _MISSING) is not _MISSING:
             state.kick_head()
 
@@ -242,6 +267,9 @@ class InProcessLimiter:
         state = self._families[Family(family)]
         if lease_id in state.held:
             state.held[lease_id] = generation_id
+        state.answered(lease_id, self._clock.monotonic())
+        # The token may now end sooner than the head of the queue was told.
+        state.kick_head()
 
     async def note_rate_limited(self, family: Family, retry_after: float | None) -> None:
         state = self._families[Family(family)]

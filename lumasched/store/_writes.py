@@ -28,6 +28,7 @@ touching the journal: what is on disk stays exactly as last committed.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -71,7 +72,8 @@ class JournalWriter:
         self._done_through = 0
         self.broken: StorageError | None = None
         """The error that stopped all writes (the disk refused a commit), if any."""
-        self._records: dict[str, JournalRecord] = {}
+        self._rows: dict[str, sqlite3.Row] = {}
+        """Each key's row as last committed, decoded only when read: most never are."""
         self._records_lock = threading.Lock()
         """The journal's worker threads update the records while the loop reads them."""
         self._owners: dict[str, set[str]] = {}
@@ -95,32 +97,32 @@ class JournalWriter:
     def get(self, key: str) -> JournalRecord | None:
         """The record of ``key`` as last committed (None without a journal)."""
         with self._records_lock:
-            return self._records.get(key)
+            row = self._rows.get(key)
+        return None if row is None else JournalRecord.from_row(row)
 
     def records(self) -> list[JournalRecord]:
         """Every record, in submission order, as last committed."""
         with self._records_lock:
-            records = list(self._records.values())
-        return sorted(records, key=lambda record: record.seq)
+            rows = list(self._rows.values())
+        rows.sort(key=lambda row: int(row["seq"]))
+        return [JournalRecord.from_row(row) for row in rows]
 
     def owners_of(self, generation_id: str) -> list[str]:
         """See ``Journal.owners_of``, as last committed."""
         with self._records_lock:
             return sorted(self._owners.get(generation_id, ()))
 
-    def _remember(self, records: list[JournalRecord]) -> None:
-        """Called by the journal, in the thread that committed ``records``."""
+    def _remember(self, rows: list[sqlite3.Row]) -> None:
+        """Called by the journal, in the thread that committed ``rows``."""
         with self._records_lock:
-            self._remember_locked(records)
-
-    def _remember_locked(self, records: list[JournalRecord]) -> None:
-        for record in records:
-            old = self._records.get(record.key)
-            if old is not None and old.generation_id is not None:
-                self._owners.get(old.generation_id, set()).discard(record.key)
-            self._records[record.key] = record
-            if record.generation_id is not None:
-                self._owners.setdefault(record.generation_id, set()).add(record.key)
+            for row in rows:
+                key = row["key"]
+                old = self._rows.get(key)
+                if old is not None and old["generation_id"] is not None:
+                    self._owners.get(old["generation_id"], set()).discard(key)
+                self._rows[key] = row
+                if row["generation_id"] is not None:
+                    self._owners.setdefault(row["generation_id"], set()).add(key)
 
     # -- queued, committed in batches ---------------------------------------------
 

@@ -148,7 +148,8 @@ class JournalRecord:
         return self.state in _FINISHED
 
     @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> JournalRecord:
+    def from_row(cls, row: sqlite3.Row) -> JournalRecord:
+        """The record of a row of the ``jobs`` table (see ``Journal.watch``)."""
         values = dict(row)
         values["request"] = json.loads(values["request"])
         values["depends_on"] = tuple(json.loads(values["depends_on"]))
@@ -221,7 +222,7 @@ class Journal:
         self._lock = threading.Lock()
         self._order = threading.RLock()
         """Held from a write's transaction through its watchers' calls."""
-        self._watchers: list[Callable[[list[JournalRecord]], object]] = []
+        self._watchers: list[Callable[[list[sqlite3.Row]], object]] = []
         self._owner: OwnerLock | None = None
         if read_only:
             self._open_reader_only()
@@ -390,19 +391,21 @@ class Journal:
 
     # -- watchers -----------------------------------------------------------
 
-    def watch(self, listener: Callable[[list[JournalRecord]], object]) -> list[JournalRecord]:
-        """Call ``listener(records)`` after every later commit with the rows it
+    def watch(self, listener: Callable[[list[sqlite3.Row]], object]) -> list[sqlite3.Row]:
+        """Call ``listener(rows)`` after every later commit with the rows it
         changed, as committed, in the thread that committed (commits and their
-        calls keep their order); returns every record as committed now.
+        calls keep their order); returns every row as committed now.
 
-        For a copy of the records in memory (``store._writes.JournalWriter``):
-        it stays true whoever writes, the scheduler or the CLI beside it.
+        Rows, not records: decoding a record's JSON is most of a read's cost, and
+        a copy in memory (``store._writes.JournalWriter``) reads few of the rows
+        it keeps; ``JournalRecord.from_row`` decodes one. The copy stays true
+        whoever writes, the scheduler or the CLI beside it.
         """
         with self._order:
             self._watchers = [*self._watchers, listener]
-            return list(self.records())
+            return self._rows("SELECT * FROM jobs")
 
-    def unwatch(self, listener: Callable[[list[JournalRecord]], object]) -> None:
+    def unwatch(self, listener: Callable[[list[sqlite3.Row]], object]) -> None:
         """Stop calling ``listener`` (at once: it never waits for a commit)."""
         # A new list, not a change to the one a commit may be iterating.
         self._watchers = [known for known in self._watchers if known != listener]
@@ -410,9 +413,9 @@ class Journal:
     def _notify(self, touched: set[str]) -> None:
         if not touched or not self._watchers:
             return
-        records = self.get_many(touched)
+        rows = self._rows_of(touched)
         for listener in self._watchers:
-            listener(records)
+            listener(rows)
 
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._lock:
@@ -543,21 +546,26 @@ class Journal:
         with self._read_lock:
             # fetchall: the statement is done at once, so no read stays open
             rows = self._reader.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchall()
-        return JournalRecord._from_row(rows[0]) if rows else None
+        return JournalRecord.from_row(rows[0]) if rows else None
 
     def get_many(self, keys: Iterable[str]) -> list[JournalRecord]:
         """The records of those of ``keys`` the journal holds (in no set order)."""
+        return [JournalRecord.from_row(row) for row in self._rows_of(keys)]
+
+    def _rows_of(self, keys: Iterable[str]) -> list[sqlite3.Row]:
         wanted = list(keys)
-        found: list[JournalRecord] = []
+        found: list[sqlite3.Row] = []
         for start in range(0, len(wanted), 500):  # under SQLite's bound-parameter limit
             chunk = wanted[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            with self._read_lock:
-                rows = self._reader.execute(
-                    f"SELECT * FROM jobs WHERE key IN ({marks})", chunk
-                ).fetchall()
-            found.extend(JournalRecord._from_row(row) for row in rows)
+            found.extend(self._rows(f"SELECT * FROM jobs WHERE key IN ({marks})", chunk))
         return found
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._read_lock:
+            # fetchall: the statement is done at once, so no read stays open
+            rows: list[sqlite3.Row] = self._reader.execute(sql, params).fetchall()
+        return rows
 
     def owners_of(self, generation_id: str) -> list[str]:
         """The keys of the jobs that own a generation id (an upscale or audio job may
@@ -583,7 +591,7 @@ class Journal:
             if not rows:
                 return
             for row in rows:
-                yield JournalRecord._from_row(row)
+                yield JournalRecord.from_row(row)
             last = int(rows[-1]["seq"])
 
     def counts(self) -> dict[str, int]:
