@@ -331,7 +331,14 @@ def test_a_redis_outage_pauses_creates_and_resumes(
     out = manifest.parent / "out"
     worker = _spawn(manifest, out, redis_process.url, emu.base_url)
     try:
-        wait_until_sync(lambda: len(_results(out)) >= 3, "the run under way", timeout=20.0)
+        # Redis goes while a generation is surely in flight (created less than 0.3 s
+        # ago, each takes 0.5 s): between two waves of creates (the rate window) a
+        # run may have nothing to download until Redis is back.
+        def under_way() -> bool:
+            last = emu.inspect.last_create_at
+            return len(_results(out)) >= 3 and last is not None and time.time() - last < 0.3
+
+        wait_until_sync(under_way, "the run under way, a generation in flight", timeout=20.0)
         redis_process.stop()
         before = _media(out)
         wait_until_sync(
