@@ -151,6 +151,25 @@ def test_regenerating_reuses_thumbnails(
     assert before == after and len(before) == len(MIXED_ITEMS)
 
 
+def test_a_relative_out_makes_one_thumbnail_per_file(
+    cli_env: ThreadedEmulator,
+    tmp_path: Path,
+    limits_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run makes each thumbnail as its file arrives and the page reuses it, also
+    when DIR is given relative (the run and the page spell the path differently):
+    one picture per file, none made twice."""
+    monkeypatch.chdir(tmp_path)
+    manifest = write_jsonl(tmp_path / "shots.jsonl", MIXED_ITEMS)
+    args = ["run", manifest.name, "--out", "out", "--limits", str(limits_file)]
+    assert cli.main([*args, "--no-progress"]) == 0
+    made = sorted(p.name for p in (tmp_path / "out" / ".gallery").iterdir())
+    assert len(made) == len(MIXED_ITEMS), made
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert sorted(re.findall(r'(?:src|poster)="\.gallery/([^"]+)"', page)) == made
+
+
 def test_collect_reads_results_of_an_item_the_journal_lacks(tmp_path: Path) -> None:
     """A results line for an item with no journal row still becomes an item."""
     (tmp_path / "results.jsonl").write_text(

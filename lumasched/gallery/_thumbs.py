@@ -37,6 +37,7 @@ class Thumbnailer:
     def __init__(self, out_dir: Path) -> None:
         self.dir = out_dir / THUMBS_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._root = os.path.abspath(out_dir)
         self.posters_available = _have_av()
 
     def prepare(self, images: Iterable[Path], videos: Iterable[Path]) -> None:
@@ -71,8 +72,14 @@ class Thumbnailer:
     def _cached(
         self, source: Path, what: str, make: Callable[[Path], Image.Image | None]
     ) -> Path | None:
-        # The name hashes the source's path, so two items never share a file.
-        digest = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+        # The name hashes the source's path, so two items never share a file; its
+        # path within the folder, so that the run (which names files one way) and
+        # the page (another: relative or absolute) find the same picture, and a
+        # moved folder keeps its pictures.
+        where = os.path.abspath(source)
+        with contextlib.suppress(ValueError):  # another drive (Windows): keep it whole
+            where = os.path.relpath(where, self._root)
+        digest = hashlib.sha256(where.encode()).hexdigest()[:16]
         target = self.dir / f"{source.stem[:40]}-{digest}.{what}.jpg"
         try:
             if target.stat().st_mtime_ns >= source.stat().st_mtime_ns:
