@@ -51,6 +51,7 @@ Data flows one way::
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import typing
 import warnings
 
@@ -233,6 +234,10 @@ def __getattr__(name: str) -> typing.Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        # ``import lumasched`` then ``lumasched.api.dumps_body``: a subpackage loads
+        # on first use too (importing it makes it an attribute of this package).
+        return importlib.import_module(f"{__name__}.{name}")
     if name in _MOVED:
         module, new = _MOVED[name], name
         hint = f"import it from {module}"

@@ -62,3 +62,21 @@ def test_a_plain_run_loads_no_optional_machinery(tmp_path: Path) -> None:
         Thumbnailer(pathlib.Path({str(tmp_path)!r}))
     """
     assert _loaded_after(code, NOT_FOR_A_PLAIN_RUN) == []
+
+
+def test_subpackages_load_on_first_use() -> None:
+    """Laziness keeps what eager imports gave: after ``import lumasched`` its
+    subpackages are reachable as attributes (``lumasched.api.dumps_body``), and a
+    name that is neither a subpackage nor exported still raises AttributeError."""
+    code = """
+        import lumasched
+        assert callable(lumasched.api.dumps_body)
+        from lumasched.engine.scheduler import Scheduler
+        assert lumasched.engine.scheduler.Scheduler is Scheduler is lumasched.Scheduler
+        assert lumasched.errors.LumaError is lumasched.LumaError
+        assert not hasattr(lumasched, "no_such_thing")
+    """
+    assert _loaded_after(code, ("lumasched.api", "lumasched.engine")) == [
+        "lumasched.api",
+        "lumasched.engine",
+    ]
