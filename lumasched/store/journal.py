@@ -35,6 +35,7 @@ takes no lock and works while a run holds the journal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -247,8 +248,19 @@ def _stored(fields: dict[str, Any]) -> dict[str, Any]:
     return stored
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+"""One encoder for every write (``json.dumps`` with options builds one per call)."""
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return _ENCODER.encode(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(names: tuple[str, ...], increments: frozenset[str]) -> str:
+    """The UPDATE of one row's ``names`` (those in ``increments`` plus one)."""
+    sets = ", ".join(f"{n} = {n} + 1" if n in increments else f"{n} = ?" for n in names)
+    return f"UPDATE jobs SET {sets} WHERE key = ?"
 
 
 class Journal:
@@ -820,12 +832,10 @@ class JournalBatch:
     def _update(self, key: str, values: dict[str, Any]) -> None:
         """Set ``key``'s columns to ``values`` (as stored) and its ``updated_at``."""
         values["updated_at"] = time.time()
-        sets = ", ".join(
-            f"{name} = {name} + 1" if value is _INCREMENT else f"{name} = ?"
-            for name, value in values.items()
-        )
+        increments = frozenset(name for name, value in values.items() if value is _INCREMENT)
         params = [value for value in values.values() if value is not _INCREMENT]
-        self._cur.execute(f"UPDATE jobs SET {sets} WHERE key = ?", (*params, key))
+        params.append(key)
+        self._cur.execute(_update_sql(tuple(values), increments), params)
         if self._cur.rowcount == 0:
             raise JournalError(f"{self._journal.path}: no job {key!r} in the journal")
         self.changes.append((key, None, values))
