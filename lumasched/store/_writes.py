@@ -57,12 +57,13 @@ BATCH_PAUSE = 0.05
 
 
 class _Waiter:
-    """A write someone awaits: set once a commit that holds it has returned."""
+    """A write someone awaits: done once a commit that holds it has returned."""
 
     __slots__ = ("done", "error")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        # A flag, not an event: its writer waits on the lock, whose holder commits.
+        self.done = False
         self.error: Exception | None = None
 
 
@@ -217,9 +218,9 @@ class JournalWriter:
         self._queue.append((write, waiter))
         self._enqueued += 1
         with anyio.CancelScope(shield=True):
-            while not waiter.done.is_set():
+            while not waiter.done:
                 async with self._lock:
-                    if waiter.done.is_set():
+                    if waiter.done:
                         break  # the commit before took it along
                     await self._commit_queue(journal)
         if waiter.error is not None:
@@ -246,7 +247,7 @@ class JournalWriter:
         for (_, waiter), error in zip(batch, errors, strict=True):
             if waiter is not None:
                 waiter.error = error
-                waiter.done.set()
+                waiter.done = True
             elif error is not None and unawaited is None:
                 unawaited = error
         self._run_hooks()
