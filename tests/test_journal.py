@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lumasched.errors import JournalError
-from lumasched.store.journal import SCHEMA_VERSION, Journal, NewJob
+from lumasched.store.journal import SCHEMA_VERSION, Journal, JournalRecord, NewJob, Row
 
 
 def _job(key: str, **kw: object) -> NewJob:
@@ -155,6 +155,40 @@ def test_apply_commits_writes_together_and_isolates_a_failure(tmp_path: Path) ->
         a, b = journal.get("a"), journal.get("b")
         assert a is not None and a.state == "creating" and a.intent_body == {"p": 1}
         assert b is not None and b.generation_id == "gen-b"
+
+
+def test_watchers_get_each_commit_rows_as_on_disk(tmp_path: Path) -> None:
+    """A watcher gets every row a commit changed, as committed (made from what was
+    written, not read back); a write undone (half done, then failing) hands over
+    nothing, and a row added before watch() began is updated all the same."""
+    seen: dict[str, Row] = {}
+
+    def watcher(rows: list[Row]) -> None:
+        seen.update((row[0], row) for row in rows)
+
+    with Journal(tmp_path / "j.db") as journal:
+        journal.add([_job("old")])
+        seen.update((row[0], row) for row in journal.watch(watcher))
+        journal.add([_job("a"), _job("b", depends_on=("old",), priority=3)])
+        journal.add([_job("a")])  # ignored: already there
+        journal.restart("old", request={"prompt": "new"}, kind="image", family="image", reason="x")
+        errors = journal.apply(
+            [
+                lambda b: b.record_intent("a", lease_id="L", body={"p": 1}, sent_at=1.0),
+                # changes "b", then fails: rolled back, so "b" must stay as it was
+                lambda b: b.update_many([("b", {"error_type": "X"}), ("missing", {})]),
+                lambda b: b.record_intent("a", lease_id="M", body={"p": 2}, sent_at=2.0),
+                lambda b: b.clear_intent("a", state="queued", reason="429"),
+                lambda b: b.record_submitted("b", "gen-b", at=5),
+                lambda b: b.update("b", generation={"id": "gen-b"}, bytes=7),
+            ]
+        )
+        assert [e is None for e in errors] == [True, False, True, True, True, True]
+        on_disk = {r.key: r for r in journal.get_many(["a", "b", "old"])}
+        assert {k: JournalRecord.from_row(row) for k, row in seen.items()} == on_disk
+        assert on_disk["a"].attempts == 2 and on_disk["a"].reason == "429"
+        assert on_disk["b"].error_type is None and on_disk["b"].generation == {"id": "gen-b"}
+        assert on_disk["old"].request == {"prompt": "new"}
 
 
 def test_read_does_not_wait_for_a_write_in_progress(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ task must not leave a job half recorded. Reads never touch SQLite on the event
 loop either: ``open()`` reads the journal's records once in a worker thread
 and watches it (``Journal.watch``): every commit, this writer's or a direct
 one's (the CLI seeding rows from the claims), hands over the rows it changed,
-read back in the thread that committed. So ``get``, ``records`` and
+as written, in the thread that committed. So ``get``, ``records`` and
 ``owners_of`` answer from memory, as last committed (memory grows with the
 journal: a record is a few hundred bytes plus its generation). Without a journal every write is a
 no-op, so callers need not check. Once the disk refuses a commit
@@ -28,7 +28,6 @@ touching the journal: what is on disk stays exactly as last committed.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -37,23 +36,34 @@ from typing import Any
 import anyio
 
 from lumasched.errors import StorageError
-from lumasched.store.journal import Journal, JournalBatch, JournalRecord, NewJob, Write
+from lumasched.store.journal import (
+    COLUMNS,
+    Journal,
+    JournalBatch,
+    JournalRecord,
+    NewJob,
+    Row,
+    Write,
+)
 
 __all__ = ["JournalWriter"]
 
 logger = logging.getLogger("lumasched.engine.scheduler")
+
+_KEY, _SEQ, _GENERATION_ID = (COLUMNS.index(c) for c in ("key", "seq", "generation_id"))
 
 BATCH_PAUSE = 0.05
 """Seconds between batches: enough for a burst of submits to share one transaction."""
 
 
 class _Waiter:
-    """A write someone awaits: set once a commit that holds it has returned."""
+    """A write someone awaits: done once a commit that holds it has returned."""
 
     __slots__ = ("done", "error")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        # A flag, not an event: its writer waits on the lock, whose holder commits.
+        self.done = False
         self.error: Exception | None = None
 
 
@@ -72,7 +82,7 @@ class JournalWriter:
         self._done_through = 0
         self.broken: StorageError | None = None
         """The error that stopped all writes (the disk refused a commit), if any."""
-        self._rows: dict[str, sqlite3.Row] = {}
+        self._rows: dict[str, Row] = {}
         """Each key's row as last committed, decoded only when read: most never are."""
         self._records_lock = threading.Lock()
         """The journal's worker threads update the records while the loop reads them."""
@@ -104,7 +114,7 @@ class JournalWriter:
         """Every record, in submission order, as last committed."""
         with self._records_lock:
             rows = list(self._rows.values())
-        rows.sort(key=lambda row: int(row["seq"]))
+        rows.sort(key=lambda row: int(row[_SEQ]))
         return [JournalRecord.from_row(row) for row in rows]
 
     def owners_of(self, generation_id: str) -> list[str]:
@@ -112,17 +122,17 @@ class JournalWriter:
         with self._records_lock:
             return sorted(self._owners.get(generation_id, ()))
 
-    def _remember(self, rows: list[sqlite3.Row]) -> None:
+    def _remember(self, rows: list[Row]) -> None:
         """Called by the journal, in the thread that committed ``rows``."""
         with self._records_lock:
             for row in rows:
-                key = row["key"]
+                key = row[_KEY]
                 old = self._rows.get(key)
-                if old is not None and old["generation_id"] is not None:
-                    self._owners.get(old["generation_id"], set()).discard(key)
+                if old is not None and old[_GENERATION_ID] is not None:
+                    self._owners.get(old[_GENERATION_ID], set()).discard(key)
                 self._rows[key] = row
-                if row["generation_id"] is not None:
-                    self._owners.setdefault(row["generation_id"], set()).add(key)
+                if row[_GENERATION_ID] is not None:
+                    self._owners.setdefault(row[_GENERATION_ID], set()).add(key)
 
     # -- queued, committed in batches ---------------------------------------------
 
@@ -208,9 +218,9 @@ class JournalWriter:
         self._queue.append((write, waiter))
         self._enqueued += 1
         with anyio.CancelScope(shield=True):
-            while not waiter.done.is_set():
+            while not waiter.done:
                 async with self._lock:
-                    if waiter.done.is_set():
+                    if waiter.done:
                         break  # the commit before took it along
                     await self._commit_queue(journal)
         if waiter.error is not None:
@@ -237,7 +247,7 @@ class JournalWriter:
         for (_, waiter), error in zip(batch, errors, strict=True):
             if waiter is not None:
                 waiter.error = error
-                waiter.done.set()
+                waiter.done = True
             elif error is not None and unawaited is None:
                 unawaited = error
         self._run_hooks()

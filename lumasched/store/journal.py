@@ -35,6 +35,7 @@ takes no lock and works while a run holds the journal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -49,7 +50,16 @@ from lumasched.errors import JournalError, StorageError
 from lumasched.store._ownership import OwnerLock
 from lumasched.store._storage import is_storage_error, sqlite_storage_error, storage_error
 
-__all__ = ["SCHEMA_VERSION", "Journal", "JournalBatch", "JournalRecord", "NewJob", "Write"]
+__all__ = [
+    "COLUMNS",
+    "SCHEMA_VERSION",
+    "Journal",
+    "JournalBatch",
+    "JournalRecord",
+    "NewJob",
+    "Row",
+    "Write",
+]
 
 SCHEMA_VERSION = 1
 
@@ -93,6 +103,57 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_generation
     ON jobs (generation_id) WHERE generation_id IS NOT NULL;
 """
+
+
+COLUMNS = (
+    "key",
+    "seq",
+    "kind",
+    "request",
+    "family",
+    "priority",
+    "depends_on",
+    "state",
+    "reason",
+    "error_type",
+    "generation_id",
+    "lease_id",
+    "attempts",
+    "intent_body",
+    "intent_at",
+    "owner",
+    "generation",
+    "path",
+    "sha256",
+    "bytes",
+    "queued_at",
+    "created_at",
+    "completed_at",
+    "downloaded_at",
+    "updated_at",
+    "request_digest",
+)
+"""The ``jobs`` table's columns, in the order of a ``Row``."""
+
+Row = tuple[Any, ...]
+"""One row of the ``jobs`` table, as stored (JSON columns as text), in ``COLUMNS`` order."""
+
+_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+_EMPTY: Row = tuple(
+    0 if name in ("priority", "attempts") else "[]" if name == "depends_on" else None
+    for name in COLUMNS
+)
+"""A row's defaults (the schema's), which an insert's values replace."""
+
+
+class _Increment:
+    """A column set to its value plus one (``attempts``)."""
+
+
+_INCREMENT = _Increment()
+_INSERT = "insert"
+_Change = tuple[str, str | None, dict[str, Any]]
+"""A write's change to one row: key, ``_INSERT`` or None (an update), column values."""
 
 
 @attrs.frozen
@@ -148,9 +209,9 @@ class JournalRecord:
         return self.state in _FINISHED
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> JournalRecord:
+    def from_row(cls, row: sqlite3.Row | Row) -> JournalRecord:
         """The record of a row of the ``jobs`` table (see ``Journal.watch``)."""
-        values = dict(row)
+        values = dict(zip(COLUMNS, row, strict=True)) if isinstance(row, tuple) else dict(row)
         values["request"] = json.loads(values["request"])
         values["depends_on"] = tuple(json.loads(values["depends_on"]))
         for name in ("intent_body", "generation"):
@@ -159,48 +220,47 @@ class JournalRecord:
         return cls(**values)
 
 
-_UPDATABLE = frozenset(
-    {
-        "state",
-        "reason",
-        "error_type",
-        "generation_id",
-        "lease_id",
-        "generation",
-        "path",
-        "sha256",
-        "bytes",
-        "queued_at",
-        "created_at",
-        "completed_at",
-        "downloaded_at",
-        "kind",
-        "request",
-        "family",
-        "priority",
-        "depends_on",
-    }
-)
+_UPDATABLE = frozenset(COLUMNS) - {
+    # written only by the intent (and restart), or by the journal itself
+    "key",
+    "seq",
+    "attempts",
+    "intent_body",
+    "intent_at",
+    "owner",
+    "updated_at",
+    "request_digest",
+}
 
 
-def _assignments(fields: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+def _stored(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` as the columns store them (JSON as text)."""
     unknown = set(fields) - _UPDATABLE
     if unknown:
         raise ValueError(f"not journal columns: {sorted(unknown)}")
-    params: list[Any] = []
-    sets: list[str] = []
+    stored: dict[str, Any] = {}
     for name, value in fields.items():
         if name in ("generation", "request") and value is not None:
             value = _dumps(value)
         elif name == "depends_on":
             value = _dumps(list(value))
-        sets.append(f"{name} = ?")
-        params.append(value)
-    return ", ".join(sets), tuple(params)
+        stored[name] = value
+    return stored
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+"""One encoder for every write (``json.dumps`` with options builds one per call)."""
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return _ENCODER.encode(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(names: tuple[str, ...], increments: frozenset[str]) -> str:
+    """The UPDATE of one row's ``names`` (those in ``increments`` plus one)."""
+    sets = ", ".join(f"{n} = {n} + 1" if n in increments else f"{n} = ?" for n in names)
+    return f"UPDATE jobs SET {sets} WHERE key = ?"
 
 
 class Journal:
@@ -222,7 +282,10 @@ class Journal:
         self._lock = threading.Lock()
         self._order = threading.RLock()
         """Held from a write's transaction through its watchers' calls."""
-        self._watchers: list[Callable[[list[sqlite3.Row]], object]] = []
+        self._watchers: list[Callable[[list[Row]], object]] = []
+        self._mirror: dict[str, Row] = {}
+        """Every row as committed, kept while someone watches: a commit's changed
+        rows are made from it and what was written, never read back."""
         self._owner: OwnerLock | None = None
         if read_only:
             self._open_reader_only()
@@ -383,15 +446,15 @@ class Journal:
     @contextlib.contextmanager
     def _batch(self) -> Iterator[JournalBatch]:
         """One transaction's writes; once committed, the watchers see what changed."""
-        touched: set[str] = set()
         with self._order:
             with self._tx() as cur:
-                yield JournalBatch(self, cur, touched)
-            self._notify(touched)
+                batch = JournalBatch(self, cur)
+                yield batch
+            self._notify(batch.changes)
 
     # -- watchers -----------------------------------------------------------
 
-    def watch(self, listener: Callable[[list[sqlite3.Row]], object]) -> list[sqlite3.Row]:
+    def watch(self, listener: Callable[[list[Row]], object]) -> list[Row]:
         """Call ``listener(rows)`` after every later commit with the rows it
         changed, as committed, in the thread that committed (commits and their
         calls keep their order); returns every row as committed now.
@@ -399,21 +462,41 @@ class Journal:
         Rows, not records: decoding a record's JSON is most of a read's cost, and
         a copy in memory (``store._writes.JournalWriter``) reads few of the rows
         it keeps; ``JournalRecord.from_row`` decodes one. The copy stays true
-        whoever writes, the scheduler or the CLI beside it.
+        whoever writes, the scheduler or the CLI beside it. The rows a commit
+        changed are made from what it wrote, not read back: reading them from
+        the database again cost more than writing them.
         """
         with self._order:
+            if not self._watchers:
+                with self._read_lock:
+                    cur = self._reader.cursor()
+                    cur.row_factory = None
+                    rows = cur.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs").fetchall()
+                self._mirror = {row[0]: row for row in rows}
             self._watchers = [*self._watchers, listener]
-            return self._rows("SELECT * FROM jobs")
+            return list(self._mirror.values())
 
-    def unwatch(self, listener: Callable[[list[sqlite3.Row]], object]) -> None:
+    def unwatch(self, listener: Callable[[list[Row]], object]) -> None:
         """Stop calling ``listener`` (at once: it never waits for a commit)."""
         # A new list, not a change to the one a commit may be iterating.
         self._watchers = [known for known in self._watchers if known != listener]
+        if not self._watchers:
+            self._mirror = {}
 
-    def _notify(self, touched: set[str]) -> None:
-        if not touched or not self._watchers:
+    def _notify(self, changes: list[_Change]) -> None:
+        """Bring the mirror up to the commit of ``changes`` and tell the watchers."""
+        if not changes or not self._watchers:
             return
-        rows = self._rows_of(touched)
+        mirror = self._mirror
+        changed: dict[str, Row] = {}
+        for key, kind, values in changes:
+            # An update's row is in the mirror: watch() read them all, under _order.
+            row = list(_EMPTY if kind is _INSERT else mirror[key])
+            for name, value in values.items():
+                i = _INDEX[name]
+                row[i] = row[i] + 1 if value is _INCREMENT else value
+            mirror[key] = changed[key] = tuple(row)
+        rows = list(changed.values())
         for listener in self._watchers:
             listener(rows)
 
@@ -504,16 +587,16 @@ class Journal:
         that raises leaves nothing behind, and the others are committed all
         the same. Raises only if the commit itself fails.
         """
-        touched: set[str] = set()
+        changes: list[_Change] = []
         with self._order:
-            errors = self._apply(writes, touched)
-            self._notify(touched)
+            errors = self._apply(writes, changes)
+            self._notify(changes)
         return errors
 
-    def _apply(self, writes: Sequence[Write], touched: set[str]) -> list[Exception | None]:
+    def _apply(self, writes: Sequence[Write], changes: list[_Change]) -> list[Exception | None]:
         try:
             with self._tx() as cur:
-                batch = JournalBatch(self, cur, touched)
+                batch = JournalBatch(self, cur, changes)
                 for write in writes:
                     write(batch)
             return [None] * len(writes)
@@ -525,15 +608,18 @@ class Journal:
         # Rare: some write failed, so the transaction was rolled back. Apply them
         # again, each in a savepoint of its own, to commit all but the failures.
         errors: list[Exception | None] = []
+        del changes[:]  # the rolled-back transaction's
         with self._tx() as cur:
-            batch = JournalBatch(self, cur, touched)
+            batch = JournalBatch(self, cur, changes)
             for write in writes:
                 cur.execute("SAVEPOINT one_write")
+                done = len(changes)
                 try:
                     write(batch)
                 except Exception as exc:
                     self._raise_storage(exc)
                     cur.execute("ROLLBACK TO one_write")
+                    del changes[done:]
                     errors.append(exc)
                 else:
                     errors.append(None)
@@ -616,6 +702,19 @@ class Journal:
             cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
 
+_KEPT_ON_RESTART = ("key", "seq", "priority", "depends_on", "attempts", "queued_at", "updated_at")
+_FORGOTTEN_ON_RESTART = tuple(
+    name
+    for name in COLUMNS
+    if name not in _KEPT_ON_RESTART and name not in ("kind", "request", "family", "state", "reason")
+)
+"""What ``restart`` sets to NULL (it sets the request and its state anew)."""
+
+_INSERT_SQL = (
+    "INSERT OR IGNORE INTO jobs (key, seq, kind, request, family, priority,"
+    " depends_on, state, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 Write = Callable[["JournalBatch"], object]
 """One write for ``Journal.apply``: a function of the open batch."""
 
@@ -624,12 +723,12 @@ class JournalBatch:
     """The journal's writes, inside a transaction that is open (see ``Journal.apply``)."""
 
     def __init__(
-        self, journal: Journal, cur: sqlite3.Cursor, touched: set[str] | None = None
+        self, journal: Journal, cur: sqlite3.Cursor, changes: list[_Change] | None = None
     ) -> None:
         self._journal = journal
         self._cur = cur
-        self._touched = set() if touched is None else touched
-        """The keys written in this batch (see ``Journal.apply_and_read``)."""
+        self.changes: list[_Change] = [] if changes is None else changes
+        """What this batch wrote, in order (see ``Journal._notify``)."""
 
     def add(self, jobs: Iterable[NewJob]) -> int:
         """See ``Journal.add``."""
@@ -637,25 +736,21 @@ class JournalBatch:
         now = time.time()
         inserted = 0
         for job in jobs:
-            self._touched.add(job.key)
-            self._cur.execute(
-                "INSERT OR IGNORE INTO jobs (key, seq, kind, request, family, priority,"
-                " depends_on, state, queued_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.key,
-                    journal._next_seq,
-                    job.kind,
-                    _dumps(job.request),
-                    job.family,
-                    job.priority,
-                    _dumps(list(job.depends_on)),
-                    job.state,
-                    job.queued_at,
-                    now,
-                ),
-            )
+            values = {
+                "key": job.key,
+                "seq": journal._next_seq,
+                "kind": job.kind,
+                "request": _dumps(job.request),
+                "family": job.family,
+                "priority": job.priority,
+                "depends_on": _dumps(list(job.depends_on)),
+                "state": job.state,
+                "queued_at": job.queued_at,
+                "updated_at": now,
+            }
+            self._cur.execute(_INSERT_SQL, tuple(values.values()))
             if self._cur.rowcount:
+                self.changes.append((job.key, _INSERT, values))
                 inserted += 1
                 journal._next_seq += 1
         return inserted
@@ -673,9 +768,17 @@ class JournalBatch:
         """See ``Journal.record_intent``."""
         self._update(
             key,
-            "attempts = attempts + 1, state = 'creating', reason = NULL, generation_id = NULL,"
-            " lease_id = ?, intent_body = ?, intent_at = ?, owner = ?, request_digest = ?",
-            (lease_id, _dumps(body), sent_at, owner, digest),
+            {
+                "attempts": _INCREMENT,
+                "state": "creating",
+                "reason": None,
+                "generation_id": None,
+                "lease_id": lease_id,
+                "intent_body": _dumps(body),
+                "intent_at": sent_at,
+                "owner": owner,
+                "request_digest": digest,
+            },
         )
 
     def restart(
@@ -684,20 +787,27 @@ class JournalBatch:
         """See ``Journal.restart``."""
         self._update(
             key,
-            "state = 'pending', reason = ?, error_type = NULL, generation_id = NULL,"
-            " lease_id = NULL, intent_body = NULL, intent_at = NULL, owner = NULL,"
-            " generation = NULL, path = NULL, sha256 = NULL, bytes = NULL, created_at = NULL,"
-            " completed_at = NULL, downloaded_at = NULL, request_digest = NULL,"
-            " request = ?, kind = ?, family = ?",
-            (reason, _dumps(request), kind, family),
+            {
+                "state": "pending",
+                "reason": reason,
+                **dict.fromkeys(_FORGOTTEN_ON_RESTART),
+                "request": _dumps(request),
+                "kind": kind,
+                "family": family,
+            },
         )
 
     def clear_intent(self, key: str, *, state: str = "queued", reason: str | None = None) -> None:
         """See ``Journal.clear_intent``."""
         self._update(
             key,
-            "state = ?, reason = ?, intent_body = NULL, intent_at = NULL, lease_id = NULL",
-            (state, reason),
+            {
+                "state": state,
+                "reason": reason,
+                "intent_body": None,
+                "intent_at": None,
+                "lease_id": None,
+            },
         )
 
     def record_submitted(self, key: str, generation_id: str, *, at: float | None = None) -> None:
@@ -712,19 +822,20 @@ class JournalBatch:
 
     def update(self, key: str, **fields: Any) -> None:
         """See ``Journal.update``."""
-        assignments, params = _assignments(fields)
-        self._update(key, assignments, params)
+        self._update(key, _stored(fields))
 
     def update_many(self, changes: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """See ``Journal.update_many``."""
         for key, fields in changes:
             self.update(key, **fields)
 
-    def _update(self, key: str, assignments: str, params: tuple[Any, ...]) -> None:
-        self._touched.add(key)
-        self._cur.execute(
-            f"UPDATE jobs SET {assignments}, updated_at = ? WHERE key = ?",
-            (*params, time.time(), key),
-        )
+    def _update(self, key: str, values: dict[str, Any]) -> None:
+        """Set ``key``'s columns to ``values`` (as stored) and its ``updated_at``."""
+        values["updated_at"] = time.time()
+        increments = frozenset(name for name, value in values.items() if value is _INCREMENT)
+        params = [value for value in values.values() if value is not _INCREMENT]
+        params.append(key)
+        self._cur.execute(_update_sql(tuple(values), increments), params)
         if self._cur.rowcount == 0:
             raise JournalError(f"{self._journal.path}: no job {key!r} in the journal")
+        self.changes.append((key, None, values))
