@@ -191,6 +191,26 @@ def test_watchers_get_each_commit_rows_as_on_disk(tmp_path: Path) -> None:
         assert on_disk["old"].request == {"prompt": "new"}
 
 
+def test_a_lone_write_that_fails_halfway_hands_its_watchers_nothing(tmp_path: Path) -> None:
+    """One write alone in its commit that changes a row and then fails is rolled
+    back whole: the watcher's copy stays what the disk holds."""
+    seen: dict[str, Row] = {}
+
+    def watcher(rows: list[Row]) -> None:
+        seen.update((row[0], row) for row in rows)
+
+    with Journal(tmp_path / "j.db") as journal:
+        journal.add([_job("a")])
+        seen.update((row[0], row) for row in journal.watch(watcher))
+        before = dict(seen)
+        errors = journal.apply(
+            [lambda b: b.update_many([("a", {"error_type": "X"}), ("missing", {})])]
+        )
+        assert isinstance(errors[0], JournalError)
+        assert seen == before
+        assert JournalRecord.from_row(seen["a"]) == journal.get("a")
+
+
 def test_read_does_not_wait_for_a_write_in_progress(tmp_path: Path) -> None:
     """get() answers (the last commit) while another thread holds a write transaction."""
     import threading

@@ -604,6 +604,7 @@ class Journal:
             raise  # the disk, not a write: the next attempt would fail the same way
         except Exception as exc:
             if len(writes) == 1:
+                del changes[:]  # rolled back: the watchers must not see them
                 return [exc]
         # Rare: some write failed, so the transaction was rolled back. Apply them
         # again, each in a savepoint of its own, to commit all but the failures.
