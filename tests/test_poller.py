@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -121,9 +123,28 @@ async def test_jittered_latencies_stay_within_budget() -> None:
 
 async def test_rate_bound_batch_detects_each_job_quickly() -> None:
     """Staggered creates (one per 0.1 s) are each noticed within 0.05 s, at <= 2 requests/job."""
+    lags, requests = await _staggered(Poller)
+    warm = lags[20:]
+    assert max(warm) <= 0.05
+    assert requests / 60 <= 2
+
+
+@pytest.mark.parametrize("probe_ratio", [1.05, 1.08, 1.1, 1.15])
+async def test_an_estimate_learnt_too_high_comes_down(probe_ratio: float) -> None:
+    """However late the first completion was noticed (the cold probes' spacing decides),
+    the estimate comes down to the latency: a generation last seen running long before,
+    in a list read for others, does not pin it to that late first sighting."""
+    lags, _ = await _staggered(partial(Poller, probe_ratio=probe_ratio))
+    warm = lags[20:]
+    assert statistics.median(warm) <= 0.02
+    assert max(warm) <= 0.05
+
+
+async def _staggered(make: Callable[..., Poller]) -> tuple[list[float], int]:
+    """60 generations of 2 s created 0.1 s apart: each one's detection lag, and requests."""
     clock = FakeClock()
     client = FakeStatusClient(clock)
-    poller = Poller(client, clock=clock)
+    poller = make(client, clock=clock)
     lags: list[float] = []
 
     async def on_update(g: FakeGeneration) -> None:
@@ -145,9 +166,7 @@ async def test_rate_bound_batch_detects_each_job_quickly() -> None:
             if next_poll is not None:
                 next_poll = max(next_poll, clock.now + 0.02)
     assert len(lags) == 60
-    warm = lags[20:]
-    assert max(warm) <= 0.05
-    assert client.requests / 60 <= 2
+    return lags, client.requests
 
 
 async def test_estimator_learns_each_key_separately() -> None:

@@ -672,9 +672,12 @@ class Poller:
         lo = min(w.running_age, hi)
         if lo > 0:
             self._streaks.pop(w.key, None)
-            # A tight bracket (a check just missed it): the upper bound, so the next
-            # check at the estimate finds it done. A loose one: its middle.
-            point = hi if hi - lo <= 0.1 * hi else (lo + hi) / 2
+            # A tight bracket (a check a step or two before just missed it): the
+            # upper bound, so the next check at the estimate finds it done. A loose
+            # one (last seen running long before, in a list read for others): its
+            # middle; its upper bound would keep an estimate once too high there.
+            step = max(self._min_interval, self._step_fraction * hi)
+            point = hi if hi - lo <= 2 * step else (lo + hi) / 2
         else:
             # Done at the first look: it may have finished long before. Shade the
             # upper bound, more on each round in a row, until a check misses.
