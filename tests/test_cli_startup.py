@@ -80,3 +80,10 @@ def test_subpackages_load_on_first_use() -> None:
         "lumasched.api",
         "lumasched.engine",
     ]
+
+
+def test_pillow_waits_for_a_local_image_or_the_gallery() -> None:
+    """Pillow (15 ms of start-up) is loaded to check a local input image or to make
+    thumbnails, not to start a run."""
+    code = "import lumasched.cli._run, lumasched.cli._runner, lumasched.cli._progress"
+    assert _loaded_after(code, ("PIL",)) == []
