@@ -43,6 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="rounds of the three contenders, interleaved; figures are medians",
     )
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        choices=("journal", "no-journal", "baseline"),
+        default=["journal", "no-journal", "baseline"],
+        help="which to run (a 100,000-job scale point without the 8-minute baseline); "
+        "ratios need the baseline",
+    )
+
+
+_CHOICES = {"journal": "lumasched", "no-journal": "lumasched, no journal", "baseline": "baseline"}
 
 
 def emulator_args(tmp: str) -> list[str]:
@@ -105,9 +116,9 @@ def run(args: argparse.Namespace) -> Report:
     for jobs in args.jobs:
         # Interleaved rounds: a change in the shared machine's load hits every
         # contender alike, and the median of each is less at its mercy.
+        chosen = [name for name in CONTENDERS if name in {_CHOICES[c] for c in args.contenders}]
         rounds = [
-            {name: contender(name, jobs, args) for name in CONTENDERS}
-            for _ in range(max(1, args.runs))
+            {name: contender(name, jobs, args) for name in chosen} for _ in range(max(1, args.runs))
         ]
         _report_size(report, jobs, args.concurrency, rounds)
         report.details[f"{jobs} jobs"] = rounds
@@ -117,14 +128,15 @@ def run(args: argparse.Namespace) -> Report:
 def _report_size(
     report: Report, jobs: int, concurrency: int, rounds: list[dict[str, dict[str, Any]]]
 ) -> None:
-    cpu: dict[str, list[float]] = {name: [] for name in CONTENDERS}
-    wall: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    ran = [name for name in CONTENDERS if name in rounds[0]]
+    cpu: dict[str, list[float]] = {name: [] for name in ran}
+    wall: dict[str, list[float]] = {name: [] for name in ran}
     for results in rounds:
         for name, result in results.items():
             cpu[name].append(result["usage"]["cpu"] / jobs * 1e3)
             wall[name].append(result["usage"]["wall"] / jobs * 1e3)
     runs = f", median of {len(rounds)} runs" if len(rounds) > 1 else ""
-    for name in CONTENDERS:
+    for name in ran:
         scen = f"{name} ({jobs:,} jobs, C={concurrency}, L=0{runs})"
         report.add(NAME, scen, "client CPU per job", statistics.median(cpu[name]), "ms")
         report.add(NAME, scen, "wall per job", statistics.median(wall[name]), "ms")
@@ -132,7 +144,9 @@ def _report_size(
         report.add(NAME, scen, "files downloaded", done, "", f"{jobs}", done == jobs)
         rss = statistics.median(r[name]["max_rss_mb"] for r in rounds)
         report.add(NAME, scen, "peak RSS", rss, "MB")
-    for name in CONTENDERS[:-1]:
+    for name in ran if "baseline" in ran else ():
+        if name == "baseline":
+            continue
         per_run = [mine / base for mine, base in zip(cpu[name], cpu["baseline"], strict=True)]
         cpu_ratio = statistics.median(per_run)
         wall_ratio = statistics.median(

@@ -176,6 +176,15 @@ def test_client_cost_benchmark_runs_tiny(tmp_path: Path) -> None:
     assert {"CPU per job ratio", "wall per job ratio"} <= _metrics(doc)
 
 
+def test_client_cost_runs_one_contender_alone(tmp_path: Path) -> None:
+    """--contenders journal: lumasched with its journal only (a scale point), no ratio."""
+    doc = _run_tiny("client_cost", tmp_path, "--contenders", "journal")
+    assert "client CPU per job" in _metrics(doc)
+    assert "CPU per job ratio" not in _metrics(doc)
+    scenarios = {row["scenario"] for row in doc["rows"]}  # type: ignore[attr-defined]
+    assert all(s.startswith("lumasched (") for s in scenarios), scenarios
+
+
 @pytest.mark.slow
 def test_scale_benchmark_runs_tiny(tmp_path: Path) -> None:
     """The scale benchmark reports jobs/s per size and the largest/smallest ratio."""
