@@ -199,10 +199,13 @@ class Scheduler:
         self._reachability = Reachability(
             getattr(client, "base_url", ""), give_up=unreachable_give_up, clock=clock
         )
+        # The journal's commits and the sealing of downloaded files take turns:
+        # fsyncs side by side contend in the file system and cost more CPU.
+        disk = anyio.CapacityLimiter(1)
         if downloader is None and out is not None:
             from lumasched.engine.downloads import Downloader
 
-            downloader = Downloader(client, max_size=max_asset_size)
+            downloader = Downloader(client, max_size=max_asset_size, disk_limiter=disk)
         self.max_pending = max_pending
         self._resume_on_enter = resume
         self._tg: TaskGroup | None = None
@@ -211,7 +214,7 @@ class Scheduler:
         self._closed = False
         self.events = EventHub()
 
-        writes = JournalWriter(journal)
+        writes = JournalWriter(journal, disk_limiter=disk)
         self._writes = writes
         self._table = table = JobTable(
             self.events,
