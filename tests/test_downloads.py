@@ -222,6 +222,54 @@ async def test_cancelled_download_leaves_no_target_and_resumes_later(tmp_path: P
     assert not part_path(target).exists()
 
 
+async def test_small_files_finishing_together_share_one_folder_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies held in memory that finish together are sealed in one worker-thread
+    call with one fsync of their folder; a file that cannot be written fails alone."""
+    import lumasched.engine.downloads as downloads
+
+    urls = {f"https://assets.example/gen-{i}/image.jpg": pattern(2_000 + i) for i in range(6)}
+    client = FakeAssetClient(urls)
+    downloader = make(client, max_concurrent=6)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "item-3.jpg").mkdir()  # a folder in the way: the rename of item-3 fails
+    batches: list[int] = []
+    folder_syncs: list[Path] = []
+    seal_many, sync_folder = downloads._seal_many, downloads._sync_folder
+
+    def counted_seal_many(batch: list[downloads._Sealing]) -> None:
+        batches.append(len(batch))
+        seal_many(batch)
+
+    def counted_sync_folder(path: Path) -> None:
+        folder_syncs.append(path)
+        sync_folder(path)
+
+    monkeypatch.setattr(downloads, "_seal_many", counted_seal_many)
+    monkeypatch.setattr(downloads, "_sync_folder", counted_sync_folder)
+    results: dict[str, object] = {}
+
+    async def one(i: int, url: str) -> None:
+        try:
+            results[f"item-{i}"] = await downloader.download(url, out / f"item-{i}.jpg")
+        except DownloadError as exc:
+            results[f"item-{i}"] = exc
+
+    async with anyio.create_task_group() as tg:
+        for i, url in enumerate(urls):
+            tg.start_soon(one, i, url)
+    assert sum(batches) == 6 and len(batches) < 6
+    assert folder_syncs == [out] * len(batches)
+    assert isinstance(results.pop("item-3"), DownloadError)
+    for i, data in enumerate(urls.values()):
+        if i != 3:
+            assert (out / f"item-{i}.jpg").read_bytes() == data
+            assert not part_path(out / f"item-{i}.jpg").exists()
+    assert downloader.stats().downloads == 5
+
+
 async def test_concurrency_is_bounded(tmp_path: Path) -> None:
     """With max_concurrent=2, no more than two bodies stream at once."""
     files = {f"https://assets.example/{i}.jpg": pattern(40_000, i) for i in range(6)}

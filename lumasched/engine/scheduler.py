@@ -86,6 +86,11 @@ DEFAULT_MAX_PENDING = 256
 DEFAULT_RECONCILE_SETTLE = 120.0
 DEFAULT_RECONCILE_GIVE_UP = 900.0
 DEFAULT_RECONCILE_INTERVAL = 5.0
+DEFAULT_DOWNLOADS = 16
+"""Assets the default ``Downloader`` fetches at once: small files that finish
+together are sealed in one batch (see ``lumasched.engine.downloads``), and at
+4 at once the batches, and the journal commits that follow them, were half as
+large (client CPU per job 2.2 against 1.7 ms at 2,000 zero-latency jobs)."""
 
 Ts = TypeVarTuple("Ts")
 
@@ -100,7 +105,7 @@ class Scheduler:
         journal: record every job there, and resume what it already holds.
         out_dir: download each finished asset to ``out_dir/<key>.<ext>``.
         poller, downloader: override the defaults (``Poller(client)``,
-            ``Downloader(client)``).
+            ``Downloader(client, max_concurrent=16)``).
         callback_url: set on every request that has none, so the server's
             callbacks can hint the poller.
         budget_cents, cost_of: stop creating once the estimated cost of the jobs
@@ -199,10 +204,18 @@ class Scheduler:
         self._reachability = Reachability(
             getattr(client, "base_url", ""), give_up=unreachable_give_up, clock=clock
         )
+        # The journal's commits and the sealing of downloaded files take turns:
+        # fsyncs side by side contend in the file system and cost more CPU.
+        disk = anyio.CapacityLimiter(1)
         if downloader is None and out is not None:
             from lumasched.engine.downloads import Downloader
 
-            downloader = Downloader(client, max_size=max_asset_size)
+            downloader = Downloader(
+                client,
+                max_concurrent=DEFAULT_DOWNLOADS,
+                max_size=max_asset_size,
+                disk_limiter=disk,
+            )
         self.max_pending = max_pending
         self._resume_on_enter = resume
         self._tg: TaskGroup | None = None
@@ -211,7 +224,7 @@ class Scheduler:
         self._closed = False
         self.events = EventHub()
 
-        writes = JournalWriter(journal)
+        writes = JournalWriter(journal, disk_limiter=disk)
         self._writes = writes
         self._table = table = JobTable(
             self.events,

@@ -70,8 +70,14 @@ class _Waiter:
 class JournalWriter:
     """Queues and commits the scheduler's journal writes (see the module docstring)."""
 
-    def __init__(self, journal: Journal | None) -> None:
+    def __init__(
+        self, journal: Journal | None, *, disk_limiter: anyio.CapacityLimiter | None = None
+    ) -> None:
         self.journal = journal
+        self._disk = disk_limiter
+        """Commits run under it (the scheduler shares it with the sealing of
+        downloaded files: fsyncs side by side cost more CPU and make smaller
+        groups of writes per commit)."""
         self._queue: list[tuple[Write, _Waiter | None]] = []
         self._queued = anyio.Event()
         self._lock = anyio.Lock()
@@ -235,7 +241,9 @@ class JournalWriter:
                 # Later writes could depend on the lost ones (a row never added):
                 # attempt none, so the only error anyone sees is the disk's.
                 raise self.broken
-            errors = await anyio.to_thread.run_sync(journal.apply, [w for w, _ in batch])
+            errors = await anyio.to_thread.run_sync(
+                journal.apply, [w for w, _ in batch], limiter=self._disk
+            )
         except Exception as exc:
             # The commit itself failed: nothing of the batch is recorded.
             if isinstance(exc, StorageError):
